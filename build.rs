@@ -1,0 +1,256 @@
+//! Builds the module against one Kamailio: the binary (`KAMAILIO_BIN`) tells
+//! the compile defines, the source tree (`KAMAILIO_SRC`) gives the headers.
+//! A probe compiled with those defines must print the binary's version and
+//! flags, so a wrong define set fails here and not at `loadmodule`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fail(msg: &str) -> ! {
+    eprintln!("\nmqueue build: {msg}\n");
+    std::process::exit(1);
+}
+
+/// The `version:` and `flags:` lines and the extra values of `kamailio -v`.
+struct CoreInfo {
+    full_version: String,
+    flags: String,
+    values: Vec<(String, String)>,
+}
+
+fn kamailio_bin() -> String {
+    if let Ok(bin) = env::var("KAMAILIO_BIN") {
+        return bin;
+    }
+    for candidate in ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"] {
+        if Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    fail("no Kamailio binary found: run `make deps` or set KAMAILIO_BIN=/path/to/kamailio");
+}
+
+fn read_core_info(bin: &str) -> CoreInfo {
+    let out = Command::new(bin)
+        .arg("-v")
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run `{bin} -v`: {e}")));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|l| l.trim().to_string())
+            .unwrap_or_else(|| fail(&format!("`{bin} -v` printed no `{prefix}` line")))
+    };
+    let full_version = line("version:");
+    let flags = line("flags:");
+    let values = text
+        .lines()
+        .find(|l| l.starts_with("ADAPTIVE_WAIT_LOOPS") || l.starts_with("MAX_RECV_BUFFER_SIZE"))
+        .map(|l| {
+            l.split(',')
+                .filter_map(|kv| {
+                    let kv = kv.trim();
+                    let (k, v) = kv.rsplit_once(' ')?;
+                    (!k.contains(' ')).then(|| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    CoreInfo {
+        full_version,
+        flags,
+        values,
+    }
+}
+
+/// `-D` defines that reproduce the core's compile flags and version string.
+fn defines(info: &CoreInfo) -> Vec<(String, Option<String>)> {
+    let mut defs: Vec<(String, Option<String>)> = Vec::new();
+    for flag in info.flags.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        match flag {
+            "TLS_PTHREAD_MUTEX_SHARED" => defs.push(("KSR_PTHREAD_MUTEX_SHARED".into(), None)),
+            f if f.contains('-') => {
+                for part in f.split('-') {
+                    defs.push((part.to_string(), None));
+                }
+            }
+            f => defs.push((f.to_string(), None)),
+        }
+    }
+    for (k, v) in &info.values {
+        defs.push((k.clone(), Some(v.clone())));
+    }
+    // "kamailio 5.6.3 (x86_64/linux)"
+    let (name, rest) = info
+        .full_version
+        .split_once(' ')
+        .unwrap_or_else(|| fail("cannot parse the version line"));
+    let (version, rest) = rest
+        .split_once(" (")
+        .unwrap_or_else(|| fail("cannot parse the version line"));
+    let (arch, os) = rest
+        .trim_end_matches(')')
+        .split_once('/')
+        .unwrap_or_else(|| fail("cannot parse the version line"));
+    let quote = |s: &str| Some(format!("\"{s}\""));
+    defs.push(("NAME".into(), quote(name)));
+    defs.push(("VERSION".into(), quote(version)));
+    defs.push(("ARCH".into(), quote(arch)));
+    defs.push(("OS".into(), Some(os.to_string())));
+    defs.push(("OS_QUOTED".into(), quote(os)));
+    // Not shown by `-v`, needed by the lock and atomic headers.
+    defs.push((format!("__CPU_{arch}"), None));
+    defs.push((format!("__OS_{os}"), None));
+    defs.push(("CC_GCC_LIKE_ASM".into(), None));
+    defs.push(("MOD_NAME".into(), quote("mqueue")));
+    defs
+}
+
+fn kamailio_src(manifest: &Path) -> PathBuf {
+    let src = env::var("KAMAILIO_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| manifest.join("kamailio-headers/src"));
+    if !src.join("src/core/sr_module.h").exists() {
+        fail(&format!(
+            "no Kamailio source tree at {}: run `make deps` (fetches the source of the \
+             installed Kamailio) or set KAMAILIO_SRC to a Kamailio source tree",
+            src.display()
+        ));
+    }
+    src
+}
+
+/// Compiles and runs the probe; its output must equal the binary's `-v`.
+fn check_probe(info: &CoreInfo, defs: &[(String, Option<String>)], inc: &[PathBuf], out: &Path) {
+    let exe = out.join("kamailio-probe");
+    let mut cmd = Command::new(env::var("CC").unwrap_or_else(|_| "cc".into()));
+    for (k, v) in defs {
+        cmd.arg(match v {
+            Some(v) => format!("-D{k}={v}"),
+            None => format!("-D{k}"),
+        });
+    }
+    for dir in inc {
+        cmd.arg("-I").arg(dir);
+    }
+    cmd.arg("kamailio-headers/probe.c").arg("-o").arg(&exe);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run the C compiler for the probe: {e}")));
+    if !status.success() {
+        fail("the build probe did not compile with the defines derived from `kamailio -v`");
+    }
+    let printed = Command::new(&exe)
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run the build probe: {e}")));
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let mut lines = printed.lines();
+    let (ver, flags) = (lines.next().unwrap_or("").trim(), lines.next().unwrap_or(""));
+    if ver != info.full_version || flags != info.flags {
+        fail(&format!(
+            "the headers and defines do not match the Kamailio binary.\n  binary: {}\n          {}\n  \
+             headers: {ver}\n           {flags}\nPoint KAMAILIO_SRC at the source of the same \
+             version as KAMAILIO_BIN (make deps fetches it for Debian's package).",
+            info.full_version, info.flags
+        ));
+    }
+}
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    for var in ["KAMAILIO_SRC", "KAMAILIO_BIN", "KAMAILIO_LIBDIR"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    for file in ["wrapper.h", "shim.h", "shim.c", "probe.c"] {
+        println!("cargo:rerun-if-changed=kamailio-headers/{file}");
+    }
+
+    if env::var_os("CARGO_FEATURE_HOST").is_none() {
+        return; // the pure queue core needs nothing from Kamailio
+    }
+    let bin = kamailio_bin();
+    let info = read_core_info(&bin);
+    let src = kamailio_src(&manifest);
+    let defs = defines(&info);
+    let inc = vec![src.join("src"), manifest.join("kamailio-headers")];
+    check_probe(&info, &defs, &inc, &out);
+
+    let mut shim = cc::Build::new();
+    shim.file("kamailio-headers/shim.c").warnings(false);
+    for dir in &inc {
+        shim.include(dir);
+    }
+    for (k, v) in &defs {
+        shim.define(k, v.as_deref());
+    }
+    shim.compile("mqrs_shim");
+
+    let mut clang_args: Vec<String> = inc.iter().map(|d| format!("-I{}", d.display())).collect();
+    clang_args.extend(defs.iter().map(|(k, v)| match v {
+        Some(v) => format!("-D{k}={v}"),
+        None => format!("-D{k}"),
+    }));
+    let bindings = bindgen::Builder::default()
+        .header("kamailio-headers/wrapper.h")
+        .clang_args(&clang_args)
+        .prepend_enum_name(false)
+        .derive_default(true)
+        .layout_tests(false)
+        .allowlist_type("module_exports|cmd_export_t|param_export_t|pv_export_t|rpc_export_t")
+        .allowlist_type("sr_kemi_t|sr_kemi_xval_t|rpc_t|gparam_t|pv_spec_t|pv_value_t")
+        .allowlist_type("db_func_t|db1_con_t|db_key_t|db_val_t|db1_res_t|db_row_t")
+        .allowlist_type("stat_var|counter_handle_t")
+        .allowlist_function("mqrs_.*|pv_get_null|pv_get_strval|pv_get_sintval|pv_cache_get")
+        .allowlist_function("pv_get_spec_value|pv_locate_name|fixup_spve_null|fixup_free_spve_null")
+        .allowlist_function("fixup_spve_all|fixup_free_spve_all")
+        .allowlist_function("sr_kemi_modules_add|rpc_register_array|faked_msg_init|faked_msg_next")
+        .allowlist_function("db_bind_mod|register_stat|get_stat_val|shm_initialized")
+        .allowlist_function("db_str2val|db_val2str")
+        .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
+        .allowlist_var("PARAM_INT|GPARAM_TYPE_.*|PROC_.*|L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR")
+        .allowlist_var("L_WARN|L_NOTICE|L_INFO|L_DBG|RET_ARRAY|DB_.*|STAT_.*|E_UNSPEC|E_CFG")
+        .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|is_main|dont_fork")
+        .opaque_type("sip_msg")
+        .generate()
+        .unwrap_or_else(|e| fail(&format!("bindgen failed on kamailio-headers/wrapper.h: {e}")));
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .unwrap_or_else(|e| fail(&format!("cannot write the bindings: {e}")));
+
+    // Strings the core compares byte for byte at loadmodule.
+    let ident = format!(
+        "pub const SER_FULL_VERSION: &[u8] = b\"{}\\0\";\npub const SER_COMPILE_FLAGS: &[u8] = b\"{}\\0\";\n",
+        info.full_version.escape_default(),
+        info.flags.escape_default()
+    );
+    std::fs::write(out.join("core_version.rs"), ident)
+        .unwrap_or_else(|e| fail(&format!("cannot write core_version.rs: {e}")));
+
+    // The DB API lives in libsrdb1, in Kamailio's private lib directory.
+    let libdir = env::var("KAMAILIO_LIBDIR").unwrap_or_else(|_| {
+        let bin_path = Path::new(&bin);
+        let prefix = bin_path.parent().and_then(Path::parent).unwrap_or(Path::new("/usr"));
+        let multiarch = prefix.join("lib/x86_64-linux-gnu/kamailio");
+        if multiarch.join("libsrdb1.so.1").exists() {
+            multiarch.display().to_string()
+        } else {
+            prefix.join("lib/kamailio").display().to_string()
+        }
+    });
+    let lib = Path::new(&libdir);
+    let srdb1 = ["libsrdb1.so", "libsrdb1.so.1"].iter().find(|n| lib.join(n).exists());
+    let Some(srdb1) = srdb1 else {
+        fail(&format!(
+            "libsrdb1 not found in {libdir}: set KAMAILIO_LIBDIR to Kamailio's private lib directory"
+        ));
+    };
+    // Only the module links it: unit tests of the core must not need the host.
+    println!("cargo:rustc-cdylib-link-arg=-L{libdir}");
+    println!("cargo:rustc-cdylib-link-arg=-l:{srdb1}");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}");
+    // The core's symbols are resolved when Kamailio loads the module.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--allow-shlib-undefined");
+}

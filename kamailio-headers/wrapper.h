@@ -1,0 +1,13 @@
+/* The parts of the Kamailio core that the module binds with bindgen. */
+#include "core/sr_module.h"
+#include "core/mod_fix.h"
+#include "core/pvar.h"
+#include "core/rpc.h"
+#include "core/rpc_lookup.h"
+#include "core/kemi.h"
+#include "core/fmsg.h"
+#include "core/counters.h"
+#include "core/pt.h"
+#include "core/globals.h"
+#include "lib/srdb1/db.h"
+#include "shim.h"

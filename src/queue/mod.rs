@@ -1,0 +1,88 @@
+//! The queue core: FIFO queues of (key, value) items whose storage comes from
+//! a [`RawAlloc`] (Kamailio's shm in the module, the heap in unit tests) and
+//! whose state sits behind a `lock_api` mutex ([`FutexMutex`] across
+//! processes).
+//!
+//! Items are packed into large chunks ([`log`]), so an add costs a copy and
+//! rarely an allocation; unique-key queues keep a hash index ([`index`]).
+
+mod index;
+pub mod lock;
+mod log;
+pub mod param;
+mod state;
+
+pub use lock::FutexMutex;
+pub use state::{AddOutcome, Limits, QueueState, Stats};
+
+/// Memory for queue data: it must stay valid, at the same address, in every
+/// process that uses the queue.
+///
+/// # Safety
+/// `alloc` returns null or a block of at least `size` bytes aligned to 8,
+/// which stays valid until passed to `free` of the same allocator.
+pub unsafe trait RawAlloc: Default {
+    /// Allocates `size` bytes, or returns null.
+    fn alloc(&self, size: usize) -> *mut u8;
+    /// Frees a block from `alloc`.
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc` of this allocator and is not used afterwards.
+    unsafe fn free(&self, ptr: *mut u8);
+}
+
+/// The process heap, for unit tests and fuzzing.
+#[derive(Default, Clone, Copy)]
+pub struct HeapAlloc;
+
+// SAFETY: malloc returns blocks aligned for any fundamental type (>= 8).
+unsafe impl RawAlloc for HeapAlloc {
+    fn alloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: malloc has no preconditions.
+        unsafe { libc::malloc(size.max(1)) as *mut u8 }
+    }
+    unsafe fn free(&self, ptr: *mut u8) {
+        // SAFETY: the caller passes a block from `alloc`, i.e. from malloc.
+        unsafe { libc::free(ptr as *mut libc::c_void) }
+    }
+}
+
+/// How an add treats a key already in the queue (`addmode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddMode {
+    /// 0: always append.
+    Append,
+    /// 1: unique keys, the item already queued stays.
+    KeepOldest,
+    /// 2: unique keys, the old item goes and the new one is appended.
+    KeepNewest,
+}
+
+impl AddMode {
+    /// Maps the `addmode` number; other numbers behave as 0, like the C module.
+    pub fn from_int(n: i32) -> AddMode {
+        match n {
+            1 => AddMode::KeepOldest,
+            2 => AddMode::KeepNewest,
+            _ => AddMode::Append,
+        }
+    }
+
+    pub fn as_int(self) -> i32 {
+        match self {
+            AddMode::Append => 0,
+            AddMode::KeepOldest => 1,
+            AddMode::KeepNewest => 2,
+        }
+    }
+
+    fn unique(self) -> bool {
+        self != AddMode::Append
+    }
+}
+
+/// A queue as it lives in shared memory: its state under a cross-process lock.
+pub type Queue<A> = lock_api::Mutex<FutexMutex, QueueState<A>>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! Queue core against a simple model (VecDeque), on the process heap.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+type State = QueueState<HeapAlloc>;
+
+fn fetch(q: &mut State) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut out = None;
+    q.fetch_with(|k, v| out = Some((k.to_vec(), v.to_vec())));
+    out
+}
+
+/// The behaviour of the C module, written as plainly as possible.
+#[derive(Default)]
+pub struct Model {
+    pub items: VecDeque<(Vec<u8>, Vec<u8>)>,
+    pub mode: i32,
+    pub max: usize,
+}
+
+impl Model {
+    pub fn add(&mut self, k: &[u8], v: &[u8]) {
+        if self.mode != 0 {
+            if let Some(pos) = self.items.iter().position(|(ik, _)| ik == k) {
+                if self.mode == 1 {
+                    return;
+                }
+                self.items.remove(pos);
+            }
+        }
+        self.items.push_back((k.to_vec(), v.to_vec()));
+        if self.max > 0 && self.items.len() > self.max {
+            self.items.pop_front();
+        }
+    }
+}
+
+#[test]
+fn fifo_order() {
+    let mut q = State::new(AddMode::Append, Limits::default(), 1);
+    for i in 0..10_000u32 {
+        assert_eq!(q.add(format!("k{i}").as_bytes(), &i.to_le_bytes()), AddOutcome::Added);
+    }
+    assert_eq!(q.len(), 10_000);
+    for i in 0..10_000u32 {
+        assert_eq!(fetch(&mut q), Some((format!("k{i}").into_bytes(), i.to_le_bytes().to_vec())));
+    }
+    assert_eq!(fetch(&mut q), None);
+    assert_eq!(q.stats().added, 10_000);
+    assert_eq!(q.stats().fetched, 10_000);
+}
+
+#[test]
+fn size_limit_evicts_oldest() {
+    let limits = Limits {
+        max_items: 3,
+        max_bytes: 0,
+    };
+    let mut q = State::new(AddMode::Append, limits, 1);
+    for k in ["a", "b", "c", "d", "e"] {
+        q.add(k.as_bytes(), b"v");
+    }
+    assert_eq!(q.len(), 3);
+    assert_eq!(fetch(&mut q).unwrap().0, b"c");
+    assert_eq!(q.stats().evicted, 2);
+}
+
+#[test]
+fn keep_oldest_rejects_duplicates_until_fetched() {
+    let mut q = State::new(AddMode::KeepOldest, Limits::default(), 1);
+    assert_eq!(q.add(b"k", b"1"), AddOutcome::Added);
+    assert_eq!(q.add(b"k", b"2"), AddOutcome::Duplicate);
+    assert_eq!(fetch(&mut q), Some((b"k".to_vec(), b"1".to_vec())));
+    assert_eq!(q.add(b"k", b"3"), AddOutcome::Added);
+    assert_eq!(q.stats().rejected, 1);
+}
+
+#[test]
+fn keep_newest_moves_key_to_tail() {
+    let mut q = State::new(AddMode::KeepNewest, Limits::default(), 1);
+    q.add(b"a", b"1");
+    q.add(b"b", b"1");
+    q.add(b"a", b"2");
+    assert_eq!(q.len(), 2);
+    assert_eq!(fetch(&mut q), Some((b"b".to_vec(), b"1".to_vec())));
+    assert_eq!(fetch(&mut q), Some((b"a".to_vec(), b"2".to_vec())));
+    assert_eq!(q.stats().replaced, 1);
+}
+
+#[test]
+fn replacements_do_not_grow_memory() {
+    let mut q = State::new(AddMode::KeepNewest, Limits::default(), 1);
+    for i in 0..200_000u32 {
+        q.add(format!("k{}", i % 10).as_bytes(), &[7u8; 100]);
+    }
+    assert_eq!(q.len(), 10);
+    assert!(q.stats().shm_bytes < 64 * 1024, "{:?}", q.stats());
+}
+
+#[test]
+fn byte_limit_evicts_and_rejects_oversized() {
+    let limits = Limits {
+        max_items: 0,
+        max_bytes: 1000,
+    };
+    let mut q = State::new(AddMode::Append, limits, 1);
+    for i in 0..100u8 {
+        q.add(&[i], &[0u8; 100]);
+    }
+    assert!(q.stats().item_bytes <= 1000);
+    assert_eq!(q.add(b"big", &[0u8; 2000]), AddOutcome::TooLarge);
+}
+
+#[test]
+fn empty_keys_and_values_round_trip() {
+    let mut q = State::new(AddMode::KeepNewest, Limits::default(), 1);
+    q.add(b"", b"");
+    q.add(b"", b"x");
+    assert_eq!(fetch(&mut q), Some((vec![], b"x".to_vec())));
+}
+
+#[test]
+fn clear_and_memory_return() {
+    let mut q = State::new(AddMode::KeepOldest, Limits::default(), 1);
+    for i in 0..50_000u32 {
+        q.add(&i.to_le_bytes(), &[1u8; 64]);
+    }
+    let big = q.stats().shm_bytes;
+    assert_eq!(q.clear(), 50_000);
+    assert!(q.stats().shm_bytes < big / 10);
+    assert_eq!(q.add(&1u32.to_le_bytes(), b"again"), AddOutcome::Added);
+}
+
+#[test]
+fn large_values_get_their_own_chunk() {
+    let mut q = State::new(AddMode::Append, Limits::default(), 1);
+    let big = vec![0xAB; 1 << 20];
+    q.add(b"a", b"small");
+    q.add(b"b", &big);
+    q.add(b"c", b"small");
+    assert_eq!(fetch(&mut q).unwrap().0, b"a");
+    assert_eq!(fetch(&mut q).unwrap().1, big);
+    assert_eq!(fetch(&mut q).unwrap().0, b"c");
+}
+
+/// xorshift: a reproducible stream without a crate.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn random_operations_match_the_model() {
+    for mode in 0..3 {
+        for max in [0usize, 1, 7, 100] {
+            let limits = Limits {
+                max_items: max,
+                max_bytes: 0,
+            };
+            let mut q = State::new(AddMode::from_int(mode), limits, 42);
+            let mut m = Model {
+                mode,
+                max,
+                ..Model::default()
+            };
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (mode as u64 * 31 + max as u64));
+            for step in 0..20_000 {
+                let r = rng.next();
+                if r % 3 == 0 {
+                    assert_eq!(fetch(&mut q), m.items.pop_front(), "step {step}");
+                } else {
+                    let k = format!("k{}", r % 50).into_bytes();
+                    let v = vec![b'v'; (r % 300) as usize];
+                    q.add(&k, &v);
+                    m.add(&k, &v);
+                }
+                assert_eq!(q.len(), m.items.len(), "step {step}");
+            }
+            let mut peeked = Vec::new();
+            q.peek(usize::MAX, |k, v| peeked.push((k.to_vec(), v.to_vec())));
+            assert_eq!(peeked, m.items.iter().cloned().collect::<Vec<_>>());
+        }
+    }
+}
