@@ -212,7 +212,8 @@ fn main() {
         .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
         .allowlist_var("PARAM_INT|GPARAM_TYPE_.*|PROC_.*|L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR")
         .allowlist_var("L_WARN|L_NOTICE|L_INFO|L_DBG|RET_ARRAY|DB_.*|STAT_.*|E_UNSPEC|E_CFG")
-        .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|is_main|dont_fork")
+        .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|is_main|dont_fork|FPARAM_.*")
+        .allowlist_function("sr_kemi_xval_null")
         .opaque_type("sip_msg")
         .generate()
         .unwrap_or_else(|e| fail(&format!("bindgen failed on kamailio-headers/wrapper.h: {e}")));

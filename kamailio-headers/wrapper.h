@@ -9,5 +9,6 @@
 #include "core/counters.h"
 #include "core/pt.h"
 #include "core/globals.h"
+#include "core/shm_init.h"
 #include "lib/srdb1/db.h"
 #include "shim.h"

@@ -12,3 +12,9 @@ pub mod core_version {
 
 /// `PARAM_USE_FUNC` (`1U<<(8*sizeof(int)-1)`), which bindgen cannot evaluate.
 pub const PARAM_USE_FUNC: u32 = 1 << 31;
+
+/// `gparam_t` is a macro for `fparam_t` in `mod_fix.h`.
+pub type gparam_t = fparam;
+
+/// `RET_ARRAY` of the anonymous enum in `rpc.h` (RPC reply is an array).
+pub const RET_ARRAY: u32 = 1;

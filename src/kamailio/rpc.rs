@@ -1,0 +1,115 @@
+//! The RPC context (`rpc_t` + `ctx`) as a small safe type.
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+
+use super::str::{as_bytes, from_bytes};
+use crate::sys;
+
+pub struct Rpc {
+    api: *mut sys::rpc_t,
+    ctx: *mut c_void,
+}
+
+/// A struct in the reply, to add named members to.
+pub struct RpcStruct<'a> {
+    rpc: &'a Rpc,
+    handle: *mut c_void,
+}
+
+impl Rpc {
+    /// # Safety
+    /// `api` and `ctx` are the arguments of an RPC handler call, used only
+    /// during that call.
+    pub unsafe fn new(api: *mut sys::rpc_t, ctx: *mut c_void) -> Rpc {
+        Rpc { api, ctx }
+    }
+
+    /// Replies with an error code and text.
+    pub fn fault(&self, code: c_int, text: &CStr) {
+        // SAFETY: the rpc_t functions are valid for this call; "%s" with a
+        // NUL-terminated string matches the variadic arguments.
+        unsafe {
+            if let Some(f) = (*self.api).fault {
+                f(self.ctx, code, c"%s".as_ptr() as *mut c_char, text.as_ptr());
+            }
+        }
+    }
+
+    /// The next parameter as a string; None when absent.
+    pub fn scan_str(&self, optional: bool) -> Option<Vec<u8>> {
+        let mut s = sys::str_ {
+            s: std::ptr::null_mut(),
+            len: 0,
+        };
+        let fmt = if optional { c"*S" } else { c"S" };
+        // SAFETY: "S" writes one str through the pointer we pass.
+        let n = unsafe {
+            let scan = (*self.api).scan?;
+            scan(self.ctx, fmt.as_ptr() as *mut c_char, &mut s as *mut sys::str_)
+        };
+        // SAFETY: on success the core points s at len readable bytes.
+        (n >= 1).then(|| unsafe { as_bytes(&s) }.to_vec())
+    }
+
+    /// The next parameter as an integer; None when absent.
+    pub fn scan_int(&self, optional: bool) -> Option<i32> {
+        let mut v: c_int = 0;
+        let fmt = if optional { c"*d" } else { c"d" };
+        // SAFETY: "d" writes one int through the pointer we pass.
+        let n = unsafe {
+            let scan = (*self.api).scan?;
+            scan(self.ctx, fmt.as_ptr() as *mut c_char, &mut v as *mut c_int)
+        };
+        (n >= 1).then_some(v)
+    }
+
+    /// Adds a struct to the reply (to the array, for array replies).
+    pub fn add_struct(&self) -> Option<RpcStruct<'_>> {
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: "{" writes one handle through the pointer we pass.
+        let rc = unsafe {
+            let add = (*self.api).add?;
+            add(self.ctx, c"{".as_ptr() as *mut c_char, &mut handle as *mut *mut c_void)
+        };
+        (rc >= 0 && !handle.is_null()).then_some(RpcStruct { rpc: self, handle })
+    }
+
+    /// Adds an integer to the reply.
+    pub fn add_int(&self, v: i64) -> bool {
+        // SAFETY: "d" takes one int.
+        unsafe {
+            match (*self.api).add {
+                Some(add) => add(self.ctx, c"d".as_ptr() as *mut c_char, v.clamp(i32::MIN as i64, i32::MAX as i64) as c_int) >= 0,
+                None => false,
+            }
+        }
+    }
+}
+
+impl RpcStruct<'_> {
+    /// Adds a string member (any bytes; the length bounds it).
+    pub fn str(&self, name: &CStr, value: &[u8]) -> bool {
+        let mut s = from_bytes(value);
+        // SAFETY: "S" takes a member name and a str pointer, both valid for
+        // the call; the core copies the bytes into the reply.
+        unsafe {
+            match (*self.rpc.api).struct_add {
+                Some(add) => add(self.handle, c"S".as_ptr() as *mut c_char, name.as_ptr(), &mut s as *mut sys::str_) >= 0,
+                None => false,
+            }
+        }
+    }
+
+    /// Adds an integer member (clamped to the int range of the protocol).
+    pub fn int(&self, name: &CStr, value: i64) -> bool {
+        let v = value.clamp(i32::MIN as i64, i32::MAX as i64) as c_int;
+        // SAFETY: "d" takes a member name and an int.
+        unsafe {
+            match (*self.rpc.api).struct_add {
+                Some(add) => add(self.handle, c"d".as_ptr() as *mut c_char, name.as_ptr(), v) >= 0,
+                None => false,
+            }
+        }
+    }
+}

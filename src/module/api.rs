@@ -1,0 +1,155 @@
+//! The queue operations behind every interface (script, variables, KEMI,
+//! RPC, `bind_mq`), with the C module's return codes.
+
+use std::cell::{Cell, RefCell};
+
+use super::registry::{self, QueueDef};
+use crate::queue::{AddOutcome, Stats};
+use crate::{kerr, kinfo};
+
+/// The item a process fetched last from each queue (`$mqk`/`$mqv`):
+/// process-local, as each Kamailio process runs scripts in one thread.
+#[derive(Default)]
+pub struct Fetched {
+    pub present: bool,
+    pub key: Vec<u8>,
+    pub val: Vec<u8>,
+}
+
+thread_local! {
+    static FETCHED: RefCell<Vec<Fetched>> = const { RefCell::new(Vec::new()) };
+    /// Adds that failed in a row, per queue, so a burst logs once.
+    static FAIL_STREAK: RefCell<Vec<Cell<u64>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn def(idx: usize) -> Option<&'static QueueDef> {
+    registry::frozen().and_then(|r| r.queues.get(idx))
+}
+
+fn name_of(idx: usize) -> String {
+    registry::with(|r| r.queues.get(idx).map(QueueDef::name_lossy).unwrap_or_default())
+}
+
+/// Runs `f` on a queue in either phase (before mod_init for DB loads).
+fn with_queue<R>(idx: usize, f: impl FnOnce(&QueueDef) -> R) -> Option<R> {
+    match def(idx) {
+        Some(d) => Some(f(d)),
+        None => registry::with(|r| r.queues.get(idx).map(f)),
+    }
+}
+
+fn note_add_result(idx: usize, ok: bool, why: &str) {
+    FAIL_STREAK.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() <= idx {
+            s.resize_with(idx + 1, Default::default);
+        }
+        let streak = s[idx].get();
+        if ok {
+            if streak > 0 {
+                kinfo!("mqueue {}: adds succeed again after {streak} failed", name_of(idx));
+                s[idx].set(0);
+            }
+        } else {
+            if streak == 0 {
+                kerr!("mqueue {}: cannot add item: {why} (further failures in this burst are counted, not logged)", name_of(idx));
+            }
+            s[idx].set(streak + 1);
+        }
+    });
+}
+
+/// Adds an item: 1 when queued (or, addmode 1, already queued), -1 on error.
+pub fn add(idx: usize, key: &[u8], val: &[u8]) -> i32 {
+    let outcome = with_queue(idx, |d| d.queue().lock().add(key, val));
+    match outcome {
+        Some(AddOutcome::Added) | Some(AddOutcome::Duplicate) => {
+            note_add_result(idx, true, "");
+            1
+        }
+        Some(AddOutcome::NoMemory) => {
+            note_add_result(idx, false, "no more shared memory");
+            -1
+        }
+        Some(AddOutcome::TooLarge) => {
+            note_add_result(idx, false, "item larger than the queue's maxbytes");
+            -1
+        }
+        None => -1,
+    }
+}
+
+/// `mq_add` by queue name (KEMI, `bind_mq`, RPC).
+pub fn add_by_name(name: &[u8], key: &[u8], val: &[u8]) -> i32 {
+    match registry::lookup(name) {
+        Some(idx) => add(idx, key, val),
+        None => {
+            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+            -1
+        }
+    }
+}
+
+fn with_fetched_slot<R>(idx: usize, f: impl FnOnce(&mut Fetched) -> R) -> R {
+    FETCHED.with(|all| {
+        let mut all = all.borrow_mut();
+        if all.len() <= idx {
+            all.resize_with(idx + 1, Fetched::default);
+        }
+        f(&mut all[idx])
+    })
+}
+
+/// Takes the oldest item into this process's slot: 1, or -2 when empty.
+/// The previous fetched item is dropped first, as in the C module.
+pub fn fetch(idx: usize) -> i32 {
+    let Some(d) = def(idx) else { return -1 };
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        let found = d.queue().lock().fetch_with(|k, v| {
+            slot.key.clear();
+            slot.key.extend_from_slice(k);
+            slot.val.clear();
+            slot.val.extend_from_slice(v);
+        });
+        slot.present = found;
+        if found {
+            1
+        } else {
+            -2
+        }
+    })
+}
+
+/// Drops this process's fetched item.
+pub fn pv_free(idx: usize) {
+    with_fetched_slot(idx, |slot| slot.present = false);
+}
+
+/// Calls `f` with the fetched key and value, if any. The slices stay valid
+/// until the next fetch or `mq_pv_free` on this queue in this process.
+pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&'static [u8], &'static [u8])>) -> R) -> R {
+    FETCHED.with(|all| {
+        let all = all.borrow();
+        let item = all.get(idx).filter(|s| s.present).map(|s| {
+            // SAFETY: the buffers are only changed by fetch and pv_free, which
+            // the script cannot call while it still uses this value.
+            unsafe {
+                (
+                    std::slice::from_raw_parts(s.key.as_ptr(), s.key.len()),
+                    std::slice::from_raw_parts(s.val.as_ptr(), s.val.len()),
+                )
+            }
+        });
+        f(item)
+    })
+}
+
+/// Items in the queue; None for an unknown index.
+pub fn size(idx: usize) -> Option<usize> {
+    with_queue(idx, |d| d.queue().lock().len())
+}
+
+pub fn stats(idx: usize) -> Option<Stats> {
+    with_queue(idx, |d| d.queue().lock().stats())
+}

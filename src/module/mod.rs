@@ -1,0 +1,12 @@
+//! Module glue: the export tables Kamailio reads, and thin `extern "C"`
+//! entry points into safe code. Every entry runs inside
+//! [`crate::kamailio::guard::guard`].
+
+pub mod api;
+mod exports;
+mod kemi;
+mod params;
+mod pvars;
+pub mod registry;
+mod rpc;
+mod script;

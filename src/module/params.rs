@@ -1,0 +1,121 @@
+//! Module parameters: `mqueue`, `mqueue_name`, `mqueue_size`,
+//! `mqueue_addmode`, `db_url`. A bad value stops Kamailio at start with an
+//! error naming the parameter.
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use super::registry;
+use crate::kamailio::guard::guard;
+use crate::kamailio::shm;
+use crate::queue::param::parse_queue_spec;
+use crate::queue::{AddMode, Limits};
+use crate::{kerr, kinfo};
+
+/// `mqueue_size` and `mqueue_addmode`, as set so far (they apply to the
+/// `mqueue_name` definitions that follow them, as in the C module).
+static DEFAULT_SIZE: AtomicI64 = AtomicI64::new(0);
+static DEFAULT_ADDMODE: AtomicI64 = AtomicI64::new(0);
+/// `db_url`.
+pub static DB_URL: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+fn string_arg<'a>(val: *mut c_void) -> Option<&'a [u8]> {
+    if val.is_null() {
+        return None;
+    }
+    // SAFETY: for PARAM_STRING parameters the core passes a NUL-terminated
+    // string that lives for the whole configuration phase.
+    Some(unsafe { CStr::from_ptr(val as *const c_char) }.to_bytes())
+}
+
+fn define(param: &str, name: &[u8], size: i64, addmode: i64, maxbytes: i64, dbmode: i64) -> c_int {
+    if !shm::initialized() {
+        kerr!("modparam {param}: shm not initialized - cannot define mqueue now");
+        return -1;
+    }
+    let limits = Limits {
+        max_items: size.max(0) as usize,
+        max_bytes: maxbytes.max(0) as usize,
+    };
+    match registry::define(name, AddMode::from_int(addmode as i32), limits, dbmode as i32) {
+        Ok(()) => {
+            kinfo!(
+                "mqueue param: [{}|size={size}|addmode={addmode}|dbmode={dbmode}|maxbytes={maxbytes}]",
+                String::from_utf8_lossy(name)
+            );
+            0
+        }
+        Err(e) => {
+            kerr!("modparam {param}: {e}");
+            -1
+        }
+    }
+}
+
+/// `modparam("mqueue", "mqueue", "name=q;size=N;addmode=M;dbmode=D;maxbytes=B")`
+pub unsafe extern "C" fn mq_param(_type: u32, val: *mut c_void) -> c_int {
+    guard("modparam mqueue", -1, || {
+        let Some(text) = string_arg(val) else {
+            kerr!("modparam mqueue: no value");
+            return -1;
+        };
+        match parse_queue_spec(text) {
+            Ok(s) => define("mqueue", &s.name, s.size, s.addmode, s.maxbytes, s.dbmode),
+            Err(e) => {
+                kerr!("modparam mqueue: {e}: {}", String::from_utf8_lossy(text));
+                -1
+            }
+        }
+    })
+}
+
+/// `modparam("mqueue", "mqueue_name", "q")` with the current size/addmode.
+pub unsafe extern "C" fn mq_param_name(_type: u32, val: *mut c_void) -> c_int {
+    guard("modparam mqueue_name", -1, || {
+        let name = string_arg(val).unwrap_or_default();
+        if name.is_empty() {
+            kerr!("modparam mqueue_name: mqueue name not defined");
+            return -1;
+        }
+        let size = DEFAULT_SIZE.load(Ordering::Relaxed);
+        let addmode = DEFAULT_ADDMODE.load(Ordering::Relaxed);
+        define("mqueue_name", name, size, addmode, 0, 0)
+    })
+}
+
+fn int_arg(val: *mut c_void) -> i64 {
+    // For PARAM_INT the core passes the number in the pointer itself.
+    val as isize as i32 as i64
+}
+
+pub unsafe extern "C" fn mq_param_size(_type: u32, val: *mut c_void) -> c_int {
+    let n = int_arg(val);
+    if n < 0 {
+        kerr!("modparam mqueue_size: must not be negative: {n}");
+        return -1;
+    }
+    DEFAULT_SIZE.store(n, Ordering::Relaxed);
+    0
+}
+
+pub unsafe extern "C" fn mq_param_addmode(_type: u32, val: *mut c_void) -> c_int {
+    let n = int_arg(val);
+    if !(0..=2).contains(&n) {
+        kerr!("modparam mqueue_addmode: must be 0, 1 or 2, not {n}");
+        return -1;
+    }
+    DEFAULT_ADDMODE.store(n, Ordering::Relaxed);
+    0
+}
+
+pub unsafe extern "C" fn mq_param_db_url(_type: u32, val: *mut c_void) -> c_int {
+    guard("modparam db_url", -1, || {
+        let url = string_arg(val).unwrap_or_default().to_vec();
+        if let Ok(mut slot) = DB_URL.lock() {
+            *slot = (!url.is_empty()).then_some(url);
+        }
+        0
+    })
+}

@@ -1,0 +1,119 @@
+//! The set of queues. Each queue's state lives in shared memory; the list of
+//! them and the name index are process-local, built in the main process
+//! while the configuration is read (before the fork) and frozen at
+//! `mod_init`, so every process resolves names without a lock.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use crate::kamailio::shm::{shm_box, ShmAlloc};
+use crate::queue::{AddMode, Limits, Queue, QueueState};
+
+/// One defined queue.
+pub struct QueueDef {
+    pub name: Vec<u8>,
+    pub dbmode: i32,
+    queue: *const Queue<ShmAlloc>,
+}
+
+// SAFETY: `queue` points into shm, valid in every process for the life of
+// the server; all access to the state goes through its cross-process lock.
+unsafe impl Send for QueueDef {}
+// SAFETY: as above: the pointer is never written after definition.
+unsafe impl Sync for QueueDef {}
+
+impl QueueDef {
+    pub fn queue(&self) -> &Queue<ShmAlloc> {
+        // SAFETY: set from shm_box at definition and never freed while the
+        // module is loaded (mod_destroy runs after every worker stopped).
+        unsafe { &*self.queue }
+    }
+
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub queues: Vec<QueueDef>,
+    by_name: HashMap<Vec<u8>, usize>,
+}
+
+impl Registry {
+    pub fn index_of(&self, name: &[u8]) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+}
+
+static PENDING: Mutex<Option<Registry>> = Mutex::new(None);
+static FROZEN: OnceLock<Registry> = OnceLock::new();
+
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    if n != 8 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ (std::process::id() as u64).rotate_left(32);
+    }
+    u64::from_ne_bytes(seed)
+}
+
+/// Defines a queue (module parameters). Errors name the problem.
+pub fn define(name: &[u8], mode: AddMode, limits: Limits, dbmode: i32) -> Result<(), String> {
+    if FROZEN.get().is_some() {
+        return Err("queues can only be defined while the configuration is read".into());
+    }
+    let mut pending = PENDING.lock().map_err(|_| "queue registry poisoned".to_string())?;
+    let reg = pending.get_or_insert_with(Registry::default);
+    if reg.by_name.contains_key(name) {
+        return Err(format!("mqueue redefined: {}", String::from_utf8_lossy(name)));
+    }
+    let state = QueueState::<ShmAlloc>::new(mode, limits, random_seed());
+    let queue = shm_box(Queue::new(state))
+        .ok_or_else(|| format!("no more shm for: {}", String::from_utf8_lossy(name)))?;
+    reg.by_name.insert(name.to_vec(), reg.queues.len());
+    reg.queues.push(QueueDef {
+        name: name.to_vec(),
+        dbmode,
+        queue,
+    });
+    Ok(())
+}
+
+/// Ends the definition phase (mod_init): from now on lookups take no lock.
+pub fn freeze() -> &'static Registry {
+    let reg = PENDING.lock().ok().and_then(|mut p| p.take()).unwrap_or_default();
+    FROZEN.get_or_init(|| reg)
+}
+
+/// The frozen registry, or None before mod_init.
+pub fn frozen() -> Option<&'static Registry> {
+    FROZEN.get()
+}
+
+/// Runs `f` on the registry in either phase.
+pub fn with<R>(f: impl FnOnce(&Registry) -> R) -> R {
+    match FROZEN.get() {
+        Some(reg) => f(reg),
+        None => {
+            let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.as_ref() {
+                Some(reg) => f(reg),
+                None => f(&Registry::default()),
+            }
+        }
+    }
+}
+
+/// Index of the queue with this name.
+pub fn lookup(name: &[u8]) -> Option<usize> {
+    match FROZEN.get() {
+        Some(reg) => reg.index_of(name),
+        None => with(|r| r.index_of(name)),
+    }
+}

@@ -1,0 +1,185 @@
+//! RPC commands: the C module's `mqueue.get_size`, `mqueue.get_sizes`,
+//! `mqueue.fetch` (same replies and faults), and for operators
+//! `mqueue.stats`, `mqueue.peek`, `mqueue.clear`, `mqueue.add`.
+
+use std::os::raw::c_void;
+
+use super::{api, registry};
+use crate::kamailio::guard::guard;
+use crate::kamailio::rpc::Rpc;
+use crate::sys;
+
+unsafe fn ctx(api: *mut sys::rpc_t, c: *mut c_void) -> Rpc {
+    // SAFETY: forwarded from the core's handler call.
+    unsafe { Rpc::new(api, c) }
+}
+
+/// The queue named by the first parameter, or a fault with the C module's
+/// codes for the missing, empty and unknown cases.
+fn queue_param(rpc: &Rpc, codes: (i32, i32, i32)) -> Option<(Vec<u8>, usize)> {
+    let Some(name) = rpc.scan_str(false) else {
+        rpc.fault(codes.0, c"No queue name");
+        return None;
+    };
+    if name.is_empty() {
+        rpc.fault(codes.1, c"Invalid queue name");
+        return None;
+    }
+    match registry::lookup(&name) {
+        Some(idx) => Some((name, idx)),
+        None => {
+            rpc.fault(codes.2, c"No such queue");
+            None
+        }
+    }
+}
+
+pub unsafe extern "C" fn mqueue_rpc_get_size(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.get_size", (), || {
+        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let size = api::size(idx).unwrap_or(0);
+        match rpc.add_struct() {
+            Some(st) => {
+                st.str(c"name", &name);
+                st.int(c"size", size as i64);
+            }
+            None => rpc.fault(500, c"Server error"),
+        }
+    })
+}
+
+pub unsafe extern "C" fn mqueue_rpc_get_sizes(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.get_sizes", (), || {
+        let Some(reg) = registry::frozen() else { return };
+        // The C module lists the queues newest-defined first.
+        for (idx, def) in reg.queues.iter().enumerate().rev() {
+            let Some(st) = rpc.add_struct() else {
+                rpc.fault(500, c"Server error");
+                return;
+            };
+            st.str(c"name", &def.name);
+            st.int(c"size", api::size(idx).unwrap_or(0) as i64);
+        }
+    })
+}
+
+pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.fetch", (), || {
+        let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else { return };
+        if api::fetch(idx) != 1 {
+            rpc.fault(404, c"Empty queue");
+            return;
+        }
+        // Unlike the C module, an empty key or value is returned as an
+        // empty string rather than a fault after the item was taken.
+        api::fetched(idx, |item| match (item, rpc.add_struct()) {
+            (Some((k, v)), Some(st)) => {
+                st.str(c"key", k);
+                st.str(c"val", v);
+            }
+            _ => rpc.fault(500, c"Internal error root reply"),
+        });
+    })
+}
+
+pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.stats", (), || {
+        let Some(reg) = registry::frozen() else { return };
+        let only = rpc.scan_str(true);
+        if let Some(name) = &only {
+            if registry::lookup(name).is_none() {
+                rpc.fault(404, c"No such queue");
+                return;
+            }
+        }
+        for (idx, def) in reg.queues.iter().enumerate() {
+            if only.as_ref().is_some_and(|n| *n != def.name) {
+                continue;
+            }
+            let q = def.queue().lock();
+            let (s, limits, mode) = (q.stats(), q.limits(), q.mode());
+            drop(q);
+            let Some(st) = rpc.add_struct() else {
+                rpc.fault(500, c"Server error");
+                return;
+            };
+            let _ = idx;
+            st.str(c"name", &def.name);
+            st.int(c"size", s.size as i64);
+            st.int(c"limit", limits.max_items as i64);
+            st.int(c"maxbytes", limits.max_bytes as i64);
+            st.int(c"addmode", mode.as_int() as i64);
+            st.int(c"dbmode", def.dbmode as i64);
+            st.int(c"added", s.added as i64);
+            st.int(c"fetched", s.fetched as i64);
+            st.int(c"evicted", s.evicted as i64);
+            st.int(c"replaced", s.replaced as i64);
+            st.int(c"rejected", s.rejected as i64);
+            st.int(c"failed", s.failed as i64);
+            st.int(c"max_size", s.max_size as i64);
+            st.int(c"item_bytes", s.item_bytes as i64);
+            st.int(c"shm_bytes", s.shm_bytes as i64);
+        }
+    })
+}
+
+pub unsafe extern "C" fn mqueue_rpc_peek(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.peek", (), || {
+        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
+        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else { return };
+        // Copy out under the lock, reply after releasing it.
+        let mut items = Vec::new();
+        def.queue().lock().peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+        for (k, v) in items {
+            let Some(st) = rpc.add_struct() else { return };
+            st.str(c"key", &k);
+            st.str(c"val", &v);
+        }
+    })
+}
+
+pub unsafe extern "C" fn mqueue_rpc_clear(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.clear", (), || {
+        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else { return };
+        let n = def.queue().lock().clear();
+        if let Some(st) = rpc.add_struct() {
+            st.str(c"name", &name);
+            st.int(c"cleared", n as i64);
+        }
+    })
+}
+
+pub unsafe extern "C" fn mqueue_rpc_add(a: *mut sys::rpc_t, c: *mut c_void) {
+    // SAFETY: forwarded from the core.
+    let rpc = unsafe { ctx(a, c) };
+    guard("mqueue.add", (), || {
+        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let (Some(key), Some(val)) = (rpc.scan_str(false), rpc.scan_str(false)) else {
+            rpc.fault(400, c"Key and value required");
+            return;
+        };
+        #[cfg(feature = "panic-inject")]
+        if key == b"__panic__" {
+            panic!("injected panic (panic-inject test feature)");
+        }
+        if api::add(idx, &key, &val) == 1 {
+            rpc.add_int(1);
+        } else {
+            rpc.fault(500, c"Cannot add item");
+        }
+    })
+}

@@ -1,0 +1,156 @@
+//! Config-script functions `mq_add`, `mq_fetch`, `mq_size`, `mq_pv_free`
+//! and their fixups. A constant queue name is resolved once, at fixup.
+
+use std::os::raw::{c_char, c_int, c_void};
+
+use super::{api, registry};
+use crate::kamailio::fixup;
+use crate::kamailio::guard::guard;
+use crate::sys;
+use crate::kerr;
+
+/// The fixed-up queue parameter: the core's `gparam_t`, plus the queue
+/// index when the name is a constant naming a defined queue.
+struct QueueParam {
+    gp: *mut sys::gparam_t,
+    fixed: Option<usize>,
+}
+
+/// The queue a call names: Ok(index), or Err(return code) after logging.
+unsafe fn resolve(msg: *mut sys::sip_msg, param: *mut c_char) -> Result<usize, c_int> {
+    // SAFETY: param is the QueueParam our fixup stored for this call site.
+    let qp = unsafe { &*(param as *const QueueParam) };
+    if let Some(idx) = qp.fixed {
+        return Ok(idx);
+    }
+    // SAFETY: gp was made by fix_spve; msg is the current message.
+    let Some(name) = (unsafe { fixup::value(msg, qp.gp) }) else {
+        kerr!("cannot get the queue");
+        return Err(-1);
+    };
+    registry::lookup(name).ok_or_else(|| {
+        kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+        -1
+    })
+}
+
+/// Fixup of the queue name (parameter 1); other parameters are plain
+/// string-with-variables parameters.
+pub unsafe extern "C" fn fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("fixup", -1, || {
+        // SAFETY: the core passes the slot of this parameter.
+        if unsafe { fixup::fix_spve(param) } < 0 {
+            kerr!("cannot fix parameter {param_no}");
+            return -1;
+        }
+        if param_no != 1 {
+            return 0;
+        }
+        // SAFETY: fix_spve stored a gparam_t in the slot.
+        let gp = unsafe { *param } as *mut sys::gparam_t;
+        // SAFETY: gp is the live gparam_t just made.
+        let fixed = unsafe { fixup::const_str(gp) }.and_then(registry::lookup);
+        let boxed = Box::new(QueueParam { gp, fixed });
+        // SAFETY: the slot now holds our QueueParam; free_fixup_mq undoes it.
+        unsafe { *param = Box::into_raw(boxed) as *mut c_void };
+        0
+    })
+}
+
+pub unsafe extern "C" fn free_fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("free_fixup", -1, || {
+        if param_no == 1 {
+            // SAFETY: the slot holds the QueueParam fixup_mq made.
+            let qp = unsafe { Box::from_raw(*param as *mut QueueParam) };
+            // SAFETY: put the gparam_t back for the core's free function.
+            unsafe { *param = qp.gp as *mut c_void };
+        }
+        // SAFETY: the slot holds a gparam_t made by fix_spve.
+        unsafe { fixup::free_spve(param) }
+    })
+}
+
+/// `mq_add(queue, key, value)`: 1 added (or kept, addmode 1), -1 error.
+pub unsafe extern "C" fn w_mq_add(
+    msg: *mut sys::sip_msg,
+    q: *mut c_char,
+    key: *mut c_char,
+    val: *mut c_char,
+) -> c_int {
+    guard("mq_add", -1, || {
+        // SAFETY: q, key and val are the parameters fixed by fixup_mq.
+        unsafe {
+            let idx = match resolve(msg, q) {
+                Ok(i) => i,
+                Err(rc) => return rc,
+            };
+            let Some(k) = fixup::value(msg, key as *mut sys::gparam_t) else {
+                kerr!("cannot get the key");
+                return -1;
+            };
+            let Some(v) = fixup::value(msg, val as *mut sys::gparam_t) else {
+                kerr!("cannot get the val");
+                return -1;
+            };
+            api::add(idx, k, v)
+        }
+    })
+}
+
+/// `mq_fetch(queue)`: 1 fetched, -1 unknown queue, -2 empty.
+pub unsafe extern "C" fn w_mq_fetch(msg: *mut sys::sip_msg, q: *mut c_char, _p2: *mut c_char) -> c_int {
+    guard("mq_fetch", -1, || {
+        // SAFETY: q is the parameter fixed by fixup_mq.
+        match unsafe { resolve_quiet(msg, q) } {
+            Ok(idx) => api::fetch(idx),
+            Err(rc) => rc,
+        }
+    })
+}
+
+/// Like [`resolve`], without the log line for an unknown queue (the C
+/// module's `mq_fetch` and `mq_pv_free` fail silently there).
+unsafe fn resolve_quiet(msg: *mut sys::sip_msg, param: *mut c_char) -> Result<usize, c_int> {
+    // SAFETY: as for resolve.
+    let qp = unsafe { &*(param as *const QueueParam) };
+    if let Some(idx) = qp.fixed {
+        return Ok(idx);
+    }
+    // SAFETY: as for resolve.
+    let Some(name) = (unsafe { fixup::value(msg, qp.gp) }) else {
+        kerr!("cannot get the queue");
+        return Err(-1);
+    };
+    registry::lookup(name).ok_or(-1)
+}
+
+/// `mq_size(queue)`: the size, -1 when empty, -2 for an unknown queue.
+pub unsafe extern "C" fn w_mq_size(msg: *mut sys::sip_msg, q: *mut c_char, _p2: *mut c_char) -> c_int {
+    guard("mq_size", -1, || {
+        // SAFETY: q is the parameter fixed by fixup_mq.
+        let idx = match unsafe { resolve(msg, q) } {
+            Ok(i) => i,
+            Err(_) => return -2,
+        };
+        match api::size(idx) {
+            Some(0) => -1,
+            Some(n) => n.min(i32::MAX as usize) as c_int,
+            None => -2,
+        }
+    })
+}
+
+/// `mq_pv_free(queue)`: drops the fetched item; always 1.
+pub unsafe extern "C" fn w_mq_pv_free(msg: *mut sys::sip_msg, q: *mut c_char, _p2: *mut c_char) -> c_int {
+    guard("mq_pv_free", -1, || {
+        // SAFETY: q is the parameter fixed by fixup_mq.
+        match unsafe { resolve_quiet(msg, q) } {
+            Ok(idx) => {
+                api::pv_free(idx);
+                1
+            }
+            Err(-1) => 1,
+            Err(rc) => rc,
+        }
+    })
+}
