@@ -1,0 +1,48 @@
+# mqueue for Kamailio, in Rust. `make run` and `make test` start from a fresh
+# Debian machine: they install what is missing first (`make deps`).
+
+KAMAILIO_BIN ?= $(shell command -v kamailio 2>/dev/null || echo /usr/sbin/kamailio)
+KAMAILIO_SRC ?= $(CURDIR)/kamailio-headers/src
+MODDIR ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
+CARGO ?= cargo
+export KAMAILIO_BIN KAMAILIO_SRC
+
+MODULE := build/mqueue.so
+
+.PHONY: all deps build run demo test unit-test integration-test lint install clean bench stress fuzz
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@$(MAKE) --no-print-directory $(MODULE)
+
+$(MODULE): $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs' -o -name '*.h' -o -name '*.c' \) 2>/dev/null) Cargo.toml build.rs
+	$(CARGO) build --release
+	@mkdir -p build
+	cp target/release/libmqueue.so $(MODULE)
+
+# Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1:5090.
+run: build
+	bash scripts/run.sh
+
+# SIP traffic for `make run` (second terminal).
+demo:
+	bash scripts/demo.sh
+
+test: build
+	$(CARGO) test --release --no-default-features --lib
+	MQUEUE_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release --test '*' -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release -- -D warnings
+
+install: build
+	install -m 0644 $(MODULE) $(DESTDIR)$(MODDIR)/mqueue.so
+
+clean:
+	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,321 @@
+//! Test harness: real Kamailio processes with the module under test, each
+//! in its own temp dir with its own loopback port and ctl socket, killed
+//! (with its whole process group) when the handle drops.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const KAMAILIO: &str = "/usr/sbin/kamailio";
+pub const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+pub const C_MODULE: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/mqueue.so";
+
+/// Which mqueue implementation a Kamailio loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    Rust,
+    C,
+}
+
+pub const BOTH: [Impl; 2] = [Impl::Rust, Impl::C];
+
+impl Impl {
+    pub fn module_path(self) -> String {
+        match self {
+            Impl::Rust => {
+                let p = std::env::var("MQUEUE_MODULE").unwrap_or_else(|_| {
+                    format!("{}/build/mqueue.so", env!("CARGO_MANIFEST_DIR"))
+                });
+                assert!(
+                    Path::new(&p).exists(),
+                    "module {p} not built: run `make test` (or `make build`)"
+                );
+                p
+            }
+            Impl::C => {
+                assert!(
+                    Path::new(C_MODULE).exists(),
+                    "the C mqueue module {C_MODULE} is missing: run `make deps` (package kamailio)"
+                );
+                C_MODULE.to_string()
+            }
+        }
+    }
+}
+
+/// A port in this project's test range (35100-36999), free for UDP now.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 35100 + (std::process::id() % 190) as u16 * 10;
+    for _ in 0..1900 {
+        let off = NEXT.fetch_add(1, Ordering::Relaxed) % 1900;
+        let port = 35100 + ((base - 35100 + off) % 1900);
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port in 35100-36999");
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mqueue-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("MQUEUE_KEEP_TMP").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// What a test puts into a generated kamailio.cfg.
+pub struct Cfg<'a> {
+    /// Global parameters, e.g. "children=2".
+    pub globals: &'a str,
+    /// Extra modules to load before mqueue (file names in MODULES).
+    pub modules: &'a [&'a str],
+    /// modparam lines and routes.
+    pub body: &'a str,
+}
+
+impl Default for Cfg<'_> {
+    fn default() -> Self {
+        Cfg {
+            globals: "children=1",
+            modules: &[],
+            body: "",
+        }
+    }
+}
+
+pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
+    let mut text = format!(
+        "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\ndisable_core_dump=yes\n\
+         auto_aliases=no\nlisten=udp:127.0.0.1:{port}\n{}\nmpath=\"{MODULES}/\"\n\
+         loadmodule \"ctl.so\"\nloadmodule \"pv.so\"\nloadmodule \"xlog.so\"\nloadmodule \"sl.so\"\n",
+        cfg.globals
+    );
+    for m in cfg.modules {
+        text.push_str(&format!("loadmodule \"{m}\"\n"));
+    }
+    text.push_str(&format!("loadmodule \"{}\"\n", imp.module_path()));
+    text.push_str(&format!(
+        "modparam(\"ctl\", \"binrpc\", \"unix:{}/ctl.sock\")\n",
+        dir.display()
+    ));
+    text.push_str(cfg.body);
+    if !cfg.body.contains("request_route") {
+        text.push_str("\nrequest_route { sl_send_reply(\"200\", \"OK\"); exit; }\n");
+    }
+    text
+}
+
+pub struct Kamailio {
+    pub imp: Impl,
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+fn no_core_and_own_group(cmd: &mut Command) {
+    // SAFETY: pre_exec runs in the forked child before exec; setrlimit and
+    // setpgid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+}
+
+impl Kamailio {
+    fn spawn(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Kamailio {
+        let dir = TempDir::new(match imp {
+            Impl::Rust => "rs",
+            Impl::C => "c",
+        });
+        let port = free_port();
+        let cfg_path = dir.0.join("kamailio.cfg");
+        fs::write(&cfg_path, render_cfg(cfg, imp, port, &dir.0)).expect("write cfg");
+        let log = fs::File::create(dir.0.join("kamailio.log")).expect("log file");
+        let mut cmd = Command::new(KAMAILIO);
+        cmd.args(["-DD", "-E", "-f"])
+            .arg(&cfg_path)
+            .arg("-w")
+            .arg(&dir.0)
+            .arg("-Y")
+            .arg(&dir.0)
+            .args(extra_args)
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        no_core_and_own_group(&mut cmd);
+        let child = cmd.spawn().expect("start kamailio: run `make deps`");
+        Kamailio {
+            imp,
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// Starts Kamailio and waits until it answers RPC.
+    pub fn start(cfg: &Cfg, imp: Impl) -> Kamailio {
+        Self::start_with(cfg, imp, &[])
+    }
+
+    pub fn start_with(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Kamailio {
+        let mut k = Self::spawn(cfg, imp, extra_args);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = k.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("kamailio ({imp:?}) exited at start ({status}):\n{}", k.log());
+            }
+            if k.dir.0.join("ctl.sock").exists() && k.rpc(&["core.uptime"]).is_ok() {
+                return k;
+            }
+            assert!(Instant::now() < deadline, "kamailio ({imp:?}) not ready:\n{}", k.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts Kamailio expecting it to refuse the configuration; returns
+    /// the exit status (None when killed by a signal) and the log.
+    pub fn start_expect_failure(cfg: &Cfg, imp: Impl) -> (Option<i32>, String) {
+        let mut k = Self::spawn(cfg, imp, &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut child = k.child.take().expect("child");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (status.code(), k.log());
+            }
+            if Instant::now() > deadline {
+                kill_group(&mut child);
+                panic!("kamailio ({imp:?}) did not refuse to start:\n{}", k.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(self.dir.0.join("kamailio.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Lines the script logged with the given marker, marker stripped.
+    pub fn marked(&self, marker: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim_end().to_string()))
+            .collect()
+    }
+
+    /// Waits until `n` lines carry the marker (or the timeout passes).
+    pub fn wait_marked(&self, marker: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.marked(marker);
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `kamcmd` against this instance: Ok(stdout) or Err(stdout + stderr).
+    pub fn rpc(&self, args: &[&str]) -> Result<String, String> {
+        let sock = format!("unix:{}/ctl.sock", self.dir.0.display());
+        let out = Command::new("kamcmd")
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("run kamcmd: run `make deps` (package kamailio)");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() && !stdout.starts_with("error:") {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{stderr}").trim().to_string())
+        }
+    }
+
+    /// Stops Kamailio gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    kill_group(&mut child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            kill_group(&mut child);
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: signals the process group the child leads (setpgid in spawn).
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
+        }
+    }
+}
+
+/// Sends `count` SIP MESSAGE requests with sipp at `rate` per second and
+/// returns sipp's exit status (0: every request got its 200).
+pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
+    let scenario = format!("{}/tests/sipp/message.xml", env!("CARGO_MANIFEST_DIR"));
+    let local = free_port();
+    let mut cmd = Command::new("sipp");
+    cmd.arg(format!("127.0.0.1:{port}"))
+        .args(["-sf", &scenario, "-m", &count.to_string(), "-r", &rate.to_string()])
+        .args(["-i", "127.0.0.1", "-p", &local.to_string()])
+        .args(["-nostdin", "-trace_err", "-timeout", "60s", "-timeout_error"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let status = cmd.status().expect("run sipp: run `make deps` (package sip-tester)");
+    status.code().unwrap_or(-1)
+}
