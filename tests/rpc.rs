@@ -1,0 +1,85 @@
+//! RPC commands over kamcmd/ctl: the C module's three commands give the
+//! same replies and faults from both modules; the operator commands
+//! (`stats`, `peek`, `clear`, `add`) are ours.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cfg, Impl, Kamailio, BOTH};
+
+const PARAMS: &str = r#"modparam("mqueue", "mqueue", "name=q1")
+modparam("mqueue", "mqueue", "name=q2;size=5")
+event_route[core:worker-one-init] {
+    mq_add("q1", "k1", "v1");
+    mq_add("q1", "k2", "v2 with spaces");
+    mq_add("q2", "x", "y");
+    xlog("L_INFO", "T|READY\n");
+}
+"#;
+
+fn start(imp: Impl) -> Kamailio {
+    let cfg = Cfg {
+        body: PARAMS,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, imp);
+    assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)), ["READY"], "{}", k.log());
+    k
+}
+
+#[test]
+fn c_module_commands_reply_the_same() {
+    let calls: &[&[&str]] = &[
+        &["mqueue.get_size", "q1"],
+        &["mqueue.get_size", "nope"],
+        &["mqueue.get_size", ""],
+        &["mqueue.get_size"],
+        &["mqueue.get_sizes"],
+        &["mqueue.fetch", "q1"],
+        &["mqueue.fetch", "q1"],
+        &["mqueue.fetch", "q1"],
+        &["mqueue.fetch", "nope"],
+        &["mqueue.fetch"],
+        &["mqueue.get_size", "q1"],
+    ];
+    let mut replies = Vec::new();
+    for imp in BOTH {
+        let k = start(imp);
+        let r: Vec<_> = calls.iter().map(|c| k.rpc(c)).collect();
+        replies.push(r);
+    }
+    assert_eq!(replies[0], replies[1], "Rust vs C replies differ");
+    let ours = &replies[0];
+    assert!(ours[0].as_ref().unwrap().contains("size: 2"), "{ours:?}");
+    assert_eq!(ours[1].as_ref().unwrap_err(), "error: 404 - No such queue");
+    assert!(ours[5].as_ref().unwrap().contains("key: k1"), "{ours:?}");
+    assert!(ours[6].as_ref().unwrap().contains("val: v2 with spaces"), "{ours:?}");
+    assert_eq!(ours[7].as_ref().unwrap_err(), "error: 404 - Empty queue");
+    assert_eq!(ours[8].as_ref().unwrap_err(), "error: 500 - No such queue");
+    let sizes = ours[4].as_ref().unwrap();
+    assert!(sizes.find("q2").unwrap() < sizes.find("q1").unwrap(), "C order: newest first");
+}
+
+#[test]
+fn operator_commands() {
+    let k = start(Impl::Rust);
+    assert_eq!(k.rpc(&["mqueue.add", "q2", "a", "b"]).unwrap().trim(), "1");
+    let peek = k.rpc(&["mqueue.peek", "q2", "10"]).unwrap();
+    assert!(peek.find("key: x").unwrap() < peek.find("key: a").unwrap(), "{peek}");
+    let stats = k.rpc(&["mqueue.stats", "q2"]).unwrap();
+    for field in ["name: q2", "size: 2", "limit: 5", "addmode: 0", "added: 2", "fetched: 0"] {
+        assert!(stats.contains(field), "no {field} in {stats}");
+    }
+    let cleared = k.rpc(&["mqueue.clear", "q2"]).unwrap();
+    assert!(cleared.contains("cleared: 2"), "{cleared}");
+    assert!(k.rpc(&["mqueue.get_size", "q2"]).unwrap().contains("size: 0"));
+    assert_eq!(k.rpc(&["mqueue.stats", "zz"]).unwrap_err(), "error: 404 - No such queue");
+    for _ in 0..7 {
+        k.rpc(&["mqueue.add", "q2", "k", "v"]).unwrap();
+    }
+    let stats = k.rpc(&["mqueue.stats", "q2"]).unwrap();
+    assert!(stats.contains("evicted: 2") && stats.contains("max_size: 5"), "{stats}");
+    let all = k.rpc(&["mqueue.stats"]).unwrap();
+    assert!(all.contains("name: q1") && all.contains("name: q2"), "{all}");
+}
