@@ -68,7 +68,12 @@ fn read_core_info(bin: &str) -> CoreInfo {
 /// `-D` defines that reproduce the core's compile flags and version string.
 fn defines(info: &CoreInfo) -> Vec<(String, Option<String>)> {
     let mut defs: Vec<(String, Option<String>)> = Vec::new();
-    for flag in info.flags.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+    for flag in info
+        .flags
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
         match flag {
             "TLS_PTHREAD_MUTEX_SHARED" => defs.push(("KSR_PTHREAD_MUTEX_SHARED".into(), None)),
             f if f.contains('-') => {
@@ -147,7 +152,10 @@ fn check_probe(info: &CoreInfo, defs: &[(String, Option<String>)], inc: &[PathBu
         .unwrap_or_else(|e| fail(&format!("cannot run the build probe: {e}")));
     let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
     let mut lines = printed.lines();
-    let (ver, flags) = (lines.next().unwrap_or("").trim(), lines.next().unwrap_or(""));
+    let (ver, flags) = (
+        lines.next().unwrap_or("").trim(),
+        lines.next().unwrap_or(""),
+    );
     if ver != info.full_version || flags != info.flags {
         fail(&format!(
             "the headers and defines do not match the Kamailio binary.\n  binary: {}\n          {}\n  \
@@ -216,7 +224,11 @@ fn main() {
         .allowlist_function("sr_kemi_xval_null")
         .opaque_type("sip_msg")
         .generate()
-        .unwrap_or_else(|e| fail(&format!("bindgen failed on kamailio-headers/wrapper.h: {e}")));
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "bindgen failed on kamailio-headers/wrapper.h: {e}"
+            ))
+        });
     bindings
         .write_to_file(out.join("bindings.rs"))
         .unwrap_or_else(|e| fail(&format!("cannot write the bindings: {e}")));
@@ -233,7 +245,10 @@ fn main() {
     // The DB API lives in libsrdb1, in Kamailio's private lib directory.
     let libdir = env::var("KAMAILIO_LIBDIR").unwrap_or_else(|_| {
         let bin_path = Path::new(&bin);
-        let prefix = bin_path.parent().and_then(Path::parent).unwrap_or(Path::new("/usr"));
+        let prefix = bin_path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/usr"));
         let multiarch = prefix.join("lib/x86_64-linux-gnu/kamailio");
         if multiarch.join("libsrdb1.so.1").exists() {
             multiarch.display().to_string()
@@ -242,7 +257,9 @@ fn main() {
         }
     });
     let lib = Path::new(&libdir);
-    let srdb1 = ["libsrdb1.so", "libsrdb1.so.1"].iter().find(|n| lib.join(n).exists());
+    let srdb1 = ["libsrdb1.so", "libsrdb1.so.1"]
+        .iter()
+        .find(|n| lib.join(n).exists());
     let Some(srdb1) = srdb1 else {
         fail(&format!(
             "libsrdb1 not found in {libdir}: set KAMAILIO_LIBDIR to Kamailio's private lib directory"

@@ -57,19 +57,42 @@ fn workers_and_timers_share_queues() {
         let rc = sipp_messages(k.port, MESSAGES, 200, &k.dir.0);
         assert_eq!(rc, 0, "{imp:?}: sipp failed (rc {rc})");
         let consumed = k.wait_marked("C|", MESSAGES, Duration::from_secs(20));
-        assert_eq!(consumed.len(), MESSAGES, "{imp:?}: items lost or duplicated");
-        let bodies: HashSet<_> = consumed.iter().map(|l| l.rsplit('|').next().unwrap().to_string()).collect();
-        assert_eq!(bodies.len(), MESSAGES, "{imp:?}: duplicates among consumed items");
+        assert_eq!(
+            consumed.len(),
+            MESSAGES,
+            "{imp:?}: items lost or duplicated"
+        );
+        let bodies: HashSet<_> = consumed
+            .iter()
+            .map(|l| l.rsplit('|').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            bodies.len(),
+            MESSAGES,
+            "{imp:?}: duplicates among consumed items"
+        );
         for i in 1..=MESSAGES {
-            assert!(bodies.contains(&format!("item-{i}")), "{imp:?}: item-{i} missing");
+            assert!(
+                bodies.contains(&format!("item-{i}")),
+                "{imp:?}: item-{i} missing"
+            );
         }
-        let consumer_pids: HashSet<_> = consumed.iter().map(|l| l.split('|').next().unwrap()).collect();
+        let consumer_pids: HashSet<_> = consumed
+            .iter()
+            .map(|l| l.split('|').next().unwrap())
+            .collect();
         assert!(!consumer_pids.is_empty());
         // Items made in the timer process were fetched in SIP workers.
         let back = k.wait_marked("B|", BACK_ITEMS, Duration::from_secs(5));
-        let keys: HashSet<_> = back.iter().map(|l| l.rsplit('|').next().unwrap().to_string()).collect();
+        let keys: HashSet<_> = back
+            .iter()
+            .map(|l| l.rsplit('|').next().unwrap().to_string())
+            .collect();
         assert_eq!(keys.len(), BACK_ITEMS, "{imp:?}: {back:?}");
         assert_eq!(back.len(), BACK_ITEMS, "{imp:?}: duplicates in {back:?}");
-        assert!(k.rpc(&["mqueue.get_size", "work"]).unwrap().contains("size: 0"));
+        assert!(k
+            .rpc(&["mqueue.get_size", "work"])
+            .unwrap()
+            .contains("size: 0"));
     }
 }

@@ -24,7 +24,12 @@ fn start(imp: Impl) -> Kamailio {
         ..Cfg::default()
     };
     let k = Kamailio::start(&cfg, imp);
-    assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)), ["READY"], "{}", k.log());
+    assert_eq!(
+        k.wait_marked("T|", 1, Duration::from_secs(10)),
+        ["READY"],
+        "{}",
+        k.log()
+    );
     k
 }
 
@@ -54,11 +59,17 @@ fn c_module_commands_reply_the_same() {
     assert!(ours[0].as_ref().unwrap().contains("size: 2"), "{ours:?}");
     assert_eq!(ours[1].as_ref().unwrap_err(), "error: 404 - No such queue");
     assert!(ours[5].as_ref().unwrap().contains("key: k1"), "{ours:?}");
-    assert!(ours[6].as_ref().unwrap().contains("val: v2 with spaces"), "{ours:?}");
+    assert!(
+        ours[6].as_ref().unwrap().contains("val: v2 with spaces"),
+        "{ours:?}"
+    );
     assert_eq!(ours[7].as_ref().unwrap_err(), "error: 404 - Empty queue");
     assert_eq!(ours[8].as_ref().unwrap_err(), "error: 500 - No such queue");
     let sizes = ours[4].as_ref().unwrap();
-    assert!(sizes.find("q2").unwrap() < sizes.find("q1").unwrap(), "C order: newest first");
+    assert!(
+        sizes.find("q2").unwrap() < sizes.find("q1").unwrap(),
+        "C order: newest first"
+    );
 }
 
 #[test]
@@ -66,20 +77,42 @@ fn operator_commands() {
     let k = start(Impl::Rust);
     assert_eq!(k.rpc(&["mqueue.add", "q2", "a", "b"]).unwrap().trim(), "1");
     let peek = k.rpc(&["mqueue.peek", "q2", "10"]).unwrap();
-    assert!(peek.find("key: x").unwrap() < peek.find("key: a").unwrap(), "{peek}");
+    assert!(
+        peek.find("key: x").unwrap() < peek.find("key: a").unwrap(),
+        "{peek}"
+    );
     let stats = k.rpc(&["mqueue.stats", "q2"]).unwrap();
-    for field in ["name: q2", "size: 2", "limit: 5", "addmode: 0", "added: 2", "fetched: 0"] {
+    for field in [
+        "name: q2",
+        "size: 2",
+        "limit: 5",
+        "addmode: 0",
+        "added: 2",
+        "fetched: 0",
+    ] {
         assert!(stats.contains(field), "no {field} in {stats}");
     }
     let cleared = k.rpc(&["mqueue.clear", "q2"]).unwrap();
     assert!(cleared.contains("cleared: 2"), "{cleared}");
-    assert!(k.rpc(&["mqueue.get_size", "q2"]).unwrap().contains("size: 0"));
-    assert_eq!(k.rpc(&["mqueue.stats", "zz"]).unwrap_err(), "error: 404 - No such queue");
+    assert!(k
+        .rpc(&["mqueue.get_size", "q2"])
+        .unwrap()
+        .contains("size: 0"));
+    assert_eq!(
+        k.rpc(&["mqueue.stats", "zz"]).unwrap_err(),
+        "error: 404 - No such queue"
+    );
     for _ in 0..7 {
         k.rpc(&["mqueue.add", "q2", "k", "v"]).unwrap();
     }
     let stats = k.rpc(&["mqueue.stats", "q2"]).unwrap();
-    assert!(stats.contains("evicted: 2") && stats.contains("max_size: 5"), "{stats}");
+    assert!(
+        stats.contains("evicted: 2") && stats.contains("max_size: 5"),
+        "{stats}"
+    );
     let all = k.rpc(&["mqueue.stats"]).unwrap();
-    assert!(all.contains("name: q1") && all.contains("name: q2"), "{all}");
+    assert!(
+        all.contains("name: q1") && all.contains("name: q2"),
+        "{all}"
+    );
 }

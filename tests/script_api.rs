@@ -22,7 +22,11 @@ fn run(imp: Impl, params: &str, script: &str) -> Vec<String> {
     let mut lines = k.wait_marked("T|", usize::MAX, Duration::from_secs(0));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while !lines.iter().any(|l| l == "END") {
-        assert!(std::time::Instant::now() < deadline, "{imp:?}: no END:\n{}", k.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{imp:?}: no END:\n{}",
+            k.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
         lines = k.marked("T|");
     }
@@ -51,7 +55,15 @@ fn fifo_and_return_codes() {
         while(mq_fetch("q")) { xlog("L_INFO", "T|got $mqk(q)=$mqv(q)\n"); }
         mq_fetch("q"); xlog("L_INFO", "T|fetch-empty $rc\n");
         "#,
-        &["size-empty -1 0", "add 1", "size 3 3", "got k1=v1", "got k2=v2", "got k3=v3", "fetch-empty -2"],
+        &[
+            "size-empty -1 0",
+            "add 1",
+            "size 3 3",
+            "got k1=v1",
+            "got k2=v2",
+            "got k3=v3",
+            "fetch-empty -2",
+        ],
     );
 }
 
@@ -71,7 +83,13 @@ fn null_values() {
         mq_fetch("q");
         if($mqk(q) == $null) { xlog("L_INFO", "T|after-empty-fetch null\n"); }
         "#,
-        &["before-fetch null", "fetched k v", "pv_free 1", "after-free null", "after-empty-fetch null"],
+        &[
+            "before-fetch null",
+            "fetched k v",
+            "pv_free 1",
+            "after-free null",
+            "after-empty-fetch null",
+        ],
     );
 }
 
@@ -88,7 +106,12 @@ fn empty_key_and_value() {
         mq_fetch("q");
         if($mqv(q) == $null) { xlog("L_INFO", "T|empty val is null, key $mqk(q)\n"); }
         "#,
-        &["add-empty-key 1", "add-empty-val 1", "empty key is null, val v1", "empty val is null, key k2"],
+        &[
+            "add-empty-key 1",
+            "add-empty-val 1",
+            "empty key is null, val v1",
+            "empty val is null, key k2",
+        ],
     );
 }
 
@@ -104,7 +127,13 @@ fn unique_keys_keep_oldest() {
         mq_add("u1", "a", "3");
         mq_fetch("u1"); xlog("L_INFO", "T|after-fetch $mqk(u1)=$mqv(u1)\n");
         "#,
-        &["dup-add 1", "size 2", "got a=1", "got b=1", "after-fetch a=3"],
+        &[
+            "dup-add 1",
+            "size 2",
+            "got a=1",
+            "got b=1",
+            "after-fetch a=3",
+        ],
     );
 }
 
@@ -173,7 +202,14 @@ fn unknown_queue() {
         $var(s) = $mq_size(nope);
         xlog("L_INFO", "T|pv-size [$var(s)]\n");
         "#,
-        &["add -1", "add-var -1", "fetch -1", "size -2", "pv_free 1", "pv-size [0]"],
+        &[
+            "add -1",
+            "add-var -1",
+            "fetch -1",
+            "size -2",
+            "pv_free 1",
+            "pv-size [0]",
+        ],
     );
 }
 

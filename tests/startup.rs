@@ -30,10 +30,16 @@ fn bad_queue_definitions_refused_by_both() {
     for (params, why) in cases {
         for imp in BOTH {
             let (code, log) = refuse(imp, params);
-            assert!(code.is_some_and(|c| c != 0), "{imp:?} {params}: exit {code:?}\n{log}");
+            assert!(
+                code.is_some_and(|c| c != 0),
+                "{imp:?} {params}: exit {code:?}\n{log}"
+            );
             if imp == Impl::Rust {
                 assert!(log.contains(why), "no '{why}' for {params}:\n{log}");
-                assert!(log.contains("modparam mqueue"), "error does not name the parameter:\n{log}");
+                assert!(
+                    log.contains("modparam mqueue"),
+                    "error does not name the parameter:\n{log}"
+                );
             }
         }
     }
@@ -44,12 +50,24 @@ fn bad_queue_definitions_refused_by_both() {
 #[test]
 fn non_numeric_and_out_of_range_attributes_refused() {
     for (params, why) in [
-        (r#"modparam("mqueue", "mqueue", "name=q;size=ten")"#, "attribute size: not a number"),
-        (r#"modparam("mqueue", "mqueue", "name=q;addmode=7")"#, "addmode must be 0, 1 or 2"),
-        (r#"modparam("mqueue", "mqueue_addmode", 5)"#, "mqueue_addmode"),
+        (
+            r#"modparam("mqueue", "mqueue", "name=q;size=ten")"#,
+            "attribute size: not a number",
+        ),
+        (
+            r#"modparam("mqueue", "mqueue", "name=q;addmode=7")"#,
+            "addmode must be 0, 1 or 2",
+        ),
+        (
+            r#"modparam("mqueue", "mqueue_addmode", 5)"#,
+            "mqueue_addmode",
+        ),
     ] {
         let (code, log) = refuse(Impl::Rust, params);
-        assert!(code.is_some_and(|c| c != 0), "{params}: exit {code:?}\n{log}");
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{params}: exit {code:?}\n{log}"
+        );
         assert!(log.contains(why), "no '{why}':\n{log}");
     }
 }
@@ -58,10 +76,22 @@ fn non_numeric_and_out_of_range_attributes_refused() {
 /// parameter; ours stops with an error naming the queue and db_url.
 #[test]
 fn dbmode_without_db_url_refused() {
-    let (code, log) = refuse(Impl::Rust, r#"modparam("mqueue", "mqueue", "name=q;dbmode=1")"#);
-    assert!(code.is_some_and(|c| c != 0), "exit {code:?} (None: killed by a signal)\n{log}");
-    assert!(log.contains("mqueue q: dbmode=1 needs the db_url module parameter"), "{log}");
+    let (code, log) = refuse(
+        Impl::Rust,
+        r#"modparam("mqueue", "mqueue", "name=q;dbmode=1")"#,
+    );
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit {code:?} (None: killed by a signal)\n{log}"
+    );
+    assert!(
+        log.contains("mqueue q: dbmode=1 needs the db_url module parameter"),
+        "{log}"
+    );
     // The C module of Kamailio 5.6.3 dies with SIGSEGV here (a C bug we fix).
-    let (c_code, c_log) = refuse(Impl::C, r#"modparam("mqueue", "mqueue", "name=q;dbmode=1")"#);
+    let (c_code, c_log) = refuse(
+        Impl::C,
+        r#"modparam("mqueue", "mqueue", "name=q;dbmode=1")"#,
+    );
     assert_eq!(c_code, None, "the C module was expected to crash:\n{c_log}");
 }

@@ -31,9 +31,7 @@ pub unsafe fn free_spve(param: *mut *mut c_void) -> c_int {
 /// `gp` is a live `gparam_t` made by [`fix_spve`].
 pub unsafe fn const_str<'a>(gp: *const sys::gparam_t) -> Option<&'a [u8]> {
     // SAFETY: a fixed-up parameter with type FPARAM_STR holds a str in v.
-    unsafe {
-        ((*gp).type_ as u32 == sys::FPARAM_STR).then(|| as_bytes(&(*gp).v.str_))
-    }
+    unsafe { ((*gp).type_ as u32 == sys::FPARAM_STR).then(|| as_bytes(&(*gp).v.str_)) }
 }
 
 /// The parameter's value for this message; None when it cannot be evaluated

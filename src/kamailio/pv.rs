@@ -10,7 +10,11 @@ use crate::sys;
 ///
 /// # Safety
 /// The pointers are those the core passed to a PV getter.
-pub unsafe fn null(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
+pub unsafe fn null(
+    msg: *mut sys::sip_msg,
+    param: *mut sys::pv_param_t,
+    res: *mut sys::pv_value_t,
+) -> c_int {
     // SAFETY: forwarded from the getter's arguments.
     unsafe { sys::pv_get_null(msg, param, res) }
 }
@@ -36,7 +40,12 @@ pub unsafe fn string(
 ///
 /// # Safety
 /// As for [`null`].
-pub unsafe fn int(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t, n: i32) -> c_int {
+pub unsafe fn int(
+    msg: *mut sys::sip_msg,
+    param: *mut sys::pv_param_t,
+    res: *mut sys::pv_value_t,
+    n: i32,
+) -> c_int {
     // SAFETY: forwarded from the getter's arguments.
     unsafe { sys::pv_get_sintval(msg, param, res, n) }
 }

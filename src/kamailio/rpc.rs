@@ -46,7 +46,11 @@ impl Rpc {
         // SAFETY: "S" writes one str through the pointer we pass.
         let n = unsafe {
             let scan = (*self.api).scan?;
-            scan(self.ctx, fmt.as_ptr() as *mut c_char, &mut s as *mut sys::str_)
+            scan(
+                self.ctx,
+                fmt.as_ptr() as *mut c_char,
+                &mut s as *mut sys::str_,
+            )
         };
         // SAFETY: on success the core points s at len readable bytes.
         (n >= 1).then(|| unsafe { as_bytes(&s) }.to_vec())
@@ -70,7 +74,11 @@ impl Rpc {
         // SAFETY: "{" writes one handle through the pointer we pass.
         let rc = unsafe {
             let add = (*self.api).add?;
-            add(self.ctx, c"{".as_ptr() as *mut c_char, &mut handle as *mut *mut c_void)
+            add(
+                self.ctx,
+                c"{".as_ptr() as *mut c_char,
+                &mut handle as *mut *mut c_void,
+            )
         };
         (rc >= 0 && !handle.is_null()).then_some(RpcStruct { rpc: self, handle })
     }
@@ -80,7 +88,13 @@ impl Rpc {
         // SAFETY: "d" takes one int.
         unsafe {
             match (*self.api).add {
-                Some(add) => add(self.ctx, c"d".as_ptr() as *mut c_char, v.clamp(i32::MIN as i64, i32::MAX as i64) as c_int) >= 0,
+                Some(add) => {
+                    add(
+                        self.ctx,
+                        c"d".as_ptr() as *mut c_char,
+                        v.clamp(i32::MIN as i64, i32::MAX as i64) as c_int,
+                    ) >= 0
+                }
                 None => false,
             }
         }
@@ -95,7 +109,14 @@ impl RpcStruct<'_> {
         // the call; the core copies the bytes into the reply.
         unsafe {
             match (*self.rpc.api).struct_add {
-                Some(add) => add(self.handle, c"S".as_ptr() as *mut c_char, name.as_ptr(), &mut s as *mut sys::str_) >= 0,
+                Some(add) => {
+                    add(
+                        self.handle,
+                        c"S".as_ptr() as *mut c_char,
+                        name.as_ptr(),
+                        &mut s as *mut sys::str_,
+                    ) >= 0
+                }
                 None => false,
             }
         }

@@ -27,7 +27,12 @@ fn def(idx: usize) -> Option<&'static QueueDef> {
 }
 
 fn name_of(idx: usize) -> String {
-    registry::with(|r| r.queues.get(idx).map(QueueDef::name_lossy).unwrap_or_default())
+    registry::with(|r| {
+        r.queues
+            .get(idx)
+            .map(QueueDef::name_lossy)
+            .unwrap_or_default()
+    })
 }
 
 /// Runs `f` on a queue in either phase (before mod_init for DB loads).

@@ -18,9 +18,11 @@ pub struct HostPtr(*const c_char);
 unsafe impl Sync for HostPtr {}
 
 #[no_mangle]
-pub static module_version: HostPtr = HostPtr(core_version::SER_FULL_VERSION.as_ptr() as *const c_char);
+pub static module_version: HostPtr =
+    HostPtr(core_version::SER_FULL_VERSION.as_ptr() as *const c_char);
 #[no_mangle]
-pub static module_flags: HostPtr = HostPtr(core_version::SER_COMPILE_FLAGS.as_ptr() as *const c_char);
+pub static module_flags: HostPtr =
+    HostPtr(core_version::SER_COMPILE_FLAGS.as_ptr() as *const c_char);
 #[no_mangle]
 pub static module_interface_ver: u32 = sys::MODULE_INTERFACE_VER;
 
@@ -128,11 +130,19 @@ rpc_doc!(DOC_GET_SIZE, c"Get size of mqueue.");
 rpc_doc!(DOC_GET_SIZES, c"Get sizes of all mqueues.");
 rpc_doc!(DOC_FETCH, c"Fetch an element from the queue.");
 rpc_doc!(DOC_STATS, c"Counters of one mqueue or all: size, limits, added, fetched, evicted, replaced, rejected, memory.");
-rpc_doc!(DOC_PEEK, c"Show the first n items of a queue (default 1) without removing them.");
+rpc_doc!(
+    DOC_PEEK,
+    c"Show the first n items of a queue (default 1) without removing them."
+);
 rpc_doc!(DOC_CLEAR, c"Drop all items of a queue; returns how many.");
 rpc_doc!(DOC_ADD, c"Add an item: name key value.");
 
-const fn rpc_entry(name: &'static std::ffi::CStr, f: RpcFn, doc: &'static Doc, flags: u32) -> sys::rpc_export_t {
+const fn rpc_entry(
+    name: &'static std::ffi::CStr,
+    f: RpcFn,
+    doc: &'static Doc,
+    flags: u32,
+) -> sys::rpc_export_t {
     sys::rpc_export_t {
         name: name.as_ptr(),
         function: Some(f),
@@ -142,11 +152,31 @@ const fn rpc_entry(name: &'static std::ffi::CStr, f: RpcFn, doc: &'static Doc, f
 }
 
 static RPCS: HostCell<[sys::rpc_export_t; 8]> = HostCell::new([
-    rpc_entry(c"mqueue.get_size", rpc::mqueue_rpc_get_size, &DOC_GET_SIZE, 0),
-    rpc_entry(c"mqueue.get_sizes", rpc::mqueue_rpc_get_sizes, &DOC_GET_SIZES, sys::RET_ARRAY),
+    rpc_entry(
+        c"mqueue.get_size",
+        rpc::mqueue_rpc_get_size,
+        &DOC_GET_SIZE,
+        0,
+    ),
+    rpc_entry(
+        c"mqueue.get_sizes",
+        rpc::mqueue_rpc_get_sizes,
+        &DOC_GET_SIZES,
+        sys::RET_ARRAY,
+    ),
     rpc_entry(c"mqueue.fetch", rpc::mqueue_rpc_fetch, &DOC_FETCH, 0),
-    rpc_entry(c"mqueue.stats", rpc::mqueue_rpc_stats, &DOC_STATS, sys::RET_ARRAY),
-    rpc_entry(c"mqueue.peek", rpc::mqueue_rpc_peek, &DOC_PEEK, sys::RET_ARRAY),
+    rpc_entry(
+        c"mqueue.stats",
+        rpc::mqueue_rpc_stats,
+        &DOC_STATS,
+        sys::RET_ARRAY,
+    ),
+    rpc_entry(
+        c"mqueue.peek",
+        rpc::mqueue_rpc_peek,
+        &DOC_PEEK,
+        sys::RET_ARRAY,
+    ),
     rpc_entry(c"mqueue.clear", rpc::mqueue_rpc_clear, &DOC_CLEAR, 0),
     rpc_entry(c"mqueue.add", rpc::mqueue_rpc_add, &DOC_ADD, 0),
     sys::rpc_export_t {
@@ -157,7 +187,8 @@ static RPCS: HostCell<[sys::rpc_export_t; 8]> = HostCell::new([
     },
 ]);
 
-type PvGet = unsafe extern "C" fn(*mut sys::sip_msg, *mut sys::pv_param_t, *mut sys::pv_value_t) -> c_int;
+type PvGet =
+    unsafe extern "C" fn(*mut sys::sip_msg, *mut sys::pv_param_t, *mut sys::pv_value_t) -> c_int;
 
 const fn pvar(name: &'static std::ffi::CStr, get: PvGet) -> sys::pv_export_t {
     sys::pv_export_t {
@@ -208,7 +239,12 @@ pub static exports: HostCell<sys::module_exports> = HostCell::new(sys::module_ex
 const KS: u32 = sys::SR_KEMIP_STR;
 const KN: u32 = sys::SR_KEMIP_NONE;
 
-const fn kemi_fn(fname: &'static std::ffi::CStr, rtype: u32, func: *mut c_void, nparams: usize) -> sys::sr_kemi_t {
+const fn kemi_fn(
+    fname: &'static std::ffi::CStr,
+    rtype: u32,
+    func: *mut c_void,
+    nparams: usize,
+) -> sys::sr_kemi_t {
     let mut ptypes = [KN as c_int; 6];
     let mut i = 0;
     while i < nparams {
@@ -225,16 +261,66 @@ const fn kemi_fn(fname: &'static std::ffi::CStr, rtype: u32, func: *mut c_void, 
 }
 
 static KEMI: HostCell<[sys::sr_kemi_t; 11]> = HostCell::new([
-    kemi_fn(c"mq_add", sys::SR_KEMIP_INT, kemi::ki_mq_add as *mut c_void, 3),
-    kemi_fn(c"mq_fetch", sys::SR_KEMIP_INT, kemi::ki_mq_fetch as *mut c_void, 1),
-    kemi_fn(c"mq_size", sys::SR_KEMIP_INT, kemi::ki_mq_size as *mut c_void, 1),
-    kemi_fn(c"mq_pv_free", sys::SR_KEMIP_INT, kemi::ki_mq_pv_free as *mut c_void, 1),
-    kemi_fn(c"mqk_get", sys::SR_KEMIP_XVAL, kemi::ki_mqk_get as *mut c_void, 1),
-    kemi_fn(c"mqk_gete", sys::SR_KEMIP_XVAL, kemi::ki_mqk_gete as *mut c_void, 1),
-    kemi_fn(c"mqk_getw", sys::SR_KEMIP_XVAL, kemi::ki_mqk_getw as *mut c_void, 1),
-    kemi_fn(c"mqv_get", sys::SR_KEMIP_XVAL, kemi::ki_mqv_get as *mut c_void, 1),
-    kemi_fn(c"mqv_gete", sys::SR_KEMIP_XVAL, kemi::ki_mqv_gete as *mut c_void, 1),
-    kemi_fn(c"mqv_getw", sys::SR_KEMIP_XVAL, kemi::ki_mqv_getw as *mut c_void, 1),
+    kemi_fn(
+        c"mq_add",
+        sys::SR_KEMIP_INT,
+        kemi::ki_mq_add as *mut c_void,
+        3,
+    ),
+    kemi_fn(
+        c"mq_fetch",
+        sys::SR_KEMIP_INT,
+        kemi::ki_mq_fetch as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mq_size",
+        sys::SR_KEMIP_INT,
+        kemi::ki_mq_size as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mq_pv_free",
+        sys::SR_KEMIP_INT,
+        kemi::ki_mq_pv_free as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mqk_get",
+        sys::SR_KEMIP_XVAL,
+        kemi::ki_mqk_get as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mqk_gete",
+        sys::SR_KEMIP_XVAL,
+        kemi::ki_mqk_gete as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mqk_getw",
+        sys::SR_KEMIP_XVAL,
+        kemi::ki_mqk_getw as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mqv_get",
+        sys::SR_KEMIP_XVAL,
+        kemi::ki_mqv_get as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mqv_gete",
+        sys::SR_KEMIP_XVAL,
+        kemi::ki_mqv_gete as *mut c_void,
+        1,
+    ),
+    kemi_fn(
+        c"mqv_getw",
+        sys::SR_KEMIP_XVAL,
+        kemi::ki_mqv_getw as *mut c_void,
+        1,
+    ),
     sys::sr_kemi_t {
         mname: sys::str_ {
             s: null_mut(),
@@ -252,7 +338,12 @@ static KEMI: HostCell<[sys::sr_kemi_t; 11]> = HostCell::new([
 
 /// Called by the core right after loading the module.
 #[no_mangle]
-pub unsafe extern "C" fn mod_register(_path: *mut c_char, _dlflags: *mut c_int, _p1: *mut c_void, _p2: *mut c_void) -> c_int {
+pub unsafe extern "C" fn mod_register(
+    _path: *mut c_char,
+    _dlflags: *mut c_int,
+    _p1: *mut c_void,
+    _p2: *mut c_void,
+) -> c_int {
     install_panic_hook();
     guard("mod_register", -1, || {
         // SAFETY: the KEMI table is static and NUL-terminated; the core keeps
@@ -311,7 +402,13 @@ unsafe extern "C" fn api_add(q: *mut sys::str_, k: *mut sys::str_, v: *mut sys::
     guard("mq_api.add", -1, || {
         // SAFETY: the calling module passes valid str pointers (or null).
         let (q, k, v) = unsafe {
-            let get = |s: *mut sys::str_| if s.is_null() { &[][..] } else { crate::kamailio::str::as_bytes(&*s) };
+            let get = |s: *mut sys::str_| {
+                if s.is_null() {
+                    &[][..]
+                } else {
+                    crate::kamailio::str::as_bytes(&*s)
+                }
+            };
             (get(q), get(k), get(v))
         };
         if super::api::add_by_name(q, k, v) == 1 {

@@ -12,13 +12,24 @@ use crate::kerr;
 use crate::sys;
 
 unsafe fn arg<'a>(s: *mut sys::str_) -> &'a [u8] {
-    // SAFETY: KEMI passes valid str arguments for the call.
-    if s.is_null() { &[] } else { unsafe { as_bytes(&*s) } }
+    if s.is_null() {
+        &[]
+    } else {
+        // SAFETY: KEMI passes valid str arguments for the call.
+        unsafe { as_bytes(&*s) }
+    }
 }
 
-pub unsafe extern "C" fn ki_mq_add(_m: *mut sys::sip_msg, q: *mut sys::str_, k: *mut sys::str_, v: *mut sys::str_) -> c_int {
+pub unsafe extern "C" fn ki_mq_add(
+    _m: *mut sys::sip_msg,
+    q: *mut sys::str_,
+    k: *mut sys::str_,
+    v: *mut sys::str_,
+) -> c_int {
     // SAFETY: arguments forwarded from KEMI.
-    guard("KSR.mqueue.mq_add", -1, || unsafe { api::add_by_name(arg(q), arg(k), arg(v)) })
+    guard("KSR.mqueue.mq_add", -1, || unsafe {
+        api::add_by_name(arg(q), arg(k), arg(v))
+    })
 }
 
 pub unsafe extern "C" fn ki_mq_fetch(_m: *mut sys::sip_msg, q: *mut sys::str_) -> c_int {
@@ -94,15 +105,48 @@ fn getter(q: *mut sys::str_, want_key: bool, null_mode: u32) -> *mut sys::sr_kem
 
 macro_rules! ki_getter {
     ($name:ident, $label:literal, $key:expr, $mode:expr) => {
-        pub unsafe extern "C" fn $name(_m: *mut sys::sip_msg, q: *mut sys::str_) -> *mut sys::sr_kemi_xval_t {
+        pub unsafe extern "C" fn $name(
+            _m: *mut sys::sip_msg,
+            q: *mut sys::str_,
+        ) -> *mut sys::sr_kemi_xval_t {
             guard($label, XVAL.0.get(), || getter(q, $key, $mode))
         }
     };
 }
 
-ki_getter!(ki_mqk_get, "KSR.mqueue.mqk_get", true, sys::SR_KEMI_XVAL_NULL_NONE);
-ki_getter!(ki_mqk_gete, "KSR.mqueue.mqk_gete", true, sys::SR_KEMI_XVAL_NULL_EMPTY);
-ki_getter!(ki_mqk_getw, "KSR.mqueue.mqk_getw", true, sys::SR_KEMI_XVAL_NULL_PRINT);
-ki_getter!(ki_mqv_get, "KSR.mqueue.mqv_get", false, sys::SR_KEMI_XVAL_NULL_NONE);
-ki_getter!(ki_mqv_gete, "KSR.mqueue.mqv_gete", false, sys::SR_KEMI_XVAL_NULL_EMPTY);
-ki_getter!(ki_mqv_getw, "KSR.mqueue.mqv_getw", false, sys::SR_KEMI_XVAL_NULL_PRINT);
+ki_getter!(
+    ki_mqk_get,
+    "KSR.mqueue.mqk_get",
+    true,
+    sys::SR_KEMI_XVAL_NULL_NONE
+);
+ki_getter!(
+    ki_mqk_gete,
+    "KSR.mqueue.mqk_gete",
+    true,
+    sys::SR_KEMI_XVAL_NULL_EMPTY
+);
+ki_getter!(
+    ki_mqk_getw,
+    "KSR.mqueue.mqk_getw",
+    true,
+    sys::SR_KEMI_XVAL_NULL_PRINT
+);
+ki_getter!(
+    ki_mqv_get,
+    "KSR.mqueue.mqv_get",
+    false,
+    sys::SR_KEMI_XVAL_NULL_NONE
+);
+ki_getter!(
+    ki_mqv_gete,
+    "KSR.mqueue.mqv_gete",
+    false,
+    sys::SR_KEMI_XVAL_NULL_EMPTY
+);
+ki_getter!(
+    ki_mqv_getw,
+    "KSR.mqueue.mqv_getw",
+    false,
+    sys::SR_KEMI_XVAL_NULL_PRINT
+);

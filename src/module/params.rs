@@ -39,7 +39,12 @@ fn define(param: &str, name: &[u8], size: i64, addmode: i64, maxbytes: i64, dbmo
         max_items: size.max(0) as usize,
         max_bytes: maxbytes.max(0) as usize,
     };
-    match registry::define(name, AddMode::from_int(addmode as i32), limits, dbmode as i32) {
+    match registry::define(
+        name,
+        AddMode::from_int(addmode as i32),
+        limits,
+        dbmode as i32,
+    ) {
         Ok(()) => {
             kinfo!(
                 "mqueue param: [{}|size={size}|addmode={addmode}|dbmode={dbmode}|maxbytes={maxbytes}]",

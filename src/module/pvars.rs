@@ -65,7 +65,10 @@ unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Optio
         Some(var) => {
             // SAFETY: msg is the current message (or null in some routes).
             let Some(name) = (unsafe { var.value(msg) }) else {
-                kerr!("failed to get pv value for [{}]", String::from_utf8_lossy(&parsed.name));
+                kerr!(
+                    "failed to get pv value for [{}]",
+                    String::from_utf8_lossy(&parsed.name)
+                );
                 return None;
             };
             let found = registry::lookup(name);
@@ -75,9 +78,15 @@ unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Optio
             found
         }
         None => {
-            let found = parsed.cached.get().or_else(|| registry::lookup(&parsed.name));
+            let found = parsed
+                .cached
+                .get()
+                .or_else(|| registry::lookup(&parsed.name));
             if found.is_none() {
-                kerr!("mqueue not found: {}", String::from_utf8_lossy(&parsed.name));
+                kerr!(
+                    "mqueue not found: {}",
+                    String::from_utf8_lossy(&parsed.name)
+                );
             } else if registry::frozen().is_some() {
                 parsed.cached.set(found);
             }
@@ -95,7 +104,9 @@ unsafe fn get_item(
 ) -> c_int {
     // SAFETY: arguments forwarded from the core's getter call.
     unsafe {
-        let Some(idx) = queue_of(msg, param) else { return -1 };
+        let Some(idx) = queue_of(msg, param) else {
+            return -1;
+        };
         api::fetched(idx, |item| match item {
             Some((k, v)) => {
                 let bytes = if want_key { k } else { v };
@@ -111,23 +122,37 @@ unsafe fn get_item(
 }
 
 /// `$mqk(q)`: the key of the item last fetched here, or `$null`.
-pub unsafe extern "C" fn pv_get_mqk(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
+pub unsafe extern "C" fn pv_get_mqk(
+    msg: *mut sys::sip_msg,
+    param: *mut sys::pv_param_t,
+    res: *mut sys::pv_value_t,
+) -> c_int {
     // SAFETY: forwarded from the core.
     guard("$mqk", -1, || unsafe { get_item(msg, param, res, true) })
 }
 
 /// `$mqv(q)`: the value of the item last fetched here, or `$null`.
-pub unsafe extern "C" fn pv_get_mqv(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
+pub unsafe extern "C" fn pv_get_mqv(
+    msg: *mut sys::sip_msg,
+    param: *mut sys::pv_param_t,
+    res: *mut sys::pv_value_t,
+) -> c_int {
     // SAFETY: forwarded from the core.
     guard("$mqv", -1, || unsafe { get_item(msg, param, res, false) })
 }
 
 /// `$mq_size(q)`: the number of queued items.
-pub unsafe extern "C" fn pv_get_mq_size(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
+pub unsafe extern "C" fn pv_get_mq_size(
+    msg: *mut sys::sip_msg,
+    param: *mut sys::pv_param_t,
+    res: *mut sys::pv_value_t,
+) -> c_int {
     guard("$mq_size", -1, || {
         // SAFETY: forwarded from the core.
         unsafe {
-            let Some(idx) = queue_of(msg, param) else { return -1 };
+            let Some(idx) = queue_of(msg, param) else {
+                return -1;
+            };
             match api::size(idx) {
                 Some(n) => pv::int(msg, param, res, n.min(i32::MAX as usize) as i32),
                 None => -1,

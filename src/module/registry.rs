@@ -68,10 +68,15 @@ pub fn define(name: &[u8], mode: AddMode, limits: Limits, dbmode: i32) -> Result
     if FROZEN.get().is_some() {
         return Err("queues can only be defined while the configuration is read".into());
     }
-    let mut pending = PENDING.lock().map_err(|_| "queue registry poisoned".to_string())?;
+    let mut pending = PENDING
+        .lock()
+        .map_err(|_| "queue registry poisoned".to_string())?;
     let reg = pending.get_or_insert_with(Registry::default);
     if reg.by_name.contains_key(name) {
-        return Err(format!("mqueue redefined: {}", String::from_utf8_lossy(name)));
+        return Err(format!(
+            "mqueue redefined: {}",
+            String::from_utf8_lossy(name)
+        ));
     }
     let state = QueueState::<ShmAlloc>::new(mode, limits, random_seed());
     let queue = shm_box(Queue::new(state))
@@ -87,7 +92,11 @@ pub fn define(name: &[u8], mode: AddMode, limits: Limits, dbmode: i32) -> Result
 
 /// Ends the definition phase (mod_init): from now on lookups take no lock.
 pub fn freeze() -> &'static Registry {
-    let reg = PENDING.lock().ok().and_then(|mut p| p.take()).unwrap_or_default();
+    let reg = PENDING
+        .lock()
+        .ok()
+        .and_then(|mut p| p.take())
+        .unwrap_or_default();
     FROZEN.get_or_init(|| reg)
 }
 

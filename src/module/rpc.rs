@@ -38,7 +38,9 @@ pub unsafe extern "C" fn mqueue_rpc_get_size(a: *mut sys::rpc_t, c: *mut c_void)
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.get_size", (), || {
-        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+            return;
+        };
         let size = api::size(idx).unwrap_or(0);
         match rpc.add_struct() {
             Some(st) => {
@@ -54,7 +56,9 @@ pub unsafe extern "C" fn mqueue_rpc_get_sizes(a: *mut sys::rpc_t, c: *mut c_void
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.get_sizes", (), || {
-        let Some(reg) = registry::frozen() else { return };
+        let Some(reg) = registry::frozen() else {
+            return;
+        };
         // The C module lists the queues newest-defined first.
         for (idx, def) in reg.queues.iter().enumerate().rev() {
             let Some(st) = rpc.add_struct() else {
@@ -71,7 +75,9 @@ pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.fetch", (), || {
-        let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else { return };
+        let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
+            return;
+        };
         if api::fetch(idx) != 1 {
             rpc.fault(404, c"Empty queue");
             return;
@@ -92,7 +98,9 @@ pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.stats", (), || {
-        let Some(reg) = registry::frozen() else { return };
+        let Some(reg) = registry::frozen() else {
+            return;
+        };
         let only = rpc.scan_str(true);
         if let Some(name) = &only {
             if registry::lookup(name).is_none() {
@@ -135,12 +143,18 @@ pub unsafe extern "C" fn mqueue_rpc_peek(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.peek", (), || {
-        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+            return;
+        };
         let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
-        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else { return };
+        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
+            return;
+        };
         // Copy out under the lock, reply after releasing it.
         let mut items = Vec::new();
-        def.queue().lock().peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+        def.queue()
+            .lock()
+            .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
         for (k, v) in items {
             let Some(st) = rpc.add_struct() else { return };
             st.str(c"key", &k);
@@ -153,8 +167,12 @@ pub unsafe extern "C" fn mqueue_rpc_clear(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.clear", (), || {
-        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
-        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else { return };
+        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+            return;
+        };
+        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
+            return;
+        };
         let n = def.queue().lock().clear();
         if let Some(st) = rpc.add_struct() {
             st.str(c"name", &name);
@@ -167,7 +185,9 @@ pub unsafe extern "C" fn mqueue_rpc_add(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
     guard("mqueue.add", (), || {
-        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else { return };
+        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+            return;
+        };
         let (Some(key), Some(val)) = (rpc.scan_str(false), rpc.scan_str(false)) else {
             rpc.fault(400, c"Key and value required");
             return;

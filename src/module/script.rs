@@ -6,8 +6,8 @@ use std::os::raw::{c_char, c_int, c_void};
 use super::{api, registry};
 use crate::kamailio::fixup;
 use crate::kamailio::guard::guard;
-use crate::sys;
 use crate::kerr;
+use crate::sys;
 
 /// The fixed-up queue parameter: the core's `gparam_t`, plus the queue
 /// index when the name is a constant naming a defined queue.
@@ -98,7 +98,11 @@ pub unsafe extern "C" fn w_mq_add(
 }
 
 /// `mq_fetch(queue)`: 1 fetched, -1 unknown queue, -2 empty.
-pub unsafe extern "C" fn w_mq_fetch(msg: *mut sys::sip_msg, q: *mut c_char, _p2: *mut c_char) -> c_int {
+pub unsafe extern "C" fn w_mq_fetch(
+    msg: *mut sys::sip_msg,
+    q: *mut c_char,
+    _p2: *mut c_char,
+) -> c_int {
     guard("mq_fetch", -1, || {
         // SAFETY: q is the parameter fixed by fixup_mq.
         match unsafe { resolve_quiet(msg, q) } {
@@ -125,7 +129,11 @@ unsafe fn resolve_quiet(msg: *mut sys::sip_msg, param: *mut c_char) -> Result<us
 }
 
 /// `mq_size(queue)`: the size, -1 when empty, -2 for an unknown queue.
-pub unsafe extern "C" fn w_mq_size(msg: *mut sys::sip_msg, q: *mut c_char, _p2: *mut c_char) -> c_int {
+pub unsafe extern "C" fn w_mq_size(
+    msg: *mut sys::sip_msg,
+    q: *mut c_char,
+    _p2: *mut c_char,
+) -> c_int {
     guard("mq_size", -1, || {
         // SAFETY: q is the parameter fixed by fixup_mq.
         let idx = match unsafe { resolve(msg, q) } {
@@ -141,7 +149,11 @@ pub unsafe extern "C" fn w_mq_size(msg: *mut sys::sip_msg, q: *mut c_char, _p2: 
 }
 
 /// `mq_pv_free(queue)`: drops the fetched item; always 1.
-pub unsafe extern "C" fn w_mq_pv_free(msg: *mut sys::sip_msg, q: *mut c_char, _p2: *mut c_char) -> c_int {
+pub unsafe extern "C" fn w_mq_pv_free(
+    msg: *mut sys::sip_msg,
+    q: *mut c_char,
+    _p2: *mut c_char,
+) -> c_int {
     guard("mq_pv_free", -1, || {
         // SAFETY: q is the parameter fixed by fixup_mq.
         match unsafe { resolve_quiet(msg, q) } {

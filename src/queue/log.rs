@@ -174,8 +174,10 @@ impl<A: RawAlloc> Log<A> {
             let (used, next) = unsafe { ((*self.head).used, (*self.head).next) };
             if self.head_off < used {
                 // SAFETY: offsets below `used` always start an entry.
-                return Some(unsafe { (self.head as *mut u8).add(CHUNK_HEADER + self.head_off) }
-                    as *mut Entry);
+                return Some(
+                    unsafe { (self.head as *mut u8).add(CHUNK_HEADER + self.head_off) }
+                        as *mut Entry,
+                );
             }
             if next.is_null() {
                 return None;
@@ -196,9 +198,9 @@ impl<A: RawAlloc> Log<A> {
     pub fn reset(&mut self) {
         let mut chunk = self.head;
         while !chunk.is_null() {
-            // SAFETY: walking the list of live chunks.
-            let next = unsafe { (*chunk).next };
-            let keep = chunk == self.tail && unsafe { (*chunk).cap } == CHUNK_PAYLOAD;
+            // SAFETY: walking the list of live chunks, not yet freed.
+            let (next, cap) = unsafe { ((*chunk).next, (*chunk).cap) };
+            let keep = chunk == self.tail && cap == CHUNK_PAYLOAD;
             if !keep {
                 self.free_chunk(chunk);
             }

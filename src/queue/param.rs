@@ -17,8 +17,14 @@ pub struct QueueSpec {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -28,7 +34,10 @@ fn unquote(v: &[u8]) -> Result<&[u8], String> {
             if v.len() >= 2 && v[v.len() - 1] == q {
                 Ok(&v[1..v.len() - 1])
             } else {
-                Err(format!("unterminated quote in value {}", String::from_utf8_lossy(v)))
+                Err(format!(
+                    "unterminated quote in value {}",
+                    String::from_utf8_lossy(v)
+                ))
             }
         }
         _ => Ok(v),
@@ -39,7 +48,12 @@ fn number(attr: &str, v: &[u8]) -> Result<i64, String> {
     std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| format!("attribute {attr}: not a number: {}", String::from_utf8_lossy(v)))
+        .ok_or_else(|| {
+            format!(
+                "attribute {attr}: not a number: {}",
+                String::from_utf8_lossy(v)
+            )
+        })
 }
 
 /// Splits on `;` outside quotes.
@@ -89,7 +103,12 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
             "addmode" => spec.addmode = number("addmode", value)?,
             "dbmode" => spec.dbmode = number("dbmode", value)?,
             "maxbytes" => spec.maxbytes = number("maxbytes", value)?,
-            _ => return Err(format!("unknown attribute: {}", String::from_utf8_lossy(name))),
+            _ => {
+                return Err(format!(
+                    "unknown attribute: {}",
+                    String::from_utf8_lossy(name)
+                ))
+            }
         }
     }
     if !have_name || spec.name.is_empty() {
@@ -128,9 +147,15 @@ mod tests {
     fn errors_name_the_problem() {
         assert!(parse_queue_spec(b"size=10").unwrap_err().contains("name"));
         assert!(parse_queue_spec(b"name=").unwrap_err().contains("name"));
-        assert!(parse_queue_spec(b"name=q;colour=red").unwrap_err().contains("colour"));
-        assert!(parse_queue_spec(b"name=q;size=ten").unwrap_err().contains("size"));
-        assert!(parse_queue_spec(b"name=q;addmode=7").unwrap_err().contains("addmode"));
+        assert!(parse_queue_spec(b"name=q;colour=red")
+            .unwrap_err()
+            .contains("colour"));
+        assert!(parse_queue_spec(b"name=q;size=ten")
+            .unwrap_err()
+            .contains("size"));
+        assert!(parse_queue_spec(b"name=q;addmode=7")
+            .unwrap_err()
+            .contains("addmode"));
         assert!(parse_queue_spec(b"name=\"q").is_err());
     }
 }

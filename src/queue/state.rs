@@ -112,7 +112,11 @@ impl<A: RawAlloc> QueueState<A> {
         }
         let unique = self.mode.unique();
         let hash = if unique { hash_key(self.seed, key) } else { 0 };
-        let existing = if unique { self.index.find(hash, key) } else { None };
+        let existing = if unique {
+            self.index.find(hash, key)
+        } else {
+            None
+        };
         if existing.is_some() && self.mode == AddMode::KeepOldest {
             self.stats.rejected += 1;
             return AddOutcome::Duplicate;

@@ -41,11 +41,17 @@ impl Model {
 fn fifo_order() {
     let mut q = State::new(AddMode::Append, Limits::default(), 1);
     for i in 0..10_000u32 {
-        assert_eq!(q.add(format!("k{i}").as_bytes(), &i.to_le_bytes()), AddOutcome::Added);
+        assert_eq!(
+            q.add(format!("k{i}").as_bytes(), &i.to_le_bytes()),
+            AddOutcome::Added
+        );
     }
     assert_eq!(q.len(), 10_000);
     for i in 0..10_000u32 {
-        assert_eq!(fetch(&mut q), Some((format!("k{i}").into_bytes(), i.to_le_bytes().to_vec())));
+        assert_eq!(
+            fetch(&mut q),
+            Some((format!("k{i}").into_bytes(), i.to_le_bytes().to_vec()))
+        );
     }
     assert_eq!(fetch(&mut q), None);
     assert_eq!(q.stats().added, 10_000);

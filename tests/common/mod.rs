@@ -30,9 +30,8 @@ impl Impl {
     pub fn module_path(self) -> String {
         match self {
             Impl::Rust => {
-                let p = std::env::var("MQUEUE_MODULE").unwrap_or_else(|_| {
-                    format!("{}/build/mqueue.so", env!("CARGO_MANIFEST_DIR"))
-                });
+                let p = std::env::var("MQUEUE_MODULE")
+                    .unwrap_or_else(|_| format!("{}/build/mqueue.so", env!("CARGO_MANIFEST_DIR")));
                 assert!(
                     Path::new(&p).exists(),
                     "module {p} not built: run `make test` (or `make build`)"
@@ -195,12 +194,19 @@ impl Kamailio {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = k.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("kamailio ({imp:?}) exited at start ({status}):\n{}", k.log());
+                panic!(
+                    "kamailio ({imp:?}) exited at start ({status}):\n{}",
+                    k.log()
+                );
             }
             if k.dir.0.join("ctl.sock").exists() && k.rpc(&["core.uptime"]).is_ok() {
                 return k;
             }
-            assert!(Instant::now() < deadline, "kamailio ({imp:?}) not ready:\n{}", k.log());
+            assert!(
+                Instant::now() < deadline,
+                "kamailio ({imp:?}) not ready:\n{}",
+                k.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -235,7 +241,10 @@ impl Kamailio {
     pub fn marked(&self, marker: &str) -> Vec<String> {
         self.log()
             .lines()
-            .filter_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim_end().to_string()))
+            .filter_map(|l| {
+                l.split_once(marker)
+                    .map(|(_, rest)| rest.trim_end().to_string())
+            })
             .collect()
     }
 
@@ -309,13 +318,28 @@ pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
     let local = free_port();
     let mut cmd = Command::new("sipp");
     cmd.arg(format!("127.0.0.1:{port}"))
-        .args(["-sf", &scenario, "-m", &count.to_string(), "-r", &rate.to_string()])
+        .args([
+            "-sf",
+            &scenario,
+            "-m",
+            &count.to_string(),
+            "-r",
+            &rate.to_string(),
+        ])
         .args(["-i", "127.0.0.1", "-p", &local.to_string()])
-        .args(["-nostdin", "-trace_err", "-timeout", "60s", "-timeout_error"])
+        .args([
+            "-nostdin",
+            "-trace_err",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let status = cmd.status().expect("run sipp: run `make deps` (package sip-tester)");
+    let status = cmd
+        .status()
+        .expect("run sipp: run `make deps` (package sip-tester)");
     status.code().unwrap_or(-1)
 }

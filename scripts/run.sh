@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make run`: Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+port=${MQUEUE_PORT:-35060}
+rundir=$(mktemp -d /tmp/mqueue-run.XXXXXX)
+trap 'rm -rf "$rundir"' EXIT
+bash "$here/scripts/render-cfg.sh" "$here/cfg/kamailio.cfg" "$rundir/kamailio.cfg" \
+  "$here/build/mqueue.so" "$port" "$rundir"
+echo "mqueue demo: Kamailio on udp:127.0.0.1:$port (Ctrl-C stops it)."
+echo "In a second terminal: make demo   (SIP MESSAGEs with sipp)"
+echo "                      kamcmd -s unix:$rundir/kamailio_ctl mqueue.stats"
+"${KAMAILIO_BIN:-kamailio}" -DD -E -f "$rundir/kamailio.cfg" -w "$rundir" -Y "$rundir" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$rundir"' EXIT INT TERM
+wait $pid
