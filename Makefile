@@ -1,11 +1,11 @@
 # mqueue for Kamailio, in Rust. `make run` and `make test` start from a fresh
 # Debian machine: they install what is missing first (`make deps`).
 
-KAMAILIO_BIN ?= $(shell command -v kamailio 2>/dev/null || echo /usr/sbin/kamailio)
-KAMAILIO_SRC ?= $(CURDIR)/kamailio-headers/src
+# KAMAILIO_BIN and KAMAILIO_SRC (environment or `make VAR=...`) point the
+# build at another Kamailio; by default Debian's binary and the source that
+# `make deps` fetches into kamailio-headers/src.
 MODDIR ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
 CARGO ?= cargo
-export KAMAILIO_BIN KAMAILIO_SRC
 
 MODULE := build/mqueue.so
 
