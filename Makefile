@@ -36,6 +36,10 @@ test: build
 	$(CARGO) test --release --no-default-features --lib
 	MQUEUE_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release --test '*' -- --test-threads=2
 
+# Side-by-side workloads on build/mqueue.so and Debian's C mqueue.so (BENCH_N=...).
+bench: build
+	python3 bench/bench.py
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release -- -D warnings
