@@ -131,21 +131,16 @@ pub fn pv_free(idx: usize) {
     with_fetched_slot(idx, |slot| slot.present = false);
 }
 
-/// Calls `f` with the fetched key and value, if any. The slices stay valid
-/// until the next fetch or `mq_pv_free` on this queue in this process.
-pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&'static [u8], &'static [u8])>) -> R) -> R {
+/// Calls `f` with the fetched key and value, if any. The bytes stay in
+/// place until the next fetch or `mq_pv_free` on this queue in this process,
+/// so the host may keep pointers to them (`$mqk`, KEMI getters) until then.
+pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R {
     FETCHED.with(|all| {
         let all = all.borrow();
-        let item = all.get(idx).filter(|s| s.present).map(|s| {
-            // SAFETY: the buffers are only changed by fetch and pv_free, which
-            // the script cannot call while it still uses this value.
-            unsafe {
-                (
-                    std::slice::from_raw_parts(s.key.as_ptr(), s.key.len()),
-                    std::slice::from_raw_parts(s.val.as_ptr(), s.val.len()),
-                )
-            }
-        });
+        let item = all
+            .get(idx)
+            .filter(|s| s.present)
+            .map(|s| (s.key.as_slice(), s.val.as_slice()));
         f(item)
     })
 }
