@@ -108,7 +108,7 @@ pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
                 return;
             }
         }
-        for (idx, def) in reg.queues.iter().enumerate() {
+        for def in &reg.queues {
             if only.as_ref().is_some_and(|n| *n != def.name) {
                 continue;
             }
@@ -119,7 +119,6 @@ pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
                 rpc.fault(500, c"Server error");
                 return;
             };
-            let _ = idx;
             st.str(c"name", &def.name);
             st.int(c"size", s.size as i64);
             st.int(c"limit", limits.max_items as i64);

@@ -16,8 +16,14 @@ struct QueueParam {
     fixed: Option<usize>,
 }
 
-/// The queue a call names: Ok(index), or Err(return code) after logging.
-unsafe fn resolve(msg: *mut sys::sip_msg, param: *mut c_char) -> Result<usize, c_int> {
+/// The queue a call names: Ok(index), or Err(-1). An unknown name is
+/// logged when `log_unknown` (the C module's `mq_fetch` and `mq_pv_free`
+/// fail silently there).
+unsafe fn resolve(
+    msg: *mut sys::sip_msg,
+    param: *mut c_char,
+    log_unknown: bool,
+) -> Result<usize, c_int> {
     // SAFETY: param is the QueueParam our fixup stored for this call site.
     let qp = unsafe { &*(param as *const QueueParam) };
     if let Some(idx) = qp.fixed {
@@ -29,7 +35,9 @@ unsafe fn resolve(msg: *mut sys::sip_msg, param: *mut c_char) -> Result<usize, c
         return Err(-1);
     };
     registry::lookup(name).ok_or_else(|| {
-        kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+        if log_unknown {
+            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+        }
         -1
     })
 }
@@ -80,7 +88,7 @@ pub unsafe extern "C" fn w_mq_add(
     guard("mq_add", -1, || {
         // SAFETY: q, key and val are the parameters fixed by fixup_mq.
         unsafe {
-            let idx = match resolve(msg, q) {
+            let idx = match resolve(msg, q, true) {
                 Ok(i) => i,
                 Err(rc) => return rc,
             };
@@ -105,27 +113,11 @@ pub unsafe extern "C" fn w_mq_fetch(
 ) -> c_int {
     guard("mq_fetch", -1, || {
         // SAFETY: q is the parameter fixed by fixup_mq.
-        match unsafe { resolve_quiet(msg, q) } {
+        match unsafe { resolve(msg, q, false) } {
             Ok(idx) => api::fetch(idx),
             Err(rc) => rc,
         }
     })
-}
-
-/// Like [`resolve`], without the log line for an unknown queue (the C
-/// module's `mq_fetch` and `mq_pv_free` fail silently there).
-unsafe fn resolve_quiet(msg: *mut sys::sip_msg, param: *mut c_char) -> Result<usize, c_int> {
-    // SAFETY: as for resolve.
-    let qp = unsafe { &*(param as *const QueueParam) };
-    if let Some(idx) = qp.fixed {
-        return Ok(idx);
-    }
-    // SAFETY: as for resolve.
-    let Some(name) = (unsafe { fixup::value(msg, qp.gp) }) else {
-        kerr!("cannot get the queue");
-        return Err(-1);
-    };
-    registry::lookup(name).ok_or(-1)
 }
 
 /// `mq_size(queue)`: the size, -1 when empty, -2 for an unknown queue.
@@ -136,7 +128,7 @@ pub unsafe extern "C" fn w_mq_size(
 ) -> c_int {
     guard("mq_size", -1, || {
         // SAFETY: q is the parameter fixed by fixup_mq.
-        let idx = match unsafe { resolve(msg, q) } {
+        let idx = match unsafe { resolve(msg, q, true) } {
             Ok(i) => i,
             Err(_) => return -2,
         };
@@ -156,7 +148,7 @@ pub unsafe extern "C" fn w_mq_pv_free(
 ) -> c_int {
     guard("mq_pv_free", -1, || {
         // SAFETY: q is the parameter fixed by fixup_mq.
-        match unsafe { resolve_quiet(msg, q) } {
+        match unsafe { resolve(msg, q, false) } {
             Ok(idx) => {
                 api::pv_free(idx);
                 1
