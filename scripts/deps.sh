@@ -9,9 +9,10 @@ src_dir="$here/kamailio-headers/src"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# binutils: nm for the symbol test; python3: make bench.
 pkgs=(kamailio kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
       kamailio-postgres-modules sip-tester clang libclang-dev dpkg-dev valgrind
-      postgresql postgresql-client sqlite3 curl lua5.1)
+      binutils python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,7 +22,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   as_root apt-get update -qq
   updated=1
-  # The postgresql package would start a cluster service; the tests start their own.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
