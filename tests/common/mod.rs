@@ -123,7 +123,7 @@ pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
         dir.display()
     ));
     text.push_str(cfg.body);
-    if !cfg.body.contains("request_route") {
+    if !cfg.body.contains("request_route") && !cfg.body.contains("cfgengine") {
         text.push_str("\nrequest_route { sl_send_reply(\"200\", \"OK\"); exit; }\n");
     }
     text

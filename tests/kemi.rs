@@ -1,0 +1,45 @@
+//! KEMI exports through a JavaScript routing script (app_jsdt): the same
+//! results as the C module, except the `*_gete`/`*_getw` null modes, which
+//! ours honours and the C module ignores.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{sipp_messages, Cfg, Impl, Kamailio, BOTH};
+
+fn run(imp: Impl) -> String {
+    let script = format!("{}/tests/kemi/mqueue.js", env!("CARGO_MANIFEST_DIR"));
+    let body = format!(
+        "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"app_jsdt\", \"load\", \"{script}\")\ncfgengine \"jsdt\"\n"
+    );
+    let cfg = Cfg {
+        globals: "children=1",
+        modules: &["app_jsdt.so"],
+        body: &body,
+    };
+    let k = Kamailio::start(&cfg, imp);
+    assert_eq!(sipp_messages(k.port, 1, 10, &k.dir.0), 0, "{}", k.log());
+    let lines = k.wait_marked("T|", 1, Duration::from_secs(10));
+    assert_eq!(lines.len(), 1, "{imp:?}:\n{}", k.log());
+    lines[0].clone()
+}
+
+#[test]
+fn kemi_exports_match_the_c_module() {
+    let ours = run(Impl::Rust);
+    let theirs = run(Impl::C);
+    let common_part = "get-before=null add=1 add2=1 add-unknown=-1 size=2 size-unknown=-1 fetch=1 \
+         k=[k1]";
+    assert!(ours.starts_with(common_part), "{ours}");
+    assert!(theirs.starts_with(common_part), "{theirs}");
+    let tail = "free=1 after-free=null fetch2=1[v2] fetch-empty=-2 size-empty=0 fetch-unknown=-1";
+    assert!(ours.contains(tail), "{ours}");
+    assert!(theirs.contains(tail), "{theirs}");
+    // With an item both give it from all three getters.
+    assert!(ours.contains("k=[k1][k1][k1] v=[v1][v1][v1]"), "{ours}");
+    assert!(theirs.contains("k=[k1][k1][k1] v=[v1][v1][v1]"), "{theirs}");
+    // Without one, ours honours the getter names; the C module gives null.
+    assert!(ours.ends_with("null-modes=[][<null>]"), "{ours}");
+    assert!(theirs.ends_with("null-modes=nullnull"), "{theirs}");
+}
