@@ -24,7 +24,7 @@ $(MODULE): $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs'
 	@mkdir -p build
 	cp target/release/libmqueue.so $(MODULE)
 
-# Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1:5090.
+# Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1:35060 (MQUEUE_PORT).
 run: build
 	bash scripts/run.sh
 

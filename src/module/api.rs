@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 
 use super::registry::{self, QueueDef};
-use crate::queue::{AddOutcome, Stats};
+use crate::queue::AddOutcome;
 use crate::{kerr, kinfo};
 
 /// The item a process fetched last from each queue (`$mqk`/`$mqv`):
@@ -20,6 +20,9 @@ thread_local! {
     static FETCHED: RefCell<Vec<Fetched>> = const { RefCell::new(Vec::new()) };
     /// Adds that failed in a row, per queue, so a burst logs once.
     static FAIL_STREAK: RefCell<Vec<Cell<u64>>> = const { RefCell::new(Vec::new()) };
+    /// True while some queue has a failure streak: successful adds skip the
+    /// bookkeeping otherwise.
+    static ANY_STREAK: Cell<bool> = const { Cell::new(false) };
 }
 
 fn def(idx: usize) -> Option<&'static QueueDef> {
@@ -44,6 +47,9 @@ fn with_queue<R>(idx: usize, f: impl FnOnce(&QueueDef) -> R) -> Option<R> {
 }
 
 fn note_add_result(idx: usize, ok: bool, why: &str) {
+    if ok && !ANY_STREAK.get() {
+        return;
+    }
     FAIL_STREAK.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() <= idx {
@@ -55,7 +61,9 @@ fn note_add_result(idx: usize, ok: bool, why: &str) {
                 kinfo!("mqueue {}: adds succeed again after {streak} failed", name_of(idx));
                 s[idx].set(0);
             }
+            ANY_STREAK.set(s.iter().any(|c| c.get() > 0));
         } else {
+            ANY_STREAK.set(true);
             if streak == 0 {
                 kerr!("mqueue {}: cannot add item: {why} (further failures in this burst are counted, not logged)", name_of(idx));
             }
@@ -148,8 +156,4 @@ pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R 
 /// Items in the queue; None for an unknown index.
 pub fn size(idx: usize) -> Option<usize> {
     with_queue(idx, |d| d.queue().lock().len())
-}
-
-pub fn stats(idx: usize) -> Option<Stats> {
-    with_queue(idx, |d| d.queue().lock().stats())
 }
