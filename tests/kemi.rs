@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sipp_messages, Cfg, Impl, Kamailio, BOTH};
+use common::{sipp_messages, Cfg, Impl, Kamailio};
 
 fn run(imp: Impl) -> String {
     let script = format!("{}/tests/kemi/mqueue.js", env!("CARGO_MANIFEST_DIR"));
