@@ -3,6 +3,8 @@
 //! `unsafe` lives here and in the module's entry files, each block with the
 //! reason it is sound.
 
+pub mod core;
+pub mod db;
 pub mod fixup;
 pub mod guard;
 pub mod host_cell;

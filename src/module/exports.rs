@@ -5,7 +5,8 @@
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
-use super::{kemi, params, pvars, registry, rpc, script};
+use super::{kemi, params, persist, pvars, registry, rpc, script};
+use crate::kamailio::core;
 use crate::kamailio::guard::{guard, install_panic_hook};
 use crate::kamailio::host_cell::HostCell;
 use crate::sys::{self, core_version};
@@ -363,21 +364,18 @@ unsafe extern "C" fn mod_init() -> c_int {
             kwarn!("no mqueue defined");
         }
         let db_url = params::DB_URL.lock().ok().and_then(|u| u.clone());
-        for def in &reg.queues {
-            if def.dbmode != 0 {
-                if db_url.is_none() {
-                    kerr!(
-                        "mqueue {}: dbmode={} needs the db_url module parameter",
-                        def.name_lossy(),
-                        def.dbmode
-                    );
-                    return -1;
+        match persist::init(&reg.queues, db_url.as_deref()) {
+            Ok(true) => {
+                // Saving needs the DB driver module alive: our destroy
+                // function must run before any other module's.
+                // SAFETY: called from our own mod_init, as required.
+                if !unsafe { core::destroy_first(c"mqueue") } {
+                    kwarn!("cannot order the module list: a DB module destroyed first may lose the save");
                 }
-                kerr!(
-                    "mqueue {}: dbmode={} (DB persistence) is not available in this build yet",
-                    def.name_lossy(),
-                    def.dbmode
-                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                kerr!("{e}");
                 return -1;
             }
         }
@@ -385,11 +383,18 @@ unsafe extern "C" fn mod_init() -> c_int {
     })
 }
 
-unsafe extern "C" fn child_init(_rank: c_int) -> c_int {
-    0
+unsafe extern "C" fn child_init(rank: c_int) -> c_int {
+    guard("child_init", -1, || {
+        if rank == sys::PROC_INIT {
+            persist::load_all();
+        }
+        0
+    })
 }
 
-unsafe extern "C" fn mod_destroy() {}
+unsafe extern "C" fn mod_destroy() {
+    guard("mod_destroy", (), persist::save_all)
+}
 
 /// The inter-module API of the C module's `api.h`.
 #[repr(C)]

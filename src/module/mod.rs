@@ -6,6 +6,7 @@ pub mod api;
 mod exports;
 mod kemi;
 mod params;
+mod persist;
 mod pvars;
 pub mod registry;
 mod rpc;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::fs;
 use std::io::Read;
 use std::net::UdpSocket;
@@ -93,6 +95,8 @@ pub struct Cfg<'a> {
     pub globals: &'a str,
     /// Extra modules to load before mqueue (file names in MODULES).
     pub modules: &'a [&'a str],
+    /// Extra modules to load after mqueue.
+    pub late_modules: &'a [&'a str],
     /// modparam lines and routes.
     pub body: &'a str,
 }
@@ -102,6 +106,7 @@ impl Default for Cfg<'_> {
         Cfg {
             globals: "children=1",
             modules: &[],
+            late_modules: &[],
             body: "",
         }
     }
@@ -118,6 +123,9 @@ pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
         text.push_str(&format!("loadmodule \"{m}\"\n"));
     }
     text.push_str(&format!("loadmodule \"{}\"\n", imp.module_path()));
+    for m in cfg.late_modules {
+        text.push_str(&format!("loadmodule \"{m}\"\n"));
+    }
     text.push_str(&format!(
         "modparam(\"ctl\", \"binrpc\", \"unix:{}/ctl.sock\")\n",
         dir.display()
@@ -161,7 +169,17 @@ impl Kamailio {
         let port = free_port();
         let cfg_path = dir.0.join("kamailio.cfg");
         fs::write(&cfg_path, render_cfg(cfg, imp, port, &dir.0)).expect("write cfg");
-        let log = fs::File::create(dir.0.join("kamailio.log")).expect("log file");
+        Self::spawn_in(dir, imp, port, extra_args)
+    }
+
+    fn spawn_in(dir: TempDir, imp: Impl, port: u16, extra_args: &[&str]) -> Kamailio {
+        let cfg_path = dir.0.join("kamailio.cfg");
+        // Each run appends to the log, so a restarted instance keeps both.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.0.join("kamailio.log"))
+            .expect("log file");
         let mut cmd = Command::new(KAMAILIO);
         cmd.args(["-DD", "-E", "-f"])
             .arg(&cfg_path)
@@ -190,22 +208,37 @@ impl Kamailio {
     }
 
     pub fn start_with(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Kamailio {
-        let mut k = Self::spawn(cfg, imp, extra_args);
+        let k = Self::spawn(cfg, imp, extra_args);
+        k.wait_ready()
+    }
+
+    /// Stops this instance and starts it again with the same configuration,
+    /// directory (runtime files, log) and port.
+    pub fn restart(mut self) -> Kamailio {
+        self.stop();
+        let imp = self.imp;
+        let port = self.port;
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        Self::spawn_in(dir, imp, port, &[]).wait_ready()
+    }
+
+    fn wait_ready(mut self) -> Kamailio {
+        let imp = self.imp;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = k.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!(
                     "kamailio ({imp:?}) exited at start ({status}):\n{}",
-                    k.log()
+                    self.log()
                 );
             }
-            if k.dir.0.join("ctl.sock").exists() && k.rpc(&["core.uptime"]).is_ok() {
-                return k;
+            if self.dir.0.join("ctl.sock").exists() && self.rpc(&["core.uptime"]).is_ok() {
+                return self;
             }
             assert!(
                 Instant::now() < deadline,
                 "kamailio ({imp:?}) not ready:\n{}",
-                k.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
