@@ -42,7 +42,7 @@ bench: build
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --release -- -D warnings
+	$(CARGO) clippy --release --all-targets -- -D warnings
 
 install: build
 	install -m 0644 $(MODULE) $(DESTDIR)$(MODDIR)/mqueue.so

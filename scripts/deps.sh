@@ -9,10 +9,11 @@ src_dir="$here/kamailio-headers/src"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# binutils: nm for the symbol test; python3: make bench.
+# binutils: nm for the symbol test; python3: make bench; postgresql and
+# sqlite3: the persistence tests start a server and read rows with the clients.
 pkgs=(kamailio kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
       kamailio-postgres-modules sip-tester clang libclang-dev dpkg-dev valgrind
-      binutils python3)
+      binutils python3 postgresql sqlite3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -50,6 +50,7 @@ fn workers_and_timers_share_queues() {
             globals: "children=2",
             modules: &["rtimer.so", "cfgutils.so"],
             body: &body,
+            ..Cfg::default()
         };
         let k = Kamailio::start(&cfg, imp);
         // Let the timer produce all "back" items, then send SIP traffic.

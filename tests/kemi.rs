@@ -17,6 +17,7 @@ fn run(imp: Impl) -> String {
         globals: "children=1",
         modules: &["app_jsdt.so"],
         body: &body,
+        ..Cfg::default()
     };
     let k = Kamailio::start(&cfg, imp);
     assert_eq!(sipp_messages(k.port, 1, 10, &k.dir.0), 0, "{}", k.log());

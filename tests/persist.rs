@@ -72,9 +72,15 @@ fn drain(k: &Kamailio, queue: &str) -> Vec<Row> {
 /// A `name: value` field of a kamcmd struct reply.
 fn field(reply: &str, name: &str) -> String {
     let tag = format!("\t{name}: ");
-    let start = reply.find(&tag).unwrap_or_else(|| panic!("no {name} in {reply}")) + tag.len();
+    let start = reply
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no {name} in {reply}"))
+        + tag.len();
     let rest = &reply[start..];
-    let end = rest.find("\n\t").or_else(|| rest.rfind("\n}")).unwrap_or(rest.len());
+    let end = rest
+        .find("\n\t")
+        .or_else(|| rest.rfind("\n}"))
+        .unwrap_or(rest.len());
     rest[..end].to_string()
 }
 
@@ -113,14 +119,24 @@ fn scenario(db: &Db, imp: Impl, items: &[Row], late_db_module: bool) -> Outcome 
     let sizes = |k: &Kamailio| ["q", "ld", "sv"].map(|t| size(k, t)).to_vec();
 
     let k = Kamailio::start(&cfg, imp);
-    assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)), ["READY"], "{}", k.log());
+    assert_eq!(
+        k.wait_marked("T|", 1, Duration::from_secs(10)),
+        ["READY"],
+        "{}",
+        k.log()
+    );
     let sizes_first = sizes(&k);
     let ld_after_load = db.live().then(|| db.rows("ld"));
     let mut k = k;
     k.stop();
     let rows_at_stop = tables(db);
     let mut k = k.restart();
-    assert_eq!(k.wait_marked("T|", 2, Duration::from_secs(10)).len(), 2, "{}", k.log());
+    assert_eq!(
+        k.wait_marked("T|", 2, Duration::from_secs(10)).len(),
+        2,
+        "{}",
+        k.log()
+    );
     let sizes_second = sizes(&k);
     let q_after_reload = db.live().then(|| db.rows("q"));
     let fetched = squash(drain(&k, "q"));
@@ -145,7 +161,9 @@ fn squash(rows: Vec<Row>) -> Vec<Row> {
             if v.len() <= 64 {
                 return (k, v);
             }
-            let h = v.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+            let h = v.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
             (k, format!("<{} bytes, fnv {h:016x}>", v.len()))
         })
         .collect()
@@ -158,7 +176,11 @@ fn expected(db: &Db, items: &[Row]) -> Outcome {
     Outcome {
         sizes_first: vec![items.len().to_string(), "2".into(), "1".into()],
         ld_after_load: db.live().then(Vec::new),
-        rows_at_stop: vec![items.to_vec(), vec![], vec![row("old", "row"), row("s1", "v1")]],
+        rows_at_stop: vec![
+            items.to_vec(),
+            vec![],
+            vec![row("old", "row"), row("s1", "v1")],
+        ],
         sizes_second: vec![items.len().to_string(), "0".into(), "0".into()],
         q_after_reload: db.live().then(Vec::new),
         fetched: items.to_vec(),
@@ -181,4 +203,108 @@ fn db_text_round_trip_with_db_module_loaded_after_mqueue() {
 #[test]
 fn db_text_round_trip() {
     check(Db::text, false);
+}
+
+#[test]
+fn sqlite_round_trip() {
+    check(Db::sqlite, false);
+}
+
+#[test]
+fn postgres_round_trip() {
+    check(Db::postgres, true);
+}
+
+/// Without empty keys or values (they crash the C module's save), both
+/// modules leave the same rows and give back the same items.
+#[test]
+fn same_rows_and_items_as_the_c_module() {
+    let items = items(false);
+    for db in [Db::sqlite as fn() -> Db, Db::postgres] {
+        let mut outcomes = Vec::new();
+        for imp in [Impl::Rust, Impl::C] {
+            let db = db();
+            outcomes.push(scenario(&db, imp, &items, false));
+        }
+        assert_eq!(outcomes[0], outcomes[1], "Rust vs C");
+    }
+}
+
+/// The database is down at start and at shutdown: Kamailio serves anyway,
+/// the rows stay in the table, the queued items go to a spill file in the
+/// runtime directory, and the next start (database back) loads both, the
+/// older rows first.
+#[test]
+fn unreachable_database_loses_nothing() {
+    let db = Db::postgres();
+    let Db::Postgres(pg) = &db else {
+        unreachable!()
+    };
+    db.create_table("q");
+    db.insert("q", &[("r1", "from-db")]);
+    pg.pause();
+    let body = format!(
+        r#"modparam("mqueue", "db_url", "{}")
+modparam("mqueue", "mqueue", "name=q;dbmode=1")
+event_route[core:worker-one-init] {{
+    if (mq_size("q") == 0) {{
+        mq_add("q", "a", "1");
+        mq_add("q", "b", "2");
+    }}
+    xlog("L_INFO", "T|READY\n");
+}}
+"#,
+        db.url()
+    );
+    let cfg = Cfg {
+        modules: &["db_postgres.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    assert_eq!(
+        k.wait_marked("T|", 1, Duration::from_secs(10)).len(),
+        1,
+        "{}",
+        k.log()
+    );
+    assert!(
+        k.log().contains("mqueue q: cannot load from the database"),
+        "{}",
+        k.log()
+    );
+    assert_eq!(size(&k, "q"), "2");
+    k.stop();
+    let log = k.log();
+    assert!(
+        log.contains("mqueue q: cannot save to the database"),
+        "{log}"
+    );
+    assert!(
+        log.contains("2 items the database did not take are kept in"),
+        "{log}"
+    );
+    assert!(k.dir.0.join("mqueue-q.spill").exists());
+
+    pg.resume();
+    assert_eq!(db.rows("q"), [("r1".to_string(), "from-db".to_string())]);
+    let mut k = k.restart();
+    assert_eq!(
+        k.wait_marked("T|", 2, Duration::from_secs(10)).len(),
+        2,
+        "{}",
+        k.log()
+    );
+    let got = drain(&k, "q");
+    let want: Vec<Row> = [("r1", "from-db"), ("a", "1"), ("b", "2")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        !k.dir.0.join("mqueue-q.spill").exists(),
+        "spill file not removed"
+    );
+    assert!(db.rows("q").is_empty());
+    k.stop();
 }

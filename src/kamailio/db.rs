@@ -161,7 +161,11 @@ impl Conn<'_> {
                 0,
                 2,
                 &mut ord,
-                if fetch.is_some() { null_mut() } else { &mut res },
+                if fetch.is_some() {
+                    null_mut()
+                } else {
+                    &mut res
+                },
             )
         };
         if rc < 0 {

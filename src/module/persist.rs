@@ -113,7 +113,10 @@ fn load_table(p: &Persist, d: &QueueDef) {
             items.len()
         );
     }
-    kinfo!("mqueue {name}: loaded {} items from the database", items.len());
+    kinfo!(
+        "mqueue {name}: loaded {} items from the database",
+        items.len()
+    );
 }
 
 /// `mod_destroy`: saves every queue with dbmode 1 or 3.
@@ -198,7 +201,13 @@ fn spill_path(d: &QueueDef) -> PathBuf {
     let safe: String = d
         .name_lossy()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     crate::kamailio::core::runtime_dir().join(format!("mqueue-{safe}.spill"))
 }
@@ -208,7 +217,10 @@ fn spill_path(d: &QueueDef) -> PathBuf {
 fn write_spill(path: &PathBuf, items: &[&(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
     // Append: a spill file not yet loaded (database still down) is kept.
     let fresh = !path.exists();
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let mut w = std::io::BufWriter::new(f);
     if fresh {
         writeln!(w, "{SPILL_MAGIC}")?;

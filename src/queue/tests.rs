@@ -179,7 +179,7 @@ fn random_operations_match_the_model() {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (mode as u64 * 31 + max as u64));
             for step in 0..20_000 {
                 let r = rng.next();
-                if r % 3 == 0 {
+                if r.is_multiple_of(3) {
                     assert_eq!(fetch(&mut q), m.items.pop_front(), "step {step}");
                 } else {
                     let k = format!("k{}", r % 50).into_bytes();

@@ -60,7 +60,8 @@ impl Db {
     pub fn url(&self) -> String {
         match self {
             Db::Text(d) => format!("text://{}", d.0.display()),
-            Db::Sqlite(d) => format!("sqlite://{}/mq.db", d.0.display()),
+            // sqlite:// then the absolute path (its leading slash included).
+            Db::Sqlite(d) => format!("sqlite:///{}/mq.db", d.0.display()),
             Db::Postgres(pg) => format!("postgres://postgres:x@127.0.0.1:{}/mq", pg.port),
         }
     }
@@ -69,21 +70,20 @@ impl Db {
         match self {
             // db_text writes an empty string as an empty field, which
             // reads back as NULL: the columns must allow it.
-            Db::Text(d) => fs::write(
-                d.0.join(name),
-                "id(int,auto) key(str,null) val(str,null)\n",
-            )
-            .expect("db_text table"),
+            Db::Text(d) => fs::write(d.0.join(name), "id(int,auto) key(str,null) val(str,null)\n")
+                .expect("db_text table"),
             Db::Sqlite(_) => {
                 self.sql(&format!(
                     "CREATE TABLE {name} (id INTEGER PRIMARY KEY AUTOINCREMENT, \
                      key VARCHAR(255) NOT NULL DEFAULT '', val TEXT NOT NULL DEFAULT '');"
                 ));
             }
+            // VARCHAR, not TEXT: db_postgres reads TEXT as an escaped
+            // blob and drops backslashes.
             Db::Postgres(_) => {
                 self.sql(&format!(
                     "CREATE TABLE {name} (id SERIAL PRIMARY KEY, \
-                     key VARCHAR(255) NOT NULL DEFAULT '', val TEXT NOT NULL DEFAULT '');"
+                     key VARCHAR NOT NULL DEFAULT '', val VARCHAR NOT NULL DEFAULT '');"
                 ));
             }
         }
@@ -118,14 +118,17 @@ impl Db {
         match self {
             Db::Text(d) => {
                 let text = fs::read_to_string(d.0.join(table)).expect("db_text table");
-                let mut rows: Vec<(u64, Row)> = text.lines().skip(1).map(parse_dbtext_row).collect();
+                let mut rows: Vec<(u64, Row)> =
+                    text.lines().skip(1).map(parse_dbtext_row).collect();
                 rows.sort_by_key(|(id, _)| *id);
                 rows.into_iter().map(|(_, r)| r).collect()
             }
             Db::Sqlite(_) | Db::Postgres(_) => {
                 // Hex keeps any byte intact through the client's output.
                 let q = match self {
-                    Db::Sqlite(_) => format!("SELECT hex(key) || ' ' || hex(val) FROM {table} ORDER BY id;"),
+                    Db::Sqlite(_) => {
+                        format!("SELECT hex(key) || ' ' || hex(val) FROM {table} ORDER BY id;")
+                    }
                     _ => format!(
                         "SELECT encode(convert_to(key,'UTF8'),'hex') || ' ' || \
                          encode(convert_to(val,'UTF8'),'hex') FROM {table} ORDER BY id;"
@@ -200,7 +203,11 @@ fn pg_bin(tool: &str) -> String {
         .map(|e| e.path())
         .collect();
     versions.sort();
-    let bin = versions.last().expect("a PostgreSQL version").join("bin").join(tool);
+    let bin = versions
+        .last()
+        .expect("a PostgreSQL version")
+        .join("bin")
+        .join(tool);
     bin.display().to_string()
 }
 
@@ -223,7 +230,9 @@ impl PgServer {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             run(
-                Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0),
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir.0),
                 "chown",
             );
         }
@@ -235,34 +244,76 @@ impl PgServer {
                 .stdout(Stdio::null()),
             "initdb (package postgresql)",
         );
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.0.display()
-        );
+        let pg = PgServer {
+            dir,
+            port: free_port(),
+        };
+        pg.resume();
+        let port = pg.port;
         run(
-            as_pg("pg_ctl")
-                .args(["-w", "-D"])
-                .arg(&data)
-                .args(["-o", &opts, "-l"])
-                .arg(dir.0.join("pg.log"))
-                .arg("start"),
-            "pg_ctl start",
-        );
-        let pg = PgServer { dir, port };
-        run(
-            Command::new(pg_bin("createdb"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "mq"]),
+            Command::new(pg_bin("createdb")).args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "mq",
+            ]),
             "createdb",
         );
         pg
     }
 
+    fn ctl(&self, action: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.0.display()
+        );
+        run(
+            as_pg("pg_ctl")
+                .args(["-w", "-m", "fast", "-D"])
+                .arg(self.dir.0.join("data"))
+                .args(["-o", &opts, "-l"])
+                .arg(self.dir.0.join("pg.log"))
+                .arg(action),
+            "pg_ctl",
+        );
+    }
+
+    /// Stops the server (the database becomes unreachable).
+    pub fn pause(&self) {
+        self.ctl("stop");
+    }
+
+    pub fn resume(&self) {
+        self.ctl("start");
+    }
+
     fn psql(&self, q: &str) -> String {
         run(
             Command::new(pg_bin("psql"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
-                .args(["-d", "mq", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", q]),
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args([
+                    "-d",
+                    "mq",
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    q,
+                ]),
             "psql",
         )
     }

@@ -114,7 +114,7 @@ impl Default for Cfg<'_> {
 
 pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
     let mut text = format!(
-        "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\ndisable_core_dump=yes\n\
+        "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\ndisable_core_dump=yes\nexit_timeout=4\n\
          auto_aliases=no\nlisten=udp:127.0.0.1:{port}\n{}\nmpath=\"{MODULES}/\"\n\
          loadmodule \"ctl.so\"\nloadmodule \"pv.so\"\nloadmodule \"xlog.so\"\nloadmodule \"sl.so\"\n",
         cfg.globals
@@ -226,7 +226,11 @@ impl Kamailio {
         let imp = self.imp;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "kamailio ({imp:?}) exited at start ({status}):\n{}",
                     self.log()
@@ -324,6 +328,11 @@ impl Kamailio {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            eprintln!(
+                "kamailio ({:?}) in {} did not stop within 15 s: killed",
+                self.imp,
+                self.dir.0.display()
+            );
             kill_group(&mut child);
         }
     }
