@@ -157,3 +157,8 @@ pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R 
 pub fn size(idx: usize) -> Option<usize> {
     with_queue(idx, |d| d.queue().lock().len())
 }
+
+/// The counters of queue `idx` (statistics framework).
+pub fn stats(idx: usize) -> Option<crate::queue::Stats> {
+    def(idx).map(|d| d.queue().lock().stats())
+}

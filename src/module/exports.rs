@@ -5,7 +5,7 @@
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
-use super::{kemi, params, persist, pvars, registry, rpc, script};
+use super::{kemi, params, persist, pvars, registry, rpc, script, stats};
 use crate::kamailio::core;
 use crate::kamailio::guard::{guard, install_panic_hook};
 use crate::kamailio::host_cell::HostCell;
@@ -362,6 +362,10 @@ unsafe extern "C" fn mod_init() -> c_int {
         let reg = registry::freeze();
         if reg.queues.is_empty() {
             kwarn!("no mqueue defined");
+        }
+        if let Err(e) = stats::register(&reg.queues) {
+            kerr!("{e}");
+            return -1;
         }
         let db_url = params::DB_URL.lock().ok().and_then(|u| u.clone());
         match persist::init(&reg.queues, db_url.as_deref()) {

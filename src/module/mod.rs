@@ -11,3 +11,4 @@ mod pvars;
 pub mod registry;
 mod rpc;
 mod script;
+mod stats;

@@ -1,0 +1,90 @@
+//! Queue counters in Kamailio's statistics framework: `kamcmd
+//! stats.get_statistics` and a Prometheus scrape over HTTP (`xhttp_prom`)
+//! show what the queue did.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{free_port, Cfg, Impl, Kamailio};
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to xhttp");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn counters_in_statistics_and_prometheus() {
+    let http = free_port();
+    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{http}\ntcp_accept_no_cl=yes");
+    let cfg = Cfg {
+        globals: &globals,
+        modules: &["kex.so", "xhttp.so", "xhttp_prom.so"],
+        body: r#"modparam("mqueue", "mqueue", "name=q;size=2")
+modparam("mqueue", "mqueue", "name=u;addmode=1")
+modparam("xhttp_prom", "xhttp_prom_stats", "mqueue:")
+event_route[xhttp:request] { prom_dispatch(); }
+event_route[core:worker-one-init] {
+    mq_add("q", "a", "1");
+    mq_add("q", "b", "2");
+    mq_add("q", "c", "3");
+    mq_fetch("q");
+    mq_add("u", "k", "1");
+    mq_add("u", "k", "2");
+    xlog("L_INFO", "T|READY\n");
+}
+"#,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    assert_eq!(
+        k.wait_marked("T|", 1, Duration::from_secs(10)).len(),
+        1,
+        "{}",
+        k.log()
+    );
+
+    let stats = k.rpc(&["stats.get_statistics", "mqueue:"]).expect("stats");
+    let want = [
+        ("q_size", 1),
+        ("q_added", 3),
+        ("q_fetched", 1),
+        ("q_evicted", 1),
+        ("q_max_size", 2),
+        ("u_size", 1),
+        ("u_added", 1),
+        ("u_rejected", 1),
+        ("u_replaced", 0),
+        ("u_failed", 0),
+    ];
+    for (name, v) in want {
+        let line = format!("mqueue:{name} = {v}");
+        assert!(stats.contains(&line), "no '{line}' in:\n{stats}");
+    }
+    let shm: u64 = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("mqueue:q_shm_bytes = "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("q_shm_bytes");
+    assert!(shm > 0, "{stats}");
+
+    let metrics = scrape(http);
+    assert!(
+        metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
+        "{metrics}"
+    );
+    for (name, v) in want {
+        let prefix = format!("kamailio_mqueue_{name} {v}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&prefix)),
+            "no '{prefix}' in:\n{metrics}"
+        );
+    }
+}
