@@ -1,6 +1,7 @@
-//! KEMI exports through a JavaScript routing script (app_jsdt): the same
-//! results as the C module, except the `*_gete`/`*_getw` null modes, which
-//! ours honours and the C module ignores.
+//! KEMI exports through routing scripts in JavaScript (app_jsdt) and Lua
+//! (app_lua): the same results as the C module, except the
+//! `*_gete`/`*_getw` null modes, which ours honours and the C module
+//! ignores.
 
 mod common;
 
@@ -8,14 +9,26 @@ use std::time::Duration;
 
 use common::{sipp_messages, Cfg, Impl, Kamailio};
 
-fn run(imp: Impl) -> String {
-    let script = format!("{}/tests/kemi/mqueue.js", env!("CARGO_MANIFEST_DIR"));
+#[derive(Clone, Copy)]
+enum Engine {
+    JavaScript,
+    Lua,
+}
+
+fn run(imp: Impl, engine: Engine) -> String {
+    let (module, engine_name, file) = match engine {
+        Engine::JavaScript => ("app_jsdt", "jsdt", "mqueue.js"),
+        Engine::Lua => ("app_lua", "lua", "mqueue.lua"),
+    };
+    let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
     let body = format!(
-        "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"app_jsdt\", \"load\", \"{script}\")\ncfgengine \"jsdt\"\n"
+        "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine_name}\"\n"
     );
+    let modules = [format!("{module}.so")];
+    let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
     let cfg = Cfg {
         globals: "children=1",
-        modules: &["app_jsdt.so"],
+        modules: &modules,
         body: &body,
         ..Cfg::default()
     };
@@ -27,9 +40,18 @@ fn run(imp: Impl) -> String {
 }
 
 #[test]
-fn kemi_exports_match_the_c_module() {
-    let ours = run(Impl::Rust);
-    let theirs = run(Impl::C);
+fn javascript_kemi_exports_match_the_c_module() {
+    check(Engine::JavaScript);
+}
+
+#[test]
+fn lua_kemi_exports_match_the_c_module() {
+    check(Engine::Lua);
+}
+
+fn check(engine: Engine) {
+    let ours = run(Impl::Rust, engine);
+    let theirs = run(Impl::C, engine);
     let common_part = "get-before=null add=1 add2=1 add-unknown=-1 size=2 size-unknown=-1 fetch=1 \
          k=[k1]";
     assert!(ours.starts_with(common_part), "{ours}");
