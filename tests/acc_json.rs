@@ -1,0 +1,126 @@
+//! The inter-module API (`bind_mq`): `acc_json` (compiled against the C
+//! module's `api.h`) writes one JSON record per call into a queue through
+//! our `mq_api_t.add`. Real INVITE transactions from sipp pass through
+//! `tm` to a sipp UAS; an rtimer route drains the queue. Every call's
+//! record arrives, once, in call order, with both modules.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, Cfg, Impl, Kamailio, BOTH};
+
+const CALLS: usize = 30;
+
+struct Uas(Child);
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn body(uas_port: u16) -> String {
+    format!(
+        r#"modparam("mqueue", "mqueue", "name=acc")
+modparam("acc_json", "acc_flag", 2)
+modparam("acc_json", "acc_output_mqueue", "acc")
+modparam("rtimer", "timer", "name=drain;interval=100000u;mode=1")
+modparam("rtimer", "exec", "timer=drain;route=DRAIN")
+route[DRAIN] {{
+    while (mq_fetch("acc")) {{
+        xlog("L_INFO", "ACC|$mqk(acc)|$mqv(acc)\n");
+    }}
+}}
+request_route {{
+    if ($rm == "INVITE") {{
+        setflag(2);
+    }}
+    $du = "sip:127.0.0.1:{uas_port}";
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+    exit;
+}}
+"#
+    )
+}
+
+fn run(imp: Impl) -> Vec<String> {
+    let uas_port = free_port();
+    let body = body(uas_port);
+    let cfg = Cfg {
+        globals: "children=2",
+        modules: &["tm.so", "acc.so", "acc_json.so", "rtimer.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, imp);
+    let sipp = |args: &[&str]| {
+        let mut c = Command::new("sipp");
+        c.args(args)
+            .args(["-i", "127.0.0.1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .current_dir(&k.dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let _uas = Uas(
+        sipp(&["-sn", "uas", "-p", &uas_port.to_string()])
+            .spawn()
+            .expect("run sipp: run `make deps` (package sip-tester)"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = sipp(&[
+        &format!("127.0.0.1:{}", k.port),
+        "-sn",
+        "uac",
+        "-p",
+        &free_port().to_string(),
+        "-m",
+        &CALLS.to_string(),
+        "-r",
+        "20",
+        "-d",
+        "50",
+    ])
+    .status()
+    .expect("run sipp");
+    assert_eq!(uac.code(), Some(0), "sipp uac failed:\n{}", k.log());
+    let lines = k.wait_marked("ACC|", CALLS, Duration::from_secs(10));
+    // Nothing more arrives later.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(k.marked("ACC|").len(), lines.len(), "{imp:?}: late records");
+    lines
+}
+
+/// The call number of sipp's Call-ID (`<n>-<pid>@<ip>`) in a JSON record.
+fn call_number(record: &str) -> usize {
+    let at = record.find("\"callid\":").expect("callid in the record") + 9;
+    let rest = record[at..].trim_start().trim_start_matches('"');
+    rest.split('-').next().unwrap().parse().expect("sipp call number")
+}
+
+#[test]
+fn every_call_record_arrives_in_order() {
+    for imp in BOTH {
+        let lines = run(imp);
+        assert_eq!(lines.len(), CALLS, "{imp:?}: {lines:#?}");
+        let calls: Vec<usize> = lines
+            .iter()
+            .map(|l| {
+                let (key, json) = l.split_once('|').expect("key|json");
+                let json = &json.replace("\": ", "\":");
+                assert_eq!(key, "acc", "{imp:?}: key");
+                assert!(json.contains("\"method\":\"INVITE\""), "{json}");
+                assert!(json.contains("\"sip_code\":\"200\""), "{json}");
+                call_number(json)
+            })
+            .collect();
+        let want: Vec<usize> = (1..=CALLS).collect();
+        assert_eq!(calls, want, "{imp:?}: records out of order or missing");
+    }
+}
