@@ -61,18 +61,23 @@ fn run(imp: Impl) -> Vec<String> {
     let sipp = |args: &[&str]| {
         let mut c = Command::new("sipp");
         c.args(args)
-            .args(["-i", "127.0.0.1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
             .current_dir(&k.dir.0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         c
     };
-    let _uas = Uas(
-        sipp(&["-sn", "uas", "-p", &uas_port.to_string()])
-            .spawn()
-            .expect("run sipp: run `make deps` (package sip-tester)"),
-    );
+    let _uas = Uas(sipp(&["-sn", "uas", "-p", &uas_port.to_string()])
+        .spawn()
+        .expect("run sipp: run `make deps` (package sip-tester)"));
     std::thread::sleep(Duration::from_millis(300));
     let uac = sipp(&[
         &format!("127.0.0.1:{}", k.port),
@@ -101,7 +106,11 @@ fn run(imp: Impl) -> Vec<String> {
 fn call_number(record: &str) -> usize {
     let at = record.find("\"callid\":").expect("callid in the record") + 9;
     let rest = record[at..].trim_start().trim_start_matches('"');
-    rest.split('-').next().unwrap().parse().expect("sipp call number")
+    rest.split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("sipp call number")
 }
 
 #[test]

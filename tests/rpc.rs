@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cfg, Impl, Kamailio, BOTH};
+use common::{free_port, http, Cfg, Impl, Kamailio, BOTH};
 
 const PARAMS: &str = r#"modparam("mqueue", "mqueue", "name=q1")
 modparam("mqueue", "mqueue", "name=q2;size=5")
@@ -115,4 +115,53 @@ fn operator_commands() {
         all.contains("name: q1") && all.contains("name: q2"),
         "{all}"
     );
+}
+
+/// The same commands over JSON-RPC (jsonrpcs over HTTP): identical
+/// bodies from both modules.
+#[test]
+fn json_rpc_replies_the_same() {
+    let calls = [
+        r#""mqueue.get_size", "params": ["q1"]"#,
+        r#""mqueue.get_size", "params": ["nope"]"#,
+        r#""mqueue.get_sizes""#,
+        r#""mqueue.fetch", "params": ["q1"]"#,
+        r#""mqueue.fetch", "params": ["q2"]"#,
+        r#""mqueue.fetch", "params": ["q2"]"#,
+        r#""mqueue.fetch", "params": ["nope"]"#,
+    ];
+    let mut replies = Vec::new();
+    for imp in BOTH {
+        let port = free_port();
+        let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
+        let body = format!(
+            "{PARAMS}modparam(\"jsonrpcs\", \"transport\", 1)\n\
+             event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n"
+        );
+        let cfg = Cfg {
+            globals: &globals,
+            modules: &["xhttp.so", "jsonrpcs.so"],
+            body: &body,
+            ..Cfg::default()
+        };
+        let k = Kamailio::start(&cfg, imp);
+        assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)).len(), 1);
+        let r: Vec<String> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let req = format!(r#"{{"jsonrpc": "2.0", "method": {c}, "id": {i}}}"#);
+                let resp = http(port, "POST", "/RPC", &req);
+                let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or(&resp);
+                body.split_whitespace().collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        replies.push(r);
+    }
+    assert_eq!(replies[0], replies[1], "Rust vs C over JSON-RPC");
+    let ours = &replies[0];
+    assert!(ours[0].contains(r#""size": 2"#), "{ours:?}");
+    assert!(ours[1].contains(r#""code": 404"#), "{ours:?}");
+    assert!(ours[3].contains(r#""key": "k1""#), "{ours:?}");
+    assert!(ours[5].contains(r#""message": "Empty queue""#), "{ours:?}");
 }

@@ -4,26 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{free_port, Cfg, Impl, Kamailio};
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to xhttp");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
+use common::{free_port, http, Cfg, Impl, Kamailio};
 
 #[test]
 fn counters_in_statistics_and_prometheus() {
-    let http = free_port();
-    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{http}\ntcp_accept_no_cl=yes");
+    let http_port = free_port();
+    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{http_port}\ntcp_accept_no_cl=yes");
     let cfg = Cfg {
         globals: &globals,
         modules: &["kex.so", "xhttp.so", "xhttp_prom.so"],
@@ -75,7 +63,7 @@ event_route[core:worker-one-init] {
         .expect("q_shm_bytes");
     assert!(shm > 0, "{stats}");
 
-    let metrics = scrape(http);
+    let metrics = http(http_port, "GET", "/metrics", "");
     assert!(
         metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
         "{metrics}"

@@ -385,3 +385,36 @@ pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
         .expect("run sipp: run `make deps` (package sip-tester)");
     status.code().unwrap_or(-1)
 }
+
+/// One HTTP/1.0 request to 127.0.0.1:`port`; returns the whole response.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send HTTP request");
+    // Read until the body announced by Content-Length is complete: the
+    // server may keep the connection open.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            });
+            if len.is_some_and(|n| body.len() >= n) {
+                return text;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
