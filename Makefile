@@ -8,6 +8,9 @@ MODDIR ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
 CARGO ?= cargo
 
 MODULE := build/mqueue.so
+# Test-only variant: `mq_add` with the key "__panic__" panics (tests/panic.rs).
+PANIC_MODULE := build/mqueue-panic.so
+SOURCES := $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs' -o -name '*.h' -o -name '*.c' \) 2>/dev/null) Cargo.toml build.rs
 
 .PHONY: all deps build run demo test unit-test integration-test lint install clean bench stress fuzz
 
@@ -19,10 +22,15 @@ deps:
 build: deps
 	@$(MAKE) --no-print-directory $(MODULE)
 
-$(MODULE): $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs' -o -name '*.h' -o -name '*.c' \) 2>/dev/null) Cargo.toml build.rs
+$(MODULE): $(SOURCES)
 	$(CARGO) build --release
 	@mkdir -p build
 	cp target/release/libmqueue.so $(MODULE)
+
+$(PANIC_MODULE): $(SOURCES)
+	CARGO_TARGET_DIR=target/panic-inject $(CARGO) build --release --features panic-inject
+	@mkdir -p build
+	cp target/panic-inject/release/libmqueue.so $(PANIC_MODULE)
 
 # Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1:35060 (MQUEUE_PORT).
 run: build
@@ -33,8 +41,10 @@ demo:
 	bash scripts/demo.sh
 
 test: build
+	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	$(CARGO) test --release --no-default-features --lib
-	MQUEUE_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release --test '*' -- --test-threads=2
+	MQUEUE_MODULE=$(CURDIR)/$(MODULE) MQUEUE_PANIC_MODULE=$(CURDIR)/$(PANIC_MODULE) \
+		$(CARGO) test --release --test '*' -- --test-threads=2
 
 # Side-by-side workloads on build/mqueue.so and Debian's C mqueue.so (BENCH_N=...).
 bench: build

@@ -74,6 +74,11 @@ fn note_add_result(idx: usize, ok: bool, why: &str) {
 
 /// Adds an item: 1 when queued (or, addmode 1, already queued), -1 on error.
 pub fn add(idx: usize, key: &[u8], val: &[u8]) -> i32 {
+    // Test builds only: proves every entry point survives a panic.
+    #[cfg(feature = "panic-inject")]
+    if key == b"__panic__" {
+        panic!("injected panic (panic-inject test feature)");
+    }
     let outcome = with_queue(idx, |d| d.queue().lock().add(key, val));
     match outcome {
         Some(AddOutcome::Added) | Some(AddOutcome::Duplicate) => {

@@ -9,6 +9,17 @@ use crate::kamailio::guard::guard;
 use crate::kamailio::rpc::Rpc;
 use crate::sys;
 
+/// Runs a handler inside the panic guard; a panic answers fault 500.
+fn serve(name: &str, rpc: &Rpc, f: impl FnOnce()) {
+    let completed = guard(name, false, || {
+        f();
+        true
+    });
+    if !completed {
+        rpc.fault(500, c"Internal error");
+    }
+}
+
 unsafe fn ctx(api: *mut sys::rpc_t, c: *mut c_void) -> Rpc {
     // SAFETY: forwarded from the core's handler call.
     unsafe { Rpc::new(api, c) }
@@ -37,7 +48,7 @@ fn queue_param(rpc: &Rpc, codes: (i32, i32, i32)) -> Option<(Vec<u8>, usize)> {
 pub unsafe extern "C" fn mqueue_rpc_get_size(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.get_size", (), || {
+    serve("mqueue.get_size", &rpc, || {
         let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
             return;
         };
@@ -55,7 +66,7 @@ pub unsafe extern "C" fn mqueue_rpc_get_size(a: *mut sys::rpc_t, c: *mut c_void)
 pub unsafe extern "C" fn mqueue_rpc_get_sizes(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.get_sizes", (), || {
+    serve("mqueue.get_sizes", &rpc, || {
         let Some(reg) = registry::frozen() else {
             return;
         };
@@ -74,7 +85,7 @@ pub unsafe extern "C" fn mqueue_rpc_get_sizes(a: *mut sys::rpc_t, c: *mut c_void
 pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.fetch", (), || {
+    serve("mqueue.fetch", &rpc, || {
         let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
             return;
         };
@@ -97,7 +108,7 @@ pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
 pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.stats", (), || {
+    serve("mqueue.stats", &rpc, || {
         let Some(reg) = registry::frozen() else {
             return;
         };
@@ -141,7 +152,7 @@ pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
 pub unsafe extern "C" fn mqueue_rpc_peek(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.peek", (), || {
+    serve("mqueue.peek", &rpc, || {
         let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
             return;
         };
@@ -165,7 +176,7 @@ pub unsafe extern "C" fn mqueue_rpc_peek(a: *mut sys::rpc_t, c: *mut c_void) {
 pub unsafe extern "C" fn mqueue_rpc_clear(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.clear", (), || {
+    serve("mqueue.clear", &rpc, || {
         let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
             return;
         };
@@ -183,7 +194,7 @@ pub unsafe extern "C" fn mqueue_rpc_clear(a: *mut sys::rpc_t, c: *mut c_void) {
 pub unsafe extern "C" fn mqueue_rpc_add(a: *mut sys::rpc_t, c: *mut c_void) {
     // SAFETY: forwarded from the core.
     let rpc = unsafe { ctx(a, c) };
-    guard("mqueue.add", (), || {
+    serve("mqueue.add", &rpc, || {
         let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
             return;
         };
@@ -191,10 +202,6 @@ pub unsafe extern "C" fn mqueue_rpc_add(a: *mut sys::rpc_t, c: *mut c_void) {
             rpc.fault(400, c"Key and value required");
             return;
         };
-        #[cfg(feature = "panic-inject")]
-        if key == b"__panic__" {
-            panic!("injected panic (panic-inject test feature)");
-        }
         if api::add(idx, &key, &val) == 1 {
             rpc.add_int(1);
         } else {

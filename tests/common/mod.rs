@@ -24,6 +24,9 @@ pub const C_MODULE: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/mqueue.so
 pub enum Impl {
     Rust,
     C,
+    /// Ours built with the test-only `panic-inject` feature
+    /// (`build/mqueue-panic.so`, made by `make test`).
+    RustPanic,
 }
 
 pub const BOTH: [Impl; 2] = [Impl::Rust, Impl::C];
@@ -37,6 +40,16 @@ impl Impl {
                 assert!(
                     Path::new(&p).exists(),
                     "module {p} not built: run `make test` (or `make build`)"
+                );
+                p
+            }
+            Impl::RustPanic => {
+                let p = std::env::var("MQUEUE_PANIC_MODULE").unwrap_or_else(|_| {
+                    format!("{}/build/mqueue-panic.so", env!("CARGO_MANIFEST_DIR"))
+                });
+                assert!(
+                    Path::new(&p).exists(),
+                    "module {p} not built: run `make test` (it builds the panic-inject variant)"
                 );
                 p
             }
@@ -163,7 +176,7 @@ fn no_core_and_own_group(cmd: &mut Command) {
 impl Kamailio {
     fn spawn(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Kamailio {
         let dir = TempDir::new(match imp {
-            Impl::Rust => "rs",
+            Impl::Rust | Impl::RustPanic => "rs",
             Impl::C => "c",
         });
         let port = free_port();
