@@ -50,6 +50,13 @@ test: build
 bench: build
 	python3 bench/bench.py
 
+# Full-size reliability runs: 1,000,000 items through the load test and a
+# 10-minute SIP soak (MQUEUE_LOAD_ITEMS, MQUEUE_SOAK_SECS override).
+stress: build
+	MQUEUE_MODULE=$(CURDIR)/$(MODULE) MQUEUE_LOAD_ITEMS=$${MQUEUE_LOAD_ITEMS:-1000000} \
+		MQUEUE_SOAK_SECS=$${MQUEUE_SOAK_SECS:-600} \
+		$(CARGO) test --release --test load --test soak -- --test-threads=1 --nocapture
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings

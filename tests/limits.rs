@@ -49,7 +49,11 @@ event_route[core:worker-one-init] {
     assert_eq!(stat(&stats, "evicted"), 73);
     assert_eq!(stat(&stats, "failed"), 1);
     assert!(stat(&stats, "item_bytes") <= 2000, "{stats}");
-    assert!(k.log().contains("larger than the queue's maxbytes"), "{}", k.log());
+    assert!(
+        k.log().contains("larger than the queue's maxbytes"),
+        "{}",
+        k.log()
+    );
 }
 
 /// Shared memory runs out: `mq_add` returns -1 and the module logs once
@@ -124,7 +128,8 @@ request_route {
     // SIP keeps being answered while the queue holds all the memory.
     assert_eq!(sipp_messages(k.port, 20, 50, &k.dir.0), 0, "{}", k.log());
 
-    k.rpc(&["pv.shvSet", "drain", "int", "1"]).expect("pv.shvSet");
+    k.rpc(&["pv.shvSet", "drain", "int", "1"])
+        .expect("pv.shvSet");
     let drained = k.wait_marked("T|DRAINED", 1, Duration::from_secs(30));
     assert_eq!(drained.len(), 1, "{}", k.log());
     // Every acknowledged item, in order. The SIP workers' small items
@@ -145,7 +150,13 @@ request_route {
     assert!(
         (1..=2).contains(&fill_pid_lines),
         "{fill_pid_lines} failure lines:\n{}",
-        log.lines().filter(|l| l.contains("mqueue big")).collect::<Vec<_>>().join("\n")
+        log.lines()
+            .filter(|l| l.contains("mqueue big"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert!(log.contains("mqueue big: adds succeed again after 501 failed"), "{log}");
+    assert!(
+        log.contains("mqueue big: adds succeed again after 501 failed"),
+        "{log}"
+    );
 }

@@ -86,7 +86,11 @@ fn every_item_consumed_exactly_once_in_producer_order() {
     };
     let k = Kamailio::start(&cfg, Impl::Rust);
     let rate = 400;
-    assert_eq!(sipp_messages(k.port, messages, rate, &k.dir.0), 0, "sipp failed");
+    assert_eq!(
+        sipp_messages(k.port, messages, rate, &k.dir.0),
+        0,
+        "sipp failed"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(120 + total / 5_000);
     let (made, consumed) = loop {
@@ -116,7 +120,8 @@ fn every_item_consumed_exactly_once_in_producer_order() {
     for l in &consumed {
         let mut f = l.split('|');
         let (c, p, s) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-        let (c, p, s): (u32, u32, u64) = (c.parse().unwrap(), p.parse().unwrap(), s.parse().unwrap());
+        let (c, p, s): (u32, u32, u64) =
+            (c.parse().unwrap(), p.parse().unwrap(), s.parse().unwrap());
         *consumers.entry(c).or_insert(0u64) += 1;
         let slot = seen
             .get_mut(&p)

@@ -28,7 +28,10 @@ request_route {
     // RPC entry (ctl process).
     let err = k.rpc(&["mqueue.add", "q", "__panic__", "v"]).unwrap_err();
     assert_eq!(err, "error: 500 - Internal error");
-    assert_eq!(k.rpc(&["mqueue.add", "q", "after", "v"]).unwrap().trim(), "1");
+    assert_eq!(
+        k.rpc(&["mqueue.add", "q", "after", "v"]).unwrap().trim(),
+        "1"
+    );
     // Script entry (SIP worker), several times: the same worker answers.
     assert_eq!(sipp_messages(k.port, 5, 20, &k.dir.0), 0, "{}", k.log());
     let lines = k.wait_marked("T|", 5, Duration::from_secs(10));

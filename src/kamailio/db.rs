@@ -134,7 +134,9 @@ impl Conn<'_> {
     }
 
     /// Calls `row` with the two string columns `cols` of every row, ordered
-    /// by column `order`.
+    /// by column `order`. Drivers with `fetch_result` deliver the rows in
+    /// batches; SQLite (no fetch) is paged with `LIMIT`, so a large table
+    /// never sits whole in pkg memory; other drivers return all at once.
     pub fn select(
         &mut self,
         cols: [&[u8]; 2],
@@ -142,8 +144,10 @@ impl Conn<'_> {
         mut row: impl FnMut(&[u8], &[u8]),
     ) -> Result<usize, String> {
         let f = &self.d.f;
+        if f.cap & DB_CAP_FETCH == 0 && self.d.is_sqlite() && f.raw_query.is_some() {
+            return self.select_paged(cols, order, row);
+        }
         let query = f.query.ok_or_else(|| missing("query"))?;
-        let free = f.free_result.ok_or_else(|| missing("free_result"))?;
         let mut names = [from_bytes(cols[0]), from_bytes(cols[1])];
         let keys: [sys::db_key_t; 2] = [&mut names[0], &mut names[1]];
         let mut ord = from_bytes(order);
@@ -176,56 +180,111 @@ impl Conn<'_> {
             if let Some(fetch) = fetch {
                 // SAFETY: fetch_result replaces `res` with the next batch.
                 if unsafe { fetch(self.h, &mut res, FETCH_ROWS) } < 0 {
-                    if !res.is_null() {
-                        // SAFETY: res came from this connection's driver.
-                        unsafe { free(self.h, res) };
-                    }
+                    self.free(res);
                     return Err("fetching the result failed".into());
                 }
             }
-            if res.is_null() {
-                break;
-            }
-            // SAFETY: res is a result set of this connection, alive until
-            // free_result or the next fetch_result.
-            let r = unsafe { &*res };
-            let rows: &[sys::db_row_t] = if r.n <= 0 || r.rows.is_null() {
-                &[]
-            } else {
-                // SAFETY: the driver allocated r.n rows at r.rows.
-                unsafe { std::slice::from_raw_parts(r.rows, r.n as usize) }
-            };
-            let mut failure = None;
-            for (i, dr) in rows.iter().enumerate() {
-                if dr.n < 2 || dr.values.is_null() {
-                    failure = Some(format!("row {} has fewer than 2 columns", count + i));
-                    break;
-                }
-                // SAFETY: each row has dr.n values; both read while alive.
-                let kv = unsafe {
-                    let v = std::slice::from_raw_parts(dr.values, 2);
-                    value_bytes(&v[0]).and_then(|k| value_bytes(&v[1]).map(|v| (k, v)))
-                };
-                match kv {
-                    Ok((k, v)) => row(k, v),
-                    Err(e) => {
-                        failure = Some(format!("row {}: {e}", count + i));
-                        break;
-                    }
-                }
-            }
-            count += rows.len();
-            let more = fetch.is_some() && !rows.is_empty();
-            if failure.is_some() || !more {
-                // SAFETY: res came from this connection's driver.
-                unsafe { free(self.h, res) };
-                if let Some(e) = failure {
-                    return Err(e);
-                }
-                break;
+            let n = self.rows(res, count, |k, v, _| row(k, v));
+            self.free(res);
+            let n = n?;
+            count += n;
+            if fetch.is_none() || n == 0 {
+                return Ok(count);
             }
         }
-        Ok(count)
+    }
+
+    /// SQLite: `SELECT key, val, id ... WHERE id > last ORDER BY id LIMIT n`
+    /// until a page comes back short.
+    fn select_paged(
+        &mut self,
+        cols: [&[u8]; 2],
+        order: &[u8],
+        mut row: impl FnMut(&[u8], &[u8]),
+    ) -> Result<usize, String> {
+        let raw = self.d.f.raw_query.ok_or_else(|| missing("raw_query"))?;
+        let ident = |b: &[u8]| format!("\"{}\"", String::from_utf8_lossy(b).replace('"', "\"\""));
+        let (k, v, o, t) = (
+            ident(cols[0]),
+            ident(cols[1]),
+            ident(order),
+            ident(&self.table.0),
+        );
+        let mut last: i64 = i64::MIN;
+        let mut count = 0;
+        loop {
+            let sql = format!(
+                "SELECT {k}, {v}, {o} FROM {t} WHERE {o} > {last} ORDER BY {o} LIMIT {FETCH_ROWS}"
+            );
+            let s = from_bytes(sql.as_bytes());
+            let mut res: *mut sys::db1_res_t = null_mut();
+            // SAFETY: the statement lives for the call; the result is freed
+            // below.
+            if unsafe { raw(self.h, &s, &mut res) } < 0 {
+                self.free(res);
+                return Err("the query failed".into());
+            }
+            let n = self.rows(res, count, |k, v, id| {
+                row(k, v);
+                if let Some(id) = id {
+                    last = id;
+                }
+            });
+            self.free(res);
+            let n = n?;
+            count += n;
+            if n < FETCH_ROWS as usize {
+                return Ok(count);
+            }
+        }
+    }
+
+    fn free(&self, res: *mut sys::db1_res_t) {
+        if let (false, Some(free)) = (res.is_null(), self.d.f.free_result) {
+            // SAFETY: res came from this connection's driver, freed once.
+            unsafe { free(self.h, res) };
+        }
+    }
+
+    /// Walks a result set: the first two columns as strings, the third (if
+    /// any) as an integer id. Returns the number of rows.
+    fn rows(
+        &self,
+        res: *mut sys::db1_res_t,
+        first: usize,
+        mut row: impl FnMut(&[u8], &[u8], Option<i64>),
+    ) -> Result<usize, String> {
+        if res.is_null() {
+            return Ok(0);
+        }
+        // SAFETY: res is a live result set of this connection.
+        let r = unsafe { &*res };
+        if r.n <= 0 || r.rows.is_null() {
+            return Ok(0);
+        }
+        // SAFETY: the driver allocated r.n rows at r.rows.
+        let rows = unsafe { std::slice::from_raw_parts(r.rows, r.n as usize) };
+        for (i, dr) in rows.iter().enumerate() {
+            if dr.n < 2 || dr.values.is_null() {
+                return Err(format!("row {} has fewer than 2 columns", first + i));
+            }
+            // SAFETY: each row has dr.n values, read while the set is alive;
+            // the union member read matches the value's type.
+            let (k, v, id) = unsafe {
+                let vals = std::slice::from_raw_parts(dr.values, dr.n as usize);
+                let id = vals.get(2).and_then(|x| match x.type_ {
+                    _ if x.nul != 0 => None,
+                    sys::DB1_INT => Some(x.val.int_val as i64),
+                    sys::DB1_BIGINT => Some(x.val.ll_val),
+                    _ => None,
+                });
+                let k = value_bytes(&vals[0]).map_err(|e| format!("row {}: {e}", first + i))?;
+                let v = value_bytes(&vals[1]).map_err(|e| format!("row {}: {e}", first + i))?;
+                (k, v, id)
+            };
+            row(k, v, id);
+        }
+        Ok(rows.len())
     }
 
     /// Deletes every row of the table in use.
@@ -260,12 +319,7 @@ impl Conn<'_> {
         let mut res: *mut sys::db1_res_t = null_mut();
         // SAFETY: a statement without result rows; any result is freed.
         let rc = unsafe { f(self.h, &s, &mut res) };
-        if !res.is_null() {
-            if let Some(free) = self.d.f.free_result {
-                // SAFETY: res came from this connection's driver.
-                unsafe { free(self.h, res) };
-            }
-        }
+        self.free(res);
         rc >= 0
     }
 
