@@ -12,7 +12,7 @@ MODULE := build/mqueue.so
 PANIC_MODULE := build/mqueue-panic.so
 SOURCES := $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs' -o -name '*.h' -o -name '*.c' \) 2>/dev/null) Cargo.toml build.rs
 
-.PHONY: all deps build run demo test unit-test integration-test lint install clean bench stress fuzz
+.PHONY: all deps build run demo test lint install clean bench stress fuzz asan
 
 all: build
 
@@ -43,6 +43,8 @@ demo:
 test: build
 	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	$(CARGO) test --release --no-default-features --lib
+	@$(MAKE) --no-print-directory asan
+	bash scripts/fuzz.sh $${FUZZ_TEST_SECS:-20} temp
 	MQUEUE_MODULE=$(CURDIR)/$(MODULE) MQUEUE_PANIC_MODULE=$(CURDIR)/$(PANIC_MODULE) \
 		$(CARGO) test --release --test '*' -- --test-threads=2
 
@@ -56,6 +58,16 @@ stress: build
 	MQUEUE_MODULE=$(CURDIR)/$(MODULE) MQUEUE_LOAD_ITEMS=$${MQUEUE_LOAD_ITEMS:-1000000} \
 		MQUEUE_SOAK_SECS=$${MQUEUE_SOAK_SECS:-600} \
 		$(CARGO) test --release --test load --test soak -- --test-threads=1 --nocapture
+
+# The queue core's unit tests under AddressSanitizer (nightly toolchain).
+asan:
+	@rustup toolchain list | grep -q '^nightly' || { echo "asan: the nightly Rust toolchain is missing (rustup toolchain install nightly)" >&2; exit 1; }
+	RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan $(CARGO) +nightly test --release \
+		--no-default-features --lib --target x86_64-unknown-linux-gnu
+
+# Fuzz each target for FUZZ_SECS seconds (default 300), growing fuzz/corpus.
+fuzz:
+	bash scripts/fuzz.sh $${FUZZ_SECS:-300} keep
 
 lint:
 	$(CARGO) fmt --check

@@ -9,6 +9,7 @@
 mod index;
 pub mod lock;
 mod log;
+pub mod model;
 pub mod param;
 mod state;
 

@@ -371,6 +371,8 @@ impl Drop for Kamailio {
 pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
     let scenario = format!("{}/tests/sipp/message.xml", env!("CARGO_MANIFEST_DIR"));
     let local = free_port();
+    // sipp's global timeout: the run's length plus a margin.
+    let timeout = format!("{}s", count / rate.max(1) + 60);
     let mut cmd = Command::new("sipp");
     cmd.arg(format!("127.0.0.1:{port}"))
         .args([
@@ -386,7 +388,7 @@ pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
             "-nostdin",
             "-trace_err",
             "-timeout",
-            "60s",
+            &timeout,
             "-timeout_error",
         ])
         .current_dir(dir)
