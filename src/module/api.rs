@@ -118,6 +118,18 @@ fn with_fetched_slot<R>(idx: usize, f: impl FnOnce(&mut Fetched) -> R) -> R {
     })
 }
 
+/// Shows the oldest item to `f`, which answers whether it could use it
+/// (an RPC reply that fits): the item is removed only then. 1 taken, 0
+/// kept, -2 empty.
+pub fn fetch_if(idx: usize, f: impl FnOnce(&[u8], &[u8]) -> bool) -> i32 {
+    let Some(d) = def(idx) else { return -1 };
+    match d.queue().lock().fetch_if(f) {
+        Some(true) => 1,
+        Some(false) => 0,
+        None => -2,
+    }
+}
+
 /// Takes the oldest item into this process's slot: 1, or -2 when empty.
 /// The previous fetched item is dropped first, as in the C module.
 pub fn fetch(idx: usize) -> i32 {

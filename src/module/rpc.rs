@@ -89,19 +89,18 @@ pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
         let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
             return;
         };
-        if api::fetch(idx) != 1 {
-            rpc.fault(404, c"Empty queue");
-            return;
-        }
         // Unlike the C module, an empty key or value is returned as an
-        // empty string rather than a fault after the item was taken.
-        api::fetched(idx, |item| match (item, rpc.add_struct()) {
-            (Some((k, v)), Some(st)) => {
-                st.str(c"key", k);
-                st.str(c"val", v);
-            }
-            _ => rpc.fault(500, c"Internal error root reply"),
+        // empty string, and an item whose reply cannot be built (larger
+        // than the transport's reply buffer) stays queued.
+        let rc = api::fetch_if(idx, |k, v| {
+            rpc.add_struct()
+                .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
         });
+        match rc {
+            1 => {}
+            -2 => rpc.fault(404, c"Empty queue"),
+            _ => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
+        }
     })
 }
 

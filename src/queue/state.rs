@@ -211,6 +211,18 @@ impl<A: RawAlloc> QueueState<A> {
         found
     }
 
+    /// Shows the oldest item to `f` and removes it only if `f` returns
+    /// true: None when empty, else what `f` returned.
+    pub fn fetch_if(&mut self, f: impl FnOnce(&[u8], &[u8]) -> bool) -> Option<bool> {
+        let mut taken = None;
+        let mut f = Some(f);
+        self.peek(1, |k, v| taken = f.take().map(|f| f(k, v)));
+        if taken == Some(true) {
+            self.fetch_with(|_, _| {});
+        }
+        taken
+    }
+
     /// Shows up to `n` items, oldest first, without removing them.
     pub fn peek(&self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
         let mut left = n;
