@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
 """`make bench`: the same workloads on our build/mqueue.so and on Debian's C
 mqueue.so, back to back on the same Kamailio; prints each metric for both and
-the ratio ours/C. Times come from $TV(Sn) around loops run in one worker
-(event_route[core:worker-one-init]), minus the same loop doing plain variable
-assignments; memory from `kamcmd core.shmmem` before and after queueing."""
+the ratio ours/C.
+
+- Instructions (primary): Kamailio runs under `valgrind --tool=callgrind`;
+  a figure is the difference of the worker's (or, for SIP, all processes')
+  instruction totals between a run with the operations and the same run with
+  plain variable assignments (or no traffic), divided by the operations.
+- CPU: /proc/<pid>/schedstat of every Kamailio process, summed.
+- Wall-clock: $TV(Sn) around loops in one worker
+  (event_route[core:worker-one-init]), minus the baseline loop.
+- Memory: `kamcmd core.shmmem` before and after queueing."""
 
 import os
 import re
@@ -16,13 +23,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODS = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 IMPLS = {"rust": os.path.join(ROOT, "build/mqueue.so"), "c": MODS + "/mqueue.so"}
 N = int(os.environ.get("BENCH_N", "100000"))
+CG_N = int(os.environ.get("BENCH_CG_N", "20000"))
+SIP_N = int(os.environ.get("BENCH_SIP_N", "20000"))
 PORT = 36500
 
 HEAD = """#!KAMAILIO
 debug=2
 log_stderror=yes
-children=1
+children={children}
 auto_aliases=no
+exit_timeout=20
 max_while_loops=10000000
 listen=udp:127.0.0.1:{port}
 mpath="{mods}/"
@@ -30,6 +40,7 @@ loadmodule "ctl.so"
 loadmodule "pv.so"
 loadmodule "xlog.so"
 loadmodule "sl.so"
+{loads}
 loadmodule "{module}"
 modparam("ctl", "binrpc", "unix:{dir}/ctl.sock")
 {params}
@@ -37,39 +48,106 @@ event_route[core:worker-one-init] {{
 {script}
 xlog("L_INFO", "B|END\\n");
 }}
-request_route {{ sl_send_reply("200", "OK"); exit; }}
+{route}
 """
+ROUTE = 'request_route { sl_send_reply("200", "OK"); exit; }'
 
 VAL64 = "v" * 64
 
 
-def run(module, params, script, rpc_after=None, extra_args=()):
+def group_pids(pgid):
+    pids = []
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open("/proc/%s/stat" % e) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    pids.append(int(e))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def cpu_ns(pgid):
+    """CPU time so far of every process in Kamailio's group (schedstat)."""
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            with open("/proc/%d/schedstat" % pid) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def wait_log(log, p, marker, timeout=900):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log.seek(0)
+        text = log.read()
+        if marker in text:
+            return text
+        if p.poll() is not None:
+            sys.exit("kamailio exited:\n" + text[-3000:])
+        time.sleep(0.2)
+    sys.exit("timeout waiting for %s" % marker)
+
+
+def run(module, params, script, rpc_after=None, extra_args=(), callgrind=False, children=1,
+        loads="", route=ROUTE, during=None):
+    """`run_once`, again when a callgrind run lost a process's counts
+    (Kamailio 5.6 can leave a child stuck at shutdown until it is killed)."""
+    for _ in range(4):
+        r = run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during)
+        if r is not None:
+            return r
+    sys.exit("callgrind runs keep losing processes' counts")
+
+
+def run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during):
+    """Starts Kamailio, waits for B|END, runs `during(dir, pgid)` if given,
+    then stops it. Returns the B| lines, the RPC reply, what `during`
+    returned, and with callgrind the instruction totals per process."""
     with tempfile.TemporaryDirectory(prefix="mqueue-bench-") as d:
         cfg = os.path.join(d, "k.cfg")
         with open(cfg, "w") as f:
-            f.write(HEAD.format(port=PORT, mods=MODS, module=module, dir=d, params=params, script=script))
+            f.write(HEAD.format(port=PORT, mods=MODS, module=module, dir=d, params=params, script=script,
+                                children=children, loads=loads, route=route))
         log = open(os.path.join(d, "log"), "w+")
-        p = subprocess.Popen(["kamailio", "-DD", "-E", "-f", cfg, "-w", d, "-Y", d, *extra_args],
-                             stdout=log, stderr=log, start_new_session=True)
+        cmd = ["kamailio", "-DD", "-E", "-f", cfg, "-w", d, "-Y", d, *extra_args]
+        if callgrind:
+            # pkg memory on tlsf: Debian's default pkg allocator (q_malloc
+            # with debugging) costs tens of thousands of instructions per
+            # string assignment, swamping the script baseline; it is the
+            # same for both modules. The shm allocator stays as asked.
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d] + cmd + ["-X", "tlsf"]
+        p = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         try:
-            deadline = time.time() + 600
-            while time.time() < deadline:
-                log.seek(0)
-                text = log.read()
-                if "B|END" in text:
-                    break
-                if p.poll() is not None:
-                    sys.exit("kamailio exited:\n" + text[-3000:])
-                time.sleep(0.2)
-            else:
-                sys.exit("timeout")
+            text = wait_log(log, p, "B|END")
             rpc = None
             if rpc_after:
                 rpc = subprocess.run(["kamcmd", "-s", "unix:%s/ctl.sock" % d, *rpc_after],
                                      capture_output=True, text=True).stdout
+            got = during(d, p.pid, log, p) if during else None
+            log.seek(0)
+            text = log.read()
             lines = dict(l.split("B|", 1)[1].split("=", 1) for l in text.splitlines()
                          if "B|" in l and "=" in l.split("B|", 1)[1])
-            return lines, rpc
+            irs = []
+            if callgrind:
+                procs = len(group_pids(p.pid))
+                p.send_signal(15)
+                p.wait(timeout=300)
+                for name in os.listdir(d):
+                    if name.startswith("cg."):
+                        with open(os.path.join(d, name)) as f:
+                            m = re.search(r"^totals:\s*(\d+)", f.read(), re.M)
+                            if m:
+                                irs.append(int(m.group(1)))
+                if len(irs) < procs:
+                    return None
+            return lines, rpc, got, irs
         finally:
             try:
                 os.killpg(p.pid, 9)
@@ -94,14 +172,132 @@ def loop(n, body):
 
 def script_loop(module, extra=()):
     params = 'modparam("mqueue", "mqueue", "name=q")'
-    script = (timed("base_add", loop(N, '$var(k) = "key-$var(i)"; $var(v) = "%s";' % VAL64)) +
+    script = ('$var(v) = "%s";\n' % VAL64 +
+              timed("base_add", loop(N, '$var(j) = $var(i);')) +
               timed("add", loop(N, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)) +
               timed("base_fetch", loop(N, '$var(k) = $var(v); $var(x) = $var(v);')) +
               timed("fetch", loop(N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')))
-    r, _ = run(module, params, script, extra_args=extra)
+    r, _, _, _ = run(module, params, script, extra_args=extra)
     add = (elapsed(r["add"]) - elapsed(r["base_add"])) / N * 1e9
     fetch = (elapsed(r["fetch"]) - elapsed(r["base_fetch"])) / N * 1e9
     return {"add ns": add, "fetch ns": fetch, "pair ns": add + fetch}
+
+
+def worker_ir(module, script, extra):
+    _, _, _, irs = run(module, 'modparam("mqueue", "mqueue", "name=q")', script, extra_args=extra, callgrind=True)
+    return max(irs)
+
+
+def script_loop_instructions(module, extra=()):
+    """Workload 1 in instructions: three callgrind runs (baseline loops;
+    adds + baseline fetch loop; adds + fetches), differences per operation."""
+    # Baselines: the loop with a plain int assignment (adds), and with the
+    # same two string assignments the fetch loop makes (fetches).
+    base_add = loop(CG_N, '$var(j) = $var(i);')
+    add = loop(CG_N, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)
+    base_fetch = '$var(v) = "%s";\n' % VAL64 + loop(CG_N, '$var(k) = $var(v); $var(x) = $var(v);')
+    fetch = loop(CG_N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')
+    b = worker_ir(module, base_add + base_fetch, extra)
+    a1 = worker_ir(module, add + base_fetch, extra)
+    a2 = worker_ir(module, add + fetch, extra)
+    return {"add Ir": (a1 - b) / CG_N, "fetch Ir": (a2 - a1) / CG_N, "pair Ir": (a2 - b) / CG_N}
+
+
+SIP_ROUTE = """route[DRAIN] {
+    $var(n) = 0;
+    while (mq_fetch("q")) { $var(n) = $var(n) + 1; }
+    if ($var(n) > 0) { xlog("L_INFO", "D|$var(n)\\n"); }
+}
+request_route {
+    mq_add("q", "$ci", "%s");
+    sl_send_reply("200", "OK");
+    exit;
+}""" % VAL64
+
+SIP_PARAMS = """modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=d1;interval=10000u;mode=1")
+modparam("rtimer", "exec", "timer=d1;route=DRAIN")
+modparam("rtimer", "timer", "name=d2;interval=10000u;mode=1")
+modparam("rtimer", "exec", "timer=d2;route=DRAIN")"""
+
+
+def drained(text, marker="D|"):
+    return sum(int(l.split(marker, 1)[1].split()[0]) for l in text.splitlines() if marker in l)
+
+
+def sipp(d, count, rate):
+    scen = os.path.join(ROOT, "tests/sipp/message.xml")
+    r = subprocess.run(["sipp", "127.0.0.1:%d" % PORT, "-sf", scen, "-m", str(count), "-r", str(rate),
+                        "-i", "127.0.0.1", "-p", str(PORT + 1), "-nostdin", "-timeout", "%ds" % (count // rate + 120),
+                        "-timeout_error"], cwd=d, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return r.returncode
+
+
+def sip_traffic(count, rate, expect_items):
+    """`during` hook: sends `count` MESSAGEs, waits for the drains; returns
+    (CPU ns spent by Kamailio during the traffic, items drained, sipp rc)."""
+    def during(d, pgid, log, p):
+        time.sleep(1)
+        c0 = cpu_ns(pgid)
+        rc = sipp(d, count, rate) if count else 0
+        deadline = time.time() + 300
+        while True:
+            log.seek(0)
+            n = drained(log.read())
+            if n >= expect_items or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+        log.seek(0)
+        return cpu_ns(pgid) - c0, drained(log.read()), rc
+    return during
+
+
+def sip_end_to_end(module):
+    """Workload 3: children=2, request_route adds, two rtimer drains."""
+    loads = 'loadmodule "rtimer.so"'
+    res = {}
+    _, _, (cpu, items, rc), _ = run(module, SIP_PARAMS, "", children=2, loads=loads, route=SIP_ROUTE,
+                                    during=sip_traffic(SIP_N, 2000, SIP_N))
+    res["CPU ns/msg"] = cpu / SIP_N
+    res["lost"] = SIP_N - items if rc == 0 else float("nan")
+    n = max(SIP_N // 20, 500)
+    _, _, _, idle = run(module, SIP_PARAMS, "", children=2, loads=loads, route=SIP_ROUTE, callgrind=True,
+                        during=sip_traffic(0, 1, 0))
+    _, _, (_, items_cg, _), busy = run(module, SIP_PARAMS, "", children=2, loads=loads, route=SIP_ROUTE,
+                                       callgrind=True, during=sip_traffic(n, 100, n))
+    res["Ir/msg"] = (sum(busy) - sum(idle)) / n
+    res["lost (callgrind run)"] = n - items_cg
+    return res
+
+
+CONT_PARAMS = "\n".join(['modparam("mqueue", "mqueue", "name=q%d")' % i for i in range(4)] +
+                        ['modparam("rtimer", "timer", "name=d%d;interval=5000u;mode=1")\n'
+                         'modparam("rtimer", "exec", "timer=d%d;route=DRAIN")' % (i, i) for i in range(4)])
+
+CONT_ROUTE = """route[DRAIN] {
+    $var(n) = 0;
+    while (mq_fetch("q0")) { $var(n) = $var(n) + 1; }
+    while (mq_fetch("q1")) { $var(n) = $var(n) + 1; }
+    while (mq_fetch("q2")) { $var(n) = $var(n) + 1; }
+    while (mq_fetch("q3")) { $var(n) = $var(n) + 1; }
+    if ($var(n) > 0) { xlog("L_INFO", "D|$var(n)\\n"); }
+}
+request_route {
+    $var(q) = "q" + ($(ci{s.select,0,-}{s.int}) mod 4);
+    mq_add("$var(q)", "$ci", "%s");
+    sl_send_reply("200", "OK");
+    exit;
+}""" % VAL64
+
+
+def contention(module):
+    """Workload 4: four queues, four SIP workers producing, four rtimer
+    processes each draining all four queues."""
+    _, _, (cpu, items, rc), _ = run(module, CONT_PARAMS, "", children=4, loads='loadmodule "rtimer.so"',
+                                    route=CONT_ROUTE, during=sip_traffic(SIP_N, 2000, SIP_N))
+    return {"CPU ns/msg": cpu / SIP_N, "lost": SIP_N - items if rc == 0 else float("nan")}
 
 
 def unique_keys(module, mode, k):
@@ -111,7 +307,7 @@ def unique_keys(module, mode, k):
               timed("base", loop(m, '$var(j) = $var(i) * 7; $var(x) = "key-$var(j)";')) +
               timed("existing", loop(m, '$var(j) = ($var(i) * 7) mod %d; mq_add("u", "key-$var(j)", "%s");' % (k, VAL64))) +
               timed("new", loop(m, '$var(j) = $var(i) * 7; mq_add("u", "new-$var(j)", "%s");' % VAL64)))
-    r, _ = run(module, params, script)
+    r, _, _, _ = run(module, params, script)
     base = elapsed(r["base"])
     return ((elapsed(r["existing"]) - base) / m * 1e9, (elapsed(r["new"]) - base) / m * 1e9)
 
@@ -124,17 +320,17 @@ def shm_used(rpc):
 def memory(module):
     items = 100000
     params = 'modparam("mqueue", "mqueue", "name=m")'
-    _, rpc0 = run(module, params, "", rpc_after=["core.shmmem"])
+    _, rpc0, _, _ = run(module, params, "", rpc_after=["core.shmmem"])
     # 10-byte keys: "k" plus the index padded to 9 digits by adding 100000000
-    _, rpc2 = run(module, params, loop(items, '$var(k) = 100000000 + $var(i); mq_add("m", "k$var(k)", "%s");' % VAL64),
+    _, rpc2, _, _ = run(module, params, loop(items, '$var(k) = 100000000 + $var(i); mq_add("m", "k$var(k)", "%s");' % VAL64),
                   rpc_after=["core.shmmem"])
     u0, u2 = shm_used(rpc0), shm_used(rpc2)
     return {"shm bytes/item": (u2 - u0) / items if u0 and u2 else float("nan")}
 
 
 def row(name, ours, theirs):
-    ratio = ours / theirs if theirs else float("nan")
-    print("%-44s %12.1f %12.1f %8.3f" % (name, ours, theirs, ratio))
+    ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
+    print("%-44s %12.1f %12.1f %s" % (name, ours, theirs, ratio), flush=True)
 
 
 def main():
@@ -142,6 +338,16 @@ def main():
         sys.exit("build/mqueue.so missing: run make build")
     print("N=%d, Kamailio %s" % (N, subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
     print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
+    for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
+        res = {imp: script_loop_instructions(path, extra) for imp, path in IMPLS.items()}
+        for key in ("add Ir", "fetch Ir", "pair Ir"):
+            row("script loop %s (%s)" % (key, alloc), res["rust"][key], res["c"][key])
+    res = {imp: sip_end_to_end(path) for imp, path in IMPLS.items()}
+    for key in ("Ir/msg", "CPU ns/msg", "lost", "lost (callgrind run)"):
+        row("SIP end to end %s" % key, res["rust"][key], res["c"][key])
+    res = {imp: contention(path) for imp, path in IMPLS.items()}
+    for key in ("CPU ns/msg", "lost"):
+        row("contention 4x4 %s" % key, res["rust"][key], res["c"][key])
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
         res = {imp: script_loop(path, extra) for imp, path in IMPLS.items()}
         for key in ("add ns", "fetch ns", "pair ns"):

@@ -8,6 +8,7 @@ pub mod db;
 pub mod fixup;
 pub mod guard;
 pub mod host_cell;
+pub mod process_local;
 pub mod log;
 pub mod pv;
 pub mod rpc;

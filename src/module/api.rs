@@ -1,9 +1,10 @@
 //! The queue operations behind every interface (script, variables, KEMI,
 //! RPC, `bind_mq`), with the C module's return codes.
 
-use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::registry::{self, QueueDef};
+use crate::kamailio::process_local::ProcessLocal;
 use crate::queue::AddOutcome;
 use crate::{kerr, kinfo};
 
@@ -16,14 +17,14 @@ pub struct Fetched {
     pub val: Vec<u8>,
 }
 
-thread_local! {
-    static FETCHED: RefCell<Vec<Fetched>> = const { RefCell::new(Vec::new()) };
-    /// Adds that failed in a row, per queue, so a burst logs once.
-    static FAIL_STREAK: RefCell<Vec<Cell<u64>>> = const { RefCell::new(Vec::new()) };
-    /// True while some queue has a failure streak: successful adds skip the
-    /// bookkeeping otherwise.
-    static ANY_STREAK: Cell<bool> = const { Cell::new(false) };
-}
+/// The item each queue last gave this process (`$mqk`/`$mqv`).
+static FETCHED: ProcessLocal<Vec<Fetched>> = ProcessLocal::new(Vec::new());
+/// Adds that failed in a row, per queue, in this process, so a burst logs
+/// once.
+static FAIL_STREAK: ProcessLocal<Vec<u64>> = ProcessLocal::new(Vec::new());
+/// True while this process has a failure streak on some queue: successful
+/// adds skip the bookkeeping otherwise. (A copy per process after fork.)
+static ANY_STREAK: AtomicBool = AtomicBool::new(false);
 
 fn def(idx: usize) -> Option<&'static QueueDef> {
     registry::frozen().and_then(|r| r.queues.get(idx))
@@ -47,27 +48,26 @@ fn with_queue<R>(idx: usize, f: impl FnOnce(&QueueDef) -> R) -> Option<R> {
 }
 
 fn note_add_result(idx: usize, ok: bool, why: &str) {
-    if ok && !ANY_STREAK.get() {
+    if ok && !ANY_STREAK.load(Ordering::Relaxed) {
         return;
     }
     FAIL_STREAK.with(|s| {
-        let mut s = s.borrow_mut();
         if s.len() <= idx {
-            s.resize_with(idx + 1, Default::default);
+            s.resize(idx + 1, 0);
         }
-        let streak = s[idx].get();
+        let streak = s[idx];
         if ok {
             if streak > 0 {
                 kinfo!("mqueue {}: adds succeed again after {streak} failed", name_of(idx));
-                s[idx].set(0);
+                s[idx] = 0;
             }
-            ANY_STREAK.set(s.iter().any(|c| c.get() > 0));
+            ANY_STREAK.store(s.iter().any(|&c| c > 0), Ordering::Relaxed);
         } else {
-            ANY_STREAK.set(true);
+            ANY_STREAK.store(true, Ordering::Relaxed);
             if streak == 0 {
                 kerr!("mqueue {}: cannot add item: {why} (further failures in this burst are counted, not logged)", name_of(idx));
             }
-            s[idx].set(streak + 1);
+            s[idx] = streak + 1;
         }
     });
 }
@@ -110,7 +110,6 @@ pub fn add_by_name(name: &[u8], key: &[u8], val: &[u8]) -> i32 {
 
 fn with_fetched_slot<R>(idx: usize, f: impl FnOnce(&mut Fetched) -> R) -> R {
     FETCHED.with(|all| {
-        let mut all = all.borrow_mut();
         if all.len() <= idx {
             all.resize_with(idx + 1, Fetched::default);
         }
@@ -161,7 +160,6 @@ pub fn pv_free(idx: usize) {
 /// so the host may keep pointers to them (`$mqk`, KEMI getters) until then.
 pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R {
     FETCHED.with(|all| {
-        let all = all.borrow();
         let item = all
             .get(idx)
             .filter(|s| s.present)

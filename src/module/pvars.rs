@@ -61,6 +61,9 @@ pub unsafe extern "C" fn pv_parse_mq_name(sp: *mut sys::pv_spec_t, input: *mut s
 unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Option<usize> {
     // SAFETY: dname was set by pv_parse_mq_name for this spec.
     let parsed = unsafe { &*((*param).pvn.u.dname as *const PvQueueName) };
+    if let Some(idx) = parsed.cached.get() {
+        return Some(idx);
+    }
     let idx = match &parsed.var {
         Some(var) => {
             // SAFETY: msg is the current message (or null in some routes).
@@ -78,10 +81,7 @@ unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Optio
             found
         }
         None => {
-            let found = parsed
-                .cached
-                .get()
-                .or_else(|| registry::lookup(&parsed.name));
+            let found = registry::lookup(&parsed.name);
             if found.is_none() {
                 kerr!(
                     "mqueue not found: {}",
