@@ -177,7 +177,7 @@ def script_loop(module, extra=()):
               timed("add", loop(N, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)) +
               timed("base_fetch", loop(N, '$var(k) = $var(v); $var(x) = $var(v);')) +
               timed("fetch", loop(N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')))
-    r, _, _, _ = run(module, params, script, extra_args=extra)
+    r, _, _, _ = run(module, params, script, extra_args=tuple(extra) + ("-X", "tlsf"))
     add = (elapsed(r["add"]) - elapsed(r["base_add"])) / N * 1e9
     fetch = (elapsed(r["fetch"]) - elapsed(r["base_fetch"])) / N * 1e9
     return {"add ns": add, "fetch ns": fetch, "pair ns": add + fetch}
@@ -301,15 +301,38 @@ def contention(module):
 
 
 def unique_keys(module, mode, k):
+    """Workload 2: K keys queued, then m adds of queued keys and m of new
+    keys; the baseline loop does the same arithmetic. Median of 3 runs, pkg
+    memory on tlsf (the script's own allocations, not the module's)."""
     m = min(N // 10, 5000)
     params = 'modparam("mqueue", "mqueue", "name=u;addmode=%d")' % mode
     script = (loop(k, 'mq_add("u", "key-$var(i)", "%s");' % VAL64) +
-              timed("base", loop(m, '$var(j) = $var(i) * 7; $var(x) = "key-$var(j)";')) +
+              timed("base", loop(m, '$var(j) = ($var(i) * 7) mod %d;' % k)) +
               timed("existing", loop(m, '$var(j) = ($var(i) * 7) mod %d; mq_add("u", "key-$var(j)", "%s");' % (k, VAL64))) +
-              timed("new", loop(m, '$var(j) = $var(i) * 7; mq_add("u", "new-$var(j)", "%s");' % VAL64)))
-    r, _, _, _ = run(module, params, script)
-    base = elapsed(r["base"])
-    return ((elapsed(r["existing"]) - base) / m * 1e9, (elapsed(r["new"]) - base) / m * 1e9)
+              timed("new", loop(m, '$var(j) = ($var(i) * 7) mod %d; mq_add("u", "new-$var(i)", "%s");' % (k, VAL64))))
+    runs = []
+    for _ in range(3):
+        r, _, _, _ = run(module, params, script, extra_args=("-X", "tlsf"))
+        base = elapsed(r["base"])
+        runs.append(((elapsed(r["existing"]) - base) / m * 1e9, (elapsed(r["new"]) - base) / m * 1e9))
+    return tuple(sorted(x[i] for x in runs)[1] for i in range(2))
+
+
+def unique_keys_ir(module, mode, k):
+    """Workload 2 in instructions for one module: (existing, new) key add."""
+    m = 2000
+    params = 'modparam("mqueue", "mqueue", "name=q;addmode=%d")' % mode
+    fill = loop(k, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)
+    body = {
+        "base": loop(m, '$var(j) = ($var(i) * 7) mod %d;' % k),
+        "existing": loop(m, '$var(j) = ($var(i) * 7) mod %d; mq_add("q", "key-$var(j)", "%s");' % (k, VAL64)),
+        "new": loop(m, '$var(j) = ($var(i) * 7) mod %d; mq_add("q", "new-$var(i)", "%s");' % (k, VAL64)),
+    }
+    ir = {}
+    for name, b in body.items():
+        _, _, _, irs = run(module, params, fill + b, callgrind=True)
+        ir[name] = max(irs)
+    return ((ir["existing"] - ir["base"]) / m, (ir["new"] - ir["base"]) / m)
 
 
 def shm_used(rpc):
@@ -359,9 +382,16 @@ def main():
             row("addmode %d, K=%d, add existing key ns" % (mode, k), res["rust"][0], res["c"][0])
             row("addmode %d, K=%d, add new key ns" % (mode, k), res["rust"][1], res["c"][1])
             growth[k] = {imp: res[imp][0] for imp in res}
-        row("addmode %d growth K=1000->50000 (x)" % mode,
+        row("addmode %d growth K=1000->50000, ns (x)" % mode,
             growth[50000]["rust"] / max(growth[1000]["rust"], 1e-9),
             growth[50000]["c"] / max(growth[1000]["c"], 1e-9))
+        # Instructions for ours only: filling 50,000 unique keys into the C
+        # module under callgrind takes tens of minutes (each add scans).
+        irs = {k: unique_keys_ir(IMPLS["rust"], mode, k) for k in (1000, 10000, 50000)}
+        for k, (e, n) in irs.items():
+            print("%-44s %12.1f" % ("addmode %d, K=%d, add existing/new key Ir (rust)" % (mode, k), e), "%12.1f" % n)
+        print("%-44s %12.2f" % ("addmode %d growth K=1000->50000, Ir (rust)" % mode, irs[50000][0] / irs[1000][0]),
+              flush=True)
     res = {imp: memory(path) for imp, path in IMPLS.items()}
     row("memory: shm bytes per queued item", res["rust"]["shm bytes/item"], res["c"]["shm bytes/item"])
 
