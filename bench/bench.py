@@ -175,7 +175,8 @@ def script_loop(module, extra=()):
     script = ('$var(v) = "%s";\n' % VAL64 +
               timed("base_add", loop(N, '$var(j) = $var(i);')) +
               timed("add", loop(N, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)) +
-              timed("base_fetch", loop(N, '$var(k) = $var(v); $var(x) = $var(v);')) +
+              '$var(kk) = "key-00000";\n' +
+              timed("base_fetch", loop(N, '$var(k) = $var(kk); $var(x) = $var(v);')) +
               timed("fetch", loop(N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')))
     r, _, _, _ = run(module, params, script, extra_args=tuple(extra) + ("-X", "tlsf"))
     add = (elapsed(r["add"]) - elapsed(r["base_add"])) / N * 1e9
@@ -191,11 +192,12 @@ def worker_ir(module, script, extra):
 def script_loop_instructions(module, extra=()):
     """Workload 1 in instructions: three callgrind runs (baseline loops;
     adds + baseline fetch loop; adds + fetches), differences per operation."""
-    # Baselines: the loop with a plain int assignment (adds), and with the
-    # same two string assignments the fetch loop makes (fetches).
+    # Baselines: the loop with a plain int assignment (adds), and with two
+    # string assignments of the fetched key's and value's lengths (fetches).
     base_add = loop(CG_N, '$var(j) = $var(i);')
     add = loop(CG_N, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)
-    base_fetch = '$var(v) = "%s";\n' % VAL64 + loop(CG_N, '$var(k) = $var(v); $var(x) = $var(v);')
+    base_fetch = ('$var(v) = "%s";\n$var(kk) = "key-00000";\n' % VAL64 +
+                  loop(CG_N, '$var(k) = $var(kk); $var(x) = $var(v);'))
     fetch = loop(CG_N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')
     b = worker_ir(module, base_add + base_fetch, extra)
     a1 = worker_ir(module, add + base_fetch, extra)

@@ -27,12 +27,19 @@ pub fn install_panic_hook() {
 }
 
 /// Runs `f`; on a panic returns `on_panic` (the hook has logged it).
+#[inline(always)]
 pub fn guard<R>(entry: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
-            crate::kerr!("{entry}: failed after an internal error; the call returns an error");
+            failed(entry);
             on_panic
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn failed(entry: &str) {
+    crate::kerr!("{entry}: failed after an internal error; the call returns an error");
 }

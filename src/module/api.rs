@@ -47,10 +47,19 @@ fn with_queue<R>(idx: usize, f: impl FnOnce(&QueueDef) -> R) -> Option<R> {
     }
 }
 
+#[inline(always)]
 fn note_add_result(idx: usize, ok: bool, why: &str) {
     if ok && !ANY_STREAK.load(Ordering::Relaxed) {
         return;
     }
+    note_streak(idx, ok, why);
+}
+
+/// Failure-streak bookkeeping: the first failure of a burst logs, the
+/// first success after it logs how many failed.
+#[cold]
+#[inline(never)]
+fn note_streak(idx: usize, ok: bool, why: &str) {
     FAIL_STREAK.with(|s| {
         if s.len() <= idx {
             s.resize(idx + 1, 0);

@@ -58,13 +58,22 @@ pub unsafe extern "C" fn pv_parse_mq_name(sp: *mut sys::pv_spec_t, input: *mut s
 }
 
 /// The queue the variable names; None after logging when there is none.
+#[inline(always)]
 unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Option<usize> {
     // SAFETY: dname was set by pv_parse_mq_name for this spec.
     let parsed = unsafe { &*((*param).pvn.u.dname as *const PvQueueName) };
-    if let Some(idx) = parsed.cached.get() {
-        return Some(idx);
+    match parsed.cached.get() {
+        Some(idx) => Some(idx),
+        // SAFETY: as for this function.
+        None => unsafe { lookup_queue(msg, parsed) },
     }
-    let idx = match &parsed.var {
+}
+
+/// `queue_of` for a name given by a variable, or met the first time.
+#[cold]
+#[inline(never)]
+unsafe fn lookup_queue(msg: *mut sys::sip_msg, parsed: &PvQueueName) -> Option<usize> {
+    match &parsed.var {
         Some(var) => {
             // SAFETY: msg is the current message (or null in some routes).
             let Some(name) = (unsafe { var.value(msg) }) else {
@@ -92,8 +101,7 @@ unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Optio
             }
             found
         }
-    };
-    idx
+    }
 }
 
 unsafe fn get_item(

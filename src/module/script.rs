@@ -19,6 +19,7 @@ struct QueueParam {
 /// The queue a call names: Ok(index), or Err(-1). An unknown name is
 /// logged when `log_unknown` (the C module's `mq_fetch` and `mq_pv_free`
 /// fail silently there).
+#[inline(always)]
 unsafe fn resolve(
     msg: *mut sys::sip_msg,
     param: *mut c_char,
@@ -26,9 +27,21 @@ unsafe fn resolve(
 ) -> Result<usize, c_int> {
     // SAFETY: param is the QueueParam our fixup stored for this call site.
     let qp = unsafe { &*(param as *const QueueParam) };
-    if let Some(idx) = qp.fixed {
-        return Ok(idx);
+    match qp.fixed {
+        Some(idx) => Ok(idx),
+        // SAFETY: as for this function.
+        None => unsafe { resolve_dynamic(msg, qp, log_unknown) },
     }
+}
+
+/// `resolve` for a queue name given by a variable.
+#[cold]
+#[inline(never)]
+unsafe fn resolve_dynamic(
+    msg: *mut sys::sip_msg,
+    qp: &QueueParam,
+    log_unknown: bool,
+) -> Result<usize, c_int> {
     // SAFETY: gp was made by fix_spve; msg is the current message.
     let Some(name) = (unsafe { fixup::value(msg, qp.gp) }) else {
         kerr!("cannot get the queue");
