@@ -19,21 +19,21 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 for target in param ops; do
   mkdir -p "fuzz/corpus/$target"
   if [ "$mode" = temp ]; then
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    dirs=("$tmp" "fuzz/corpus/$target")
+    mkdir -p "$scratch/$target"
+    dirs=("$scratch/$target" "fuzz/corpus/$target")
   else
     dirs=("fuzz/corpus/$target")
   fi
-  log=$(mktemp)
+  log="$scratch/$target.log"
   if ! cargo +nightly fuzz run "$target" "${dirs[@]}" -- -max_total_time="$secs" >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "fuzz: target $target failed (reproducer under fuzz/artifacts/$target)" >&2
     exit 1
   fi
   echo "fuzz $target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -1)"
-  rm -f "$log"
 done
