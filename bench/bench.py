@@ -25,6 +25,7 @@ IMPLS = {"rust": os.path.join(ROOT, "build/mqueue.so"), "c": MODS + "/mqueue.so"
 N = int(os.environ.get("BENCH_N", "100000"))
 CG_N = int(os.environ.get("BENCH_CG_N", "20000"))
 SIP_N = int(os.environ.get("BENCH_SIP_N", "20000"))
+CPU_N = int(os.environ.get("BENCH_CPU_N", "1000000"))
 PORT = 36500
 
 HEAD = """#!KAMAILIO
@@ -187,6 +188,39 @@ def script_loop(module, extra=()):
 def worker_ir(module, script, extra):
     _, _, _, irs = run(module, 'modparam("mqueue", "mqueue", "name=q")', script, extra_args=extra, callgrind=True)
     return max(irs)
+
+
+def worker_cpu(d, pgid, log, p):
+    """`during` hook: the CPU time of the busiest process (the worker that
+    ran the loops; the others idle)."""
+    best = 0
+    for pid in group_pids(pgid):
+        try:
+            with open("/proc/%d/schedstat" % pid) as f:
+                best = max(best, int(f.read().split()[0]))
+        except OSError:
+            pass
+    return best
+
+
+def script_loop_cpu(module, extra=()):
+    """Workload 1 in CPU time (schedstat of the worker), natively, with the
+    same three runs as the instruction counts and BENCH_CPU_N operations
+    (enough to dwarf the start-up's own variation; shm sized for them);
+    median of 3."""
+    base_add = loop(CPU_N, '$var(j) = $var(i);')
+    add = loop(CPU_N, 'mq_add("q", "key-$var(i)", "%s");' % VAL64)
+    base_fetch = ('$var(v) = "%s";\n$var(kk) = "key-00000";\n' % VAL64 +
+                  loop(CPU_N, '$var(k) = $var(kk); $var(x) = $var(v);'))
+    fetch = loop(CPU_N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')
+    params = 'modparam("mqueue", "mqueue", "name=q")'
+    args = tuple(extra) + ("-X", "tlsf", "-m", str(64 + CPU_N * 200 // (1 << 20)))
+
+    def cpu(script):
+        runs = sorted(run(module, params, script, extra_args=args, during=worker_cpu)[2] for _ in range(3))
+        return runs[1]
+    b, a1, a2 = cpu(base_add + base_fetch), cpu(add + base_fetch), cpu(add + fetch)
+    return {"add CPU ns": (a1 - b) / CPU_N, "fetch CPU ns": (a2 - a1) / CPU_N, "pair CPU ns": (a2 - b) / CPU_N}
 
 
 def script_loop_instructions(module, extra=()):
@@ -379,6 +413,9 @@ def main():
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
         res = {imp: script_loop_instructions(path, extra) for imp, path in IMPLS.items()}
         for key in ("add Ir", "fetch Ir", "pair Ir"):
+            row("script loop %s (%s)" % (key, alloc), res["rust"][key], res["c"][key])
+        res = {imp: script_loop_cpu(path, extra) for imp, path in IMPLS.items()}
+        for key in ("add CPU ns", "fetch CPU ns", "pair CPU ns"):
             row("script loop %s (%s)" % (key, alloc), res["rust"][key], res["c"][key])
     res = {imp: sip_instructions(path) for imp, path in IMPLS.items()}
     for key in ("Ir/msg", "lost (callgrind run)"):
