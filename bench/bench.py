@@ -309,7 +309,7 @@ def sip_instructions(module):
     return {"Ir/msg": (sum(busy) - sum(idle)) / n, "lost (callgrind run)": n - items}
 
 
-def median_runs(workload, reps=3):
+def median_runs(workload, reps=5):
     """Runs `workload` on both modules `reps` times, alternating, and keeps
     each metric's median (CPU figures move with whatever else the machine
     does)."""
@@ -422,10 +422,10 @@ def main():
         row("SIP end to end %s" % key, res["rust"][key], res["c"][key])
     res = median_runs(sip_cpu)
     for key in ("CPU ns/msg", "lost"):
-        row("SIP end to end %s (median of 3)" % key, res["rust"][key], res["c"][key])
+        row("SIP end to end %s (median of 5)" % key, res["rust"][key], res["c"][key])
     res = median_runs(contention)
     for key in ("CPU ns/msg", "lost"):
-        row("contention 4x4 %s (median of 3)" % key, res["rust"][key], res["c"][key])
+        row("contention 4x4 %s (median of 5)" % key, res["rust"][key], res["c"][key])
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
         res = {imp: script_loop(path, extra) for imp, path in IMPLS.items()}
         for key in ("add ns", "fetch ns", "pair ns"):
