@@ -39,14 +39,6 @@ fn name_of(idx: usize) -> String {
     })
 }
 
-/// Runs `f` on a queue in either phase (before mod_init for DB loads).
-fn with_queue<R>(idx: usize, f: impl FnOnce(&QueueDef) -> R) -> Option<R> {
-    match def(idx) {
-        Some(d) => Some(f(d)),
-        None => registry::with(|r| r.queues.get(idx).map(f)),
-    }
-}
-
 #[inline(always)]
 fn note_add_result(idx: usize, ok: bool, why: &str) {
     if ok && !ANY_STREAK.load(Ordering::Relaxed) {
@@ -88,7 +80,7 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> i32 {
     if key == b"__panic__" {
         panic!("injected panic (panic-inject test feature)");
     }
-    let outcome = with_queue(idx, |d| d.queue().lock().add(key, val));
+    let outcome = def(idx).map(|d| d.queue().lock().add(key, val));
     match outcome {
         Some(AddOutcome::Added) | Some(AddOutcome::Duplicate) => {
             note_add_result(idx, true, "");
@@ -179,7 +171,7 @@ pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R 
 
 /// Items in the queue; None for an unknown index.
 pub fn size(idx: usize) -> Option<usize> {
-    with_queue(idx, |d| d.queue().lock().len())
+    def(idx).map(|d| d.queue().lock().len())
 }
 
 /// The counters of queue `idx` (statistics framework).

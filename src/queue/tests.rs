@@ -170,3 +170,17 @@ fn random_operations_match_the_model() {
         }
     }
 }
+
+#[test]
+fn fetch_if_removes_only_what_the_caller_took() {
+    let mut q = State::new(AddMode::Append, Limits::default(), 1);
+    assert_eq!(q.fetch_if(|_, _| true), None);
+    q.add(b"a", b"1");
+    q.add(b"b", b"2");
+    assert_eq!(q.fetch_if(|k, _| k == b"x"), Some(false));
+    assert_eq!(q.len(), 2);
+    assert_eq!(q.fetch_if(|k, v| k == b"a" && v == b"1"), Some(true));
+    assert_eq!(q.len(), 1);
+    assert_eq!(q.stats().fetched, 1);
+    assert_eq!(fetch(&mut q).unwrap().0, b"b");
+}
