@@ -13,7 +13,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # sqlite3: the persistence tests start a server and read rows with the clients.
 pkgs=(kamailio kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
       kamailio-postgres-modules sip-tester clang libclang-dev dpkg-dev valgrind
-      binutils python3 postgresql sqlite3)
+      binutils python3 postgresql sqlite3 redis-server
+      bison flex cmake make gcc pkg-config libsqlite3-dev libpq-dev libjansson-dev
+      liblua5.1-0-dev libssl-dev libevent-dev xz-utils lintian fakeroot)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,21 +39,12 @@ if [ -f "$src_dir/src/core/sr_module.h" ] && [ "$(cat "$stamp" 2>/dev/null)" = "
   exit 0
 fi
 if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  echo "deps: adding a deb-src entry for Debian's source packages"
-  codename=$(. /etc/os-release; echo "$VERSION_CODENAME")
-  as_root tee /etc/apt/sources.list.d/mqueue-rs-deb-src.sources >/dev/null <<SRC
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: $codename $codename-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: $codename-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  # Mirror the machine's own Debian `deb` entries (same URIs, suites, keys),
+  # so that set-up goes through whatever mirror or proxy apt already uses.
+  echo "deps: adding deb-src entries derived from the machine's deb entries"
+  derived=$(bash "$here/scripts/deb-src-entries.sh")
+  [ -n "$derived" ] || { echo "deps: no Debian 'deb' entry found in /etc/apt to derive a deb-src entry from" >&2; exit 1; }
+  printf '%s\n' "$derived" | as_root tee /etc/apt/sources.list.d/mqueue-rs-deb-src.sources >/dev/null
   updated=0
 fi
 [ "$updated" = 1 ] || as_root apt-get update -qq

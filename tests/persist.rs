@@ -10,7 +10,7 @@ mod common;
 use common::db::{Db, Row};
 use std::time::Duration;
 
-use common::{Cfg, Impl, Kamailio};
+use common::{field, Cfg, Impl, Kamailio};
 
 /// Items with quotes, separators, UTF-8 and a 4 KB value; `empty` adds an
 /// empty key and an empty value.
@@ -57,38 +57,6 @@ event_route[core:worker-one-init] {{
     )
 }
 
-/// `mqueue.fetch` until the queue is empty.
-fn drain(k: &Kamailio, queue: &str) -> Vec<Row> {
-    let mut out = Vec::new();
-    while let Ok(reply) = k.rpc(&["mqueue.fetch", queue]) {
-        let key = field(&reply, "key");
-        let val = field(&reply, "val");
-        out.push((key, val));
-        assert!(out.len() < 10_000, "queue {queue} does not drain");
-    }
-    out
-}
-
-/// A `name: value` field of a kamcmd struct reply.
-fn field(reply: &str, name: &str) -> String {
-    let tag = format!("\t{name}: ");
-    let start = reply
-        .find(&tag)
-        .unwrap_or_else(|| panic!("no {name} in {reply}"))
-        + tag.len();
-    let rest = &reply[start..];
-    let end = rest
-        .find("\n\t")
-        .or_else(|| rest.rfind("\n}"))
-        .unwrap_or(rest.len());
-    rest[..end].to_string()
-}
-
-fn size(k: &Kamailio, queue: &str) -> String {
-    let r = k.rpc(&["mqueue.get_size", queue]).expect("get_size");
-    field(&r, "size")
-}
-
 /// What one module leaves in the database and gives back over a restart.
 #[derive(Debug, PartialEq)]
 struct Outcome {
@@ -116,7 +84,11 @@ fn scenario(db: &Db, imp: Impl, items: &[Row], late_db_module: bool) -> Outcome 
         ..Cfg::default()
     };
     let tables = |db: &Db| ["q", "ld", "sv"].map(|t| squash(db.rows(t))).to_vec();
-    let sizes = |k: &Kamailio| ["q", "ld", "sv"].map(|t| size(k, t)).to_vec();
+    let sizes = |k: &Kamailio| {
+        ["q", "ld", "sv"]
+            .map(|t| k.queue_size(t).to_string())
+            .to_vec()
+    };
 
     let k = Kamailio::start(&cfg, imp);
     assert_eq!(
@@ -139,7 +111,7 @@ fn scenario(db: &Db, imp: Impl, items: &[Row], late_db_module: bool) -> Outcome 
     );
     let sizes_second = sizes(&k);
     let q_after_reload = db.live().then(|| db.rows("q"));
-    let fetched = squash(drain(&k, "q"));
+    let fetched = squash(k.drain("q"));
     k.stop();
     let rows_at_second_stop = tables(db);
     Outcome {
@@ -273,7 +245,7 @@ event_route[core:worker-one-init] {{
         "{}",
         k.log()
     );
-    assert_eq!(size(&k, "q"), "2");
+    assert_eq!(k.queue_size("q"), 2);
     k.stop();
     let log = k.log();
     assert!(
@@ -295,7 +267,7 @@ event_route[core:worker-one-init] {{
         "{}",
         k.log()
     );
-    let got = drain(&k, "q");
+    let got = k.drain("q");
     let want: Vec<Row> = [("r1", "from-db"), ("a", "1"), ("b", "2")]
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))

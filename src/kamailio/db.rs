@@ -2,6 +2,8 @@
 //! open a connection, read a table in order, insert and delete rows.
 //! Used only in the main process (start-up load, shutdown save).
 
+use std::borrow::Cow;
+use std::ffi::CStr;
 use std::ptr::{null, null_mut};
 
 use crate::kamailio::str::{as_bytes, from_bytes};
@@ -28,6 +30,28 @@ pub struct Conn<'d> {
     /// The table name: the driver keeps the `str` pointer, not a copy, so
     /// both live as long as the connection.
     table: Box<(Vec<u8>, sys::str_)>,
+    /// A SQLite load-order snapshot exists (temporary table, dropped on close).
+    snapshot: bool,
+}
+
+/// What a [`Conn::read_rows`] handed out and was taken.
+pub struct Taken {
+    pub rows: usize,
+    /// Every row of the table was taken.
+    pub all: bool,
+    /// SQLite snapshot: the position of the last row taken.
+    last_seq: Option<i64>,
+}
+
+/// The generic query itself failed (a missing column, for instance).
+struct QueryFailed;
+
+/// The temporary table that holds a SQLite load order.
+const SNAPSHOT: &str = "mqueue_load_order";
+
+/// A quoted SQL identifier.
+fn ident(b: &[u8]) -> String {
+    format!("\"{}\"", String::from_utf8_lossy(b).replace('"', "\"\""))
 }
 
 #[derive(PartialEq)]
@@ -75,6 +99,7 @@ impl Driver {
             h,
             in_tx: Tx::None,
             table: Box::new((Vec::new(), from_bytes(&[]))),
+            snapshot: false,
         })
     }
 
@@ -83,29 +108,29 @@ impl Driver {
     }
 }
 
-/// The bytes of a string-like DB value; NULL reads as empty.
+/// The text of a DB value: strings and blobs as they are, numbers in
+/// decimal, NULL as empty, so that no row of an unexpected shape is lost.
 ///
 /// # Safety
 /// `v` comes from a result set that is still alive.
-unsafe fn value_bytes<'a>(v: &sys::db_val_t) -> Result<&'a [u8], String> {
+unsafe fn value_text<'a>(v: &sys::db_val_t) -> Result<Cow<'a, [u8]>, String> {
     if v.nul != 0 {
-        return Ok(&[]);
+        return Ok(Cow::Borrowed(&[]));
     }
     // SAFETY: the union member read matches `type_`, as the DB API defines.
     unsafe {
-        match v.type_ {
-            sys::DB1_STR => Ok(as_bytes(&v.val.str_val)),
-            sys::DB1_BLOB => Ok(as_bytes(&v.val.blob_val)),
-            sys::DB1_STRING => {
-                let p = v.val.string_val;
-                if p.is_null() {
-                    Ok(&[])
-                } else {
-                    Ok(std::ffi::CStr::from_ptr(p).to_bytes())
-                }
-            }
-            t => Err(format!("column type {t} is not a string")),
-        }
+        Ok(match v.type_ {
+            sys::DB1_STR => Cow::Borrowed(as_bytes(&v.val.str_val)),
+            sys::DB1_BLOB => Cow::Borrowed(as_bytes(&v.val.blob_val)),
+            sys::DB1_STRING if v.val.string_val.is_null() => Cow::Borrowed(&[]),
+            sys::DB1_STRING => Cow::Borrowed(CStr::from_ptr(v.val.string_val).to_bytes()),
+            sys::DB1_INT => Cow::Owned(v.val.int_val.to_string().into_bytes()),
+            sys::DB1_BIGINT => Cow::Owned(v.val.ll_val.to_string().into_bytes()),
+            sys::DB1_UINT => Cow::Owned(v.val.int_val.cast_unsigned().to_string().into_bytes()),
+            sys::DB1_UBIGINT => Cow::Owned(v.val.ll_val.cast_unsigned().to_string().into_bytes()),
+            sys::DB1_DOUBLE => Cow::Owned(v.val.double_val.to_string().into_bytes()),
+            t => return Err(format!("column type {t} cannot be read as text")),
+        })
     }
 }
 
@@ -133,24 +158,123 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Calls `row` with the two string columns `cols` of every row, ordered
-    /// by column `order`. Drivers with `fetch_result` deliver the rows in
-    /// batches; SQLite (no fetch) is paged with `LIMIT`, so a large table
-    /// never sits whole in pkg memory; other drivers return all at once.
-    pub fn select(
+    /// Reads every row of the table in use once, for a move into a queue:
+    /// the columns `cols` as text, in `order` where that column gives one
+    /// (rows without a usable value after the others). `row` returns false
+    /// when it cannot take a row; the read stops there. Memory stays
+    /// bounded: SQLite is paged over a snapshot of the row order, drivers
+    /// with `fetch_result` deliver batches.
+    pub fn read_rows(
         &mut self,
         cols: [&[u8]; 2],
         order: &[u8],
-        mut row: impl FnMut(&[u8], &[u8]),
-    ) -> Result<usize, String> {
-        let f = &self.d.f;
-        if f.cap & DB_CAP_FETCH == 0 && self.d.is_sqlite() && f.raw_query.is_some() {
-            return self.select_paged(cols, order, row);
+        mut row: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<Taken, String> {
+        if self.d.is_sqlite() && self.d.f.raw_query.is_some() && self.sqlite_snapshot(order) {
+            return self.read_snapshot(cols, &mut row);
         }
-        let query = f.query.ok_or_else(|| missing("query"))?;
+        // Without an `order` column the rows still load, unordered, as
+        // the C module loads them on drivers without fetch.
+        match self.read_query(cols, Some(order), &mut row) {
+            Ok(taken) => taken,
+            Err(QueryFailed) => self.read_query(cols, None, &mut row).unwrap_or_else(|_| {
+                Err("the query failed (does the table exist, with the columns key and val?)".into())
+            }),
+        }
+    }
+
+    /// SQLite: records the load order in a temporary table (integer ids
+    /// first, by id, then every other row in storage order), so that pages
+    /// can be read and deleted by position whatever the ids hold.
+    fn sqlite_snapshot(&mut self, order: &[u8]) -> bool {
+        let (t, o) = (ident(&self.table.0), ident(order));
+        if !self.raw(format!("DROP TABLE IF EXISTS temp.{SNAPSHOT}").as_bytes())
+            || !self.raw(
+                format!("CREATE TEMP TABLE {SNAPSHOT} (seq INTEGER PRIMARY KEY, r INTEGER)")
+                    .as_bytes(),
+            )
+        {
+            return false;
+        }
+        // Qualified column names: SQLite reads an unknown "name" alone as
+        // a string literal, t."name" is an error.
+        let by_id = format!(
+            "INSERT INTO {SNAPSHOT} (r) SELECT t.rowid FROM {t} AS t ORDER BY \
+             typeof(t.{o}) <> 'integer', CASE WHEN typeof(t.{o}) = 'integer' THEN t.{o} END, t.rowid"
+        );
+        let by_storage =
+            format!("INSERT INTO {SNAPSHOT} (r) SELECT t.rowid FROM {t} AS t ORDER BY t.rowid");
+        if self.raw(by_id.as_bytes()) || self.raw(by_storage.as_bytes()) {
+            self.snapshot = true;
+            return true;
+        }
+        self.raw(format!("DROP TABLE IF EXISTS temp.{SNAPSHOT}").as_bytes());
+        false
+    }
+
+    fn read_snapshot(
+        &mut self,
+        cols: [&[u8]; 2],
+        row: &mut impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<Taken, String> {
+        let raw = self.d.f.raw_query.ok_or_else(|| missing("raw_query"))?;
+        let (k, v, t) = (ident(cols[0]), ident(cols[1]), ident(&self.table.0));
+        let mut taken = Taken {
+            rows: 0,
+            all: false,
+            last_seq: Some(0),
+        };
+        loop {
+            let last = taken.last_seq.unwrap_or(0);
+            let sql = format!(
+                "SELECT t.{k}, t.{v}, m.seq FROM {SNAPSHOT} AS m JOIN {t} AS t ON t.rowid = m.r \
+                 WHERE m.seq > {last} ORDER BY m.seq LIMIT {FETCH_ROWS}"
+            );
+            let s = from_bytes(sql.as_bytes());
+            let mut res: *mut sys::db1_res_t = null_mut();
+            // SAFETY: the statement lives for the call; the result is freed
+            // below.
+            if unsafe { raw(self.h, &s, &mut res) } < 0 {
+                self.free(res);
+                return Err(
+                    "the query failed (does the table have the columns key and val?)".into(),
+                );
+            }
+            let walked = self.rows(res, taken.rows, |k, v, seq| {
+                let ok = row(k, v);
+                if ok {
+                    taken.last_seq = seq;
+                }
+                ok
+            });
+            self.free(res);
+            let (n, stopped) = walked?;
+            taken.rows += n;
+            if stopped {
+                return Ok(taken);
+            }
+            if n < FETCH_ROWS as usize {
+                taken.all = true;
+                return Ok(taken);
+            }
+        }
+    }
+
+    /// Reads through the generic query, ordered when `order` is given.
+    fn read_query(
+        &mut self,
+        cols: [&[u8]; 2],
+        order: Option<&[u8]>,
+        row: &mut impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<Result<Taken, String>, QueryFailed> {
+        let f = &self.d.f;
+        let Some(query) = f.query else {
+            return Ok(Err(missing("query")));
+        };
         let mut names = [from_bytes(cols[0]), from_bytes(cols[1])];
         let keys: [sys::db_key_t; 2] = [&mut names[0], &mut names[1]];
-        let mut ord = from_bytes(order);
+        let mut ord = order.map(from_bytes);
+        let ord_ptr = ord.as_mut().map_or(null_mut(), |o| o as *mut sys::str_);
         let fetch = f.fetch_result.filter(|_| f.cap & DB_CAP_FETCH != 0);
         let mut res: *mut sys::db1_res_t = null_mut();
         // SAFETY: keys and order point to strs alive for the call; with the
@@ -164,7 +288,7 @@ impl Conn<'_> {
                 keys.as_ptr(),
                 0,
                 2,
-                &mut ord,
+                ord_ptr,
                 if fetch.is_some() {
                     null_mut()
                 } else {
@@ -173,70 +297,58 @@ impl Conn<'_> {
             )
         };
         if rc < 0 {
-            return Err("the query failed".into());
+            return Err(QueryFailed);
         }
-        let mut count = 0;
-        loop {
+        let mut taken = Taken {
+            rows: 0,
+            all: false,
+            last_seq: None,
+        };
+        // fetch_result keeps its position in the result it is handed:
+        // the same result goes back each time and is freed once, at the end.
+        let outcome = loop {
             if let Some(fetch) = fetch {
-                // SAFETY: fetch_result replaces `res` with the next batch.
+                // SAFETY: fetch_result refills `res` with the next batch.
                 if unsafe { fetch(self.h, &mut res, FETCH_ROWS) } < 0 {
-                    self.free(res);
-                    return Err("fetching the result failed".into());
+                    break Err("fetching the result failed".into());
                 }
             }
-            let n = self.rows(res, count, |k, v, _| row(k, v));
-            self.free(res);
-            let n = n?;
-            count += n;
-            if fetch.is_none() || n == 0 {
-                return Ok(count);
+            let (n, stopped) = match self.rows(res, taken.rows, |k, v, _| row(k, v)) {
+                Ok(w) => w,
+                Err(e) => break Err(e),
+            };
+            taken.rows += n;
+            if stopped {
+                break Ok(());
             }
-        }
+            if fetch.is_none() || n == 0 {
+                taken.all = true;
+                break Ok(());
+            }
+        };
+        self.free(res);
+        Ok(outcome.map(|()| taken))
     }
 
-    /// SQLite: `SELECT key, val, id ... WHERE id > last ORDER BY id LIMIT n`
-    /// until a page comes back short.
-    fn select_paged(
-        &mut self,
-        cols: [&[u8]; 2],
-        order: &[u8],
-        mut row: impl FnMut(&[u8], &[u8]),
-    ) -> Result<usize, String> {
-        let raw = self.d.f.raw_query.ok_or_else(|| missing("raw_query"))?;
-        let ident = |b: &[u8]| format!("\"{}\"", String::from_utf8_lossy(b).replace('"', "\"\""));
-        let (k, v, o, t) = (
-            ident(cols[0]),
-            ident(cols[1]),
-            ident(order),
-            ident(&self.table.0),
-        );
-        let mut last: i64 = i64::MIN;
-        let mut count = 0;
-        loop {
+    /// Deletes the rows that [`Conn::read_rows`] handed out and that were
+    /// taken: every row when all were, else (SQLite only) the taken ones.
+    pub fn delete_taken(&mut self, taken: &Taken) -> Result<(), String> {
+        if self.snapshot {
+            let t = ident(&self.table.0);
+            let last = taken.last_seq.unwrap_or(0);
             let sql = format!(
-                "SELECT {k}, {v}, {o} FROM {t} WHERE {o} > {last} ORDER BY {o} LIMIT {FETCH_ROWS}"
+                "DELETE FROM {t} WHERE rowid IN (SELECT r FROM {SNAPSHOT} WHERE seq <= {last})"
             );
-            let s = from_bytes(sql.as_bytes());
-            let mut res: *mut sys::db1_res_t = null_mut();
-            // SAFETY: the statement lives for the call; the result is freed
-            // below.
-            if unsafe { raw(self.h, &s, &mut res) } < 0 {
-                self.free(res);
-                return Err("the query failed".into());
-            }
-            let n = self.rows(res, count, |k, v, id| {
-                row(k, v);
-                if let Some(id) = id {
-                    last = id;
-                }
-            });
-            self.free(res);
-            let n = n?;
-            count += n;
-            if n < FETCH_ROWS as usize {
-                return Ok(count);
-            }
+            return if self.raw(sql.as_bytes()) {
+                Ok(())
+            } else {
+                Err("cannot delete the loaded rows".into())
+            };
         }
+        if !taken.all {
+            return Err("this DB driver cannot delete part of a table".into());
+        }
+        self.delete_all()
     }
 
     fn free(&self, res: *mut sys::db1_res_t) {
@@ -246,21 +358,22 @@ impl Conn<'_> {
         }
     }
 
-    /// Walks a result set: the first two columns as strings, the third (if
-    /// any) as an integer id. Returns the number of rows.
+    /// Walks a result set: the first two columns as text, the third (if
+    /// any) as an integer. Returns the rows `row` took and whether it
+    /// refused one (which ends the walk).
     fn rows(
         &self,
         res: *mut sys::db1_res_t,
         first: usize,
-        mut row: impl FnMut(&[u8], &[u8], Option<i64>),
-    ) -> Result<usize, String> {
+        mut row: impl FnMut(&[u8], &[u8], Option<i64>) -> bool,
+    ) -> Result<(usize, bool), String> {
         if res.is_null() {
-            return Ok(0);
+            return Ok((0, false));
         }
         // SAFETY: res is a live result set of this connection.
         let r = unsafe { &*res };
         if r.n <= 0 || r.rows.is_null() {
-            return Ok(0);
+            return Ok((0, false));
         }
         // SAFETY: the driver allocated r.n rows at r.rows.
         let rows = unsafe { std::slice::from_raw_parts(r.rows, r.n as usize) };
@@ -278,13 +391,15 @@ impl Conn<'_> {
                     sys::DB1_BIGINT => Some(x.val.ll_val),
                     _ => None,
                 });
-                let k = value_bytes(&vals[0]).map_err(|e| format!("row {}: {e}", first + i))?;
-                let v = value_bytes(&vals[1]).map_err(|e| format!("row {}: {e}", first + i))?;
+                let k = value_text(&vals[0]).map_err(|e| format!("row {}: {e}", first + i))?;
+                let v = value_text(&vals[1]).map_err(|e| format!("row {}: {e}", first + i))?;
                 (k, v, id)
             };
-            row(k, v, id);
+            if !row(&k, &v, id) {
+                return Ok((i, true));
+            }
         }
-        Ok(rows.len())
+        Ok((rows.len(), false))
     }
 
     /// Deletes every row of the table in use.
@@ -365,6 +480,9 @@ impl Drop for Conn<'_> {
             }
         } else if self.in_tx == Tx::Sql {
             self.raw(b"ROLLBACK");
+        }
+        if self.snapshot {
+            self.raw(format!("DROP TABLE IF EXISTS temp.{SNAPSHOT}").as_bytes());
         }
         if let Some(close) = self.d.f.close {
             // SAFETY: the handle came from init and is closed once.

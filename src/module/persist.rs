@@ -9,19 +9,19 @@
 //! take at shutdown go to a spill file in the runtime directory, loaded
 //! back (and removed) at the next start.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::registry::{self, QueueDef};
 use crate::kamailio::db::Driver;
-use crate::queue::AddOutcome;
-use crate::{kerr, kinfo, kwarn};
+use crate::queue::{spill, AddOutcome};
+use crate::{kerr, kinfo};
 
 const COLS: [&[u8]; 2] = [b"key", b"val"];
 const ORDER: &[u8] = b"id";
-const SPILL_MAGIC: &str = "mqueue-spill 1";
 
 /// The bound driver, set in `mod_init` when some queue has a dbmode.
 pub struct Persist {
@@ -77,46 +77,60 @@ pub fn load_all() {
     }
 }
 
-fn add_all(d: &QueueDef, items: &[(Vec<u8>, Vec<u8>)]) -> usize {
-    let mut q = d.queue().lock();
-    items
-        .iter()
-        .filter(|(k, v)| matches!(q.add(k, v), AddOutcome::Added | AddOutcome::Duplicate))
-        .count()
+/// Adds one loaded item; false when the queue cannot take it (no shared
+/// memory, or larger than `maxbytes`), which ends the load there.
+fn take(d: &QueueDef, k: &[u8], v: &[u8]) -> bool {
+    !matches!(
+        d.queue().lock().add(k, v),
+        AddOutcome::NoMemory | AddOutcome::TooLarge
+    )
 }
 
+/// Moves the table's rows into the queue: rows are deleted only once they
+/// are in shared memory and the read has succeeded; if the rows taken
+/// cannot be deleted, the queue gives them back (they stay in the table,
+/// nothing is loaded twice).
 fn load_table(p: &Persist, d: &QueueDef) {
     let name = d.name_lossy();
-    let mut items = Vec::new();
-    let read = p.driver.connect().and_then(|mut c| {
+    let before = d.queue().lock().len();
+    let moved = p.driver.connect().and_then(|mut c| {
         c.use_table(&d.name)?;
-        c.select(COLS, ORDER, |k, v| items.push((k.to_vec(), v.to_vec())))?;
-        if !items.is_empty() {
-            if let Err(e) = c.delete_all() {
-                kerr!(
-                    "mqueue {name}: loaded {} rows but {e}: they will be loaded again at the next start",
-                    items.len()
-                );
-            }
+        let taken = c.read_rows(COLS, ORDER, |k, v| take(d, k, v))?;
+        if taken.rows > 0 {
+            c.delete_taken(&taken)?;
         }
-        Ok(())
+        Ok(taken)
     });
-    if let Err(e) = read {
-        kerr!("mqueue {name}: cannot load from the database ({e}); its rows stay in table {name}");
-        return;
+    match moved {
+        Ok(taken) if taken.all => {
+            kinfo!(
+                "mqueue {name}: loaded {} items from the database",
+                taken.rows
+            )
+        }
+        Ok(taken) => kerr!(
+            "mqueue {name}: loaded {} items from the database; the next row does not fit \
+             (shared memory, -m, or maxbytes): it and the rows after it stay in table {name} \
+             for the next start",
+            taken.rows
+        ),
+        Err(e) => {
+            let mut q = d.queue().lock();
+            let back = q.len() - before;
+            if before == 0 && back > 0 {
+                q.clear();
+            }
+            drop(q);
+            kerr!(
+                "mqueue {name}: cannot load from the database ({e}); its rows stay in table {name}{}",
+                if back > 0 {
+                    format!(" ({back} items read were dropped from the queue again)")
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
-    let added = add_all(d, &items);
-    if added < items.len() {
-        kwarn!(
-            "mqueue {name}: {} of {} loaded rows did not fit the queue's limits",
-            items.len() - added,
-            items.len()
-        );
-    }
-    kinfo!(
-        "mqueue {name}: loaded {} items from the database",
-        items.len()
-    );
 }
 
 /// `mod_destroy`: saves every queue with dbmode 1 or 3.
@@ -183,7 +197,7 @@ fn save_queue(p: &Persist, d: &QueueDef) {
         return;
     }
     let path = spill_path(d);
-    match write_spill(&path, &spill) {
+    match write_spill(d, &path, &spill) {
         Ok(()) => kerr!(
             "mqueue {name}: {} items the database did not take are kept in {} and load at the next start",
             spill.len(),
@@ -198,91 +212,129 @@ fn save_queue(p: &Persist, d: &QueueDef) {
 }
 
 fn spill_path(d: &QueueDef) -> PathBuf {
-    let safe: String = d
-        .name_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    crate::kamailio::core::runtime_dir().join(format!("mqueue-{safe}.spill"))
+    crate::kamailio::core::runtime_dir().join(spill::file_name(&d.name))
 }
 
-/// One header line, then per item `<key length> <value length>\n`, the
-/// key and value bytes, and a newline.
-fn write_spill(path: &PathBuf, items: &[&(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
-    // Append: a spill file not yet loaded (database still down) is kept.
-    let fresh = !path.exists();
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let mut w = std::io::BufWriter::new(f);
-    if fresh {
-        writeln!(w, "{SPILL_MAGIC}")?;
+/// Writes `items` to the spill file, after the items a spill file already
+/// there holds (written whole to a temporary file, then renamed).
+fn write_spill(d: &QueueDef, path: &Path, items: &[&(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    let old = match fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut all: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(old) = &old {
+        match spill::decode(old, &d.name) {
+            Ok(dec) if dec.unreadable == 0 => all.extend(dec.items),
+            Ok(dec) => set_aside(
+                d,
+                path,
+                &format!("{} items could not be read", dec.unreadable),
+            ),
+            Err(e) => set_aside(d, path, &e.to_string()),
+        }
     }
-    for (k, v) in items {
-        writeln!(w, "{} {}", k.len(), v.len())?;
-        w.write_all(k)?;
-        w.write_all(v)?;
-        w.write_all(b"\n")?;
-    }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    all.extend(items.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+    replace_file(path, &spill::encode(&d.name, &all))
 }
 
-fn read_spill(path: &PathBuf) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let mut r = BufReader::new(std::fs::File::open(path)?);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    if line.trim_end() != SPILL_MAGIC {
-        return Err(bad("not an mqueue spill file"));
+/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed.
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("spill.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
     }
-    let mut items = Vec::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(items);
-        }
-        let mut it = line.split_ascii_whitespace().map(str::parse::<usize>);
-        let (Some(Ok(kl)), Some(Ok(vl))) = (it.next(), it.next()) else {
-            return Err(bad("bad item header"));
-        };
-        let mut buf = vec![0u8; kl + vl + 1];
-        r.read_exact(&mut buf)?;
-        if buf.pop() != Some(b'\n') {
-            return Err(bad("item not terminated"));
-        }
-        let val = buf.split_off(kl);
-        items.push((buf, val));
-    }
+    Ok(())
 }
 
-fn load_spill(d: &QueueDef) {
-    let path = spill_path(d);
-    if !path.exists() {
-        return;
+/// Renames a spill file that cannot be trusted whole, so that it is kept
+/// for inspection and never read again.
+fn set_aside(d: &QueueDef, path: &Path, why: &str) {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let mut aside = path.with_extension(format!("spill.damaged-{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = path.with_extension(format!("spill.damaged-{stamp}-{n}"));
+        n += 1;
     }
-    let name = d.name_lossy();
-    match read_spill(&path) {
-        Ok(items) => {
-            let added = add_all(d, &items);
-            kinfo!(
-                "mqueue {name}: loaded {added} of {} items from {}",
-                items.len(),
-                path.display()
-            );
-            if let Err(e) = std::fs::remove_file(&path) {
-                kerr!("mqueue {name}: cannot remove {}: {e}", path.display());
-            }
-        }
+    match fs::rename(path, &aside) {
+        Ok(()) => kerr!(
+            "mqueue {}: spill file {}: {why}; it was set aside as {}",
+            d.name_lossy(),
+            path.display(),
+            aside.display()
+        ),
         Err(e) => kerr!(
-            "mqueue {name}: cannot read {}: {e}; the file is left in place",
+            "mqueue {}: spill file {}: {why}; it cannot be set aside ({e})",
+            d.name_lossy(),
             path.display()
         ),
+    }
+}
+
+/// Loads the queue's spill file: every item that checks out, in order.
+/// A file that is damaged in part or whole is set aside under a new name;
+/// items that do not fit the queue are written back for the next start.
+fn load_spill(d: &QueueDef) {
+    let path = spill_path(d);
+    let name = d.name_lossy();
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            kerr!(
+                "mqueue {name}: cannot read {}: {e}; the file is left in place",
+                path.display()
+            );
+            return;
+        }
+    };
+    let dec = match spill::decode(&bytes, &d.name) {
+        Ok(dec) => dec,
+        Err(e) => {
+            set_aside(d, &path, &format!("{e}, no item could be read"));
+            return;
+        }
+    };
+    let loaded = dec.items.iter().take_while(|(k, v)| take(d, k, v)).count();
+    let rest = &dec.items[loaded..];
+    kinfo!(
+        "mqueue {name}: loaded {loaded} items from {}",
+        path.display()
+    );
+    if dec.unreadable > 0 {
+        set_aside(
+            d,
+            &path,
+            &format!(
+                "{} items could not be read ({loaded} were loaded)",
+                dec.unreadable
+            ),
+        );
+    }
+    let result = if rest.is_empty() {
+        if dec.unreadable > 0 {
+            return;
+        }
+        fs::remove_file(&path)
+    } else {
+        replace_file(&path, &spill::encode(&d.name, rest))
+    };
+    match result {
+        Ok(()) if rest.is_empty() => {}
+        Ok(()) => kerr!(
+            "mqueue {name}: {} items from the spill file do not fit the queue (shared memory, \
+             -m, or maxbytes); they stay in {} for the next start",
+            rest.len(),
+            path.display()
+        ),
+        Err(e) => kerr!("mqueue {name}: cannot update {}: {e}", path.display()),
     }
 }

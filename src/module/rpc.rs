@@ -141,6 +141,7 @@ pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
             st.int(c"replaced", s.replaced as i64);
             st.int(c"rejected", s.rejected as i64);
             st.int(c"failed", s.failed as i64);
+            st.int(c"cleared", s.cleared as i64);
             st.int(c"max_size", s.max_size as i64);
             st.int(c"item_bytes", s.item_bytes as i64);
             st.int(c"shm_bytes", s.shm_bytes as i64);

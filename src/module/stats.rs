@@ -12,7 +12,7 @@ use crate::sys;
 type Read = fn(&Stats) -> u64;
 
 /// Counter suffix, what it reads, and its description.
-const COUNTERS: [(&str, Read, &str); 9] = [
+const COUNTERS: [(&str, Read, &str); 10] = [
     ("size", |s| s.size as u64, "items queued now"),
     ("added", |s| s.added, "items added since start"),
     ("fetched", |s| s.fetched, "items fetched since start"),
@@ -36,6 +36,7 @@ const COUNTERS: [(&str, Read, &str); 9] = [
         |s| s.failed,
         "adds that failed (no shared memory, too large)",
     ),
+    ("cleared", |s| s.cleared, "items dropped by mqueue.clear"),
     (
         "max_size",
         |s| s.max_size as u64,

@@ -7,7 +7,9 @@ use std::ptr;
 use super::log::Entry;
 use super::RawAlloc;
 
-const MIN_BUCKETS: usize = 64;
+/// Buckets of a new table (doubled as keys arrive): small, so that a
+/// queue holding a few items holds little shared memory.
+const MIN_BUCKETS: usize = 8;
 
 pub struct Index<A: RawAlloc> {
     alloc: A,

@@ -7,8 +7,16 @@ use std::ptr;
 
 use super::RawAlloc;
 
-/// Payload bytes of an ordinary chunk; larger entries get a chunk of their own.
+/// Payload bytes of the largest ordinary chunk; larger entries get a chunk
+/// of their own.
 pub const CHUNK_PAYLOAD: usize = 16 * 1024 - CHUNK_HEADER;
+/// Payload bytes of a queue's first chunk. Each new chunk doubles the last
+/// one up to [`CHUNK_PAYLOAD`], so memory follows what the queue holds: a
+/// queue with one small item holds one small chunk.
+const FIRST_CHUNK_PAYLOAD: usize = 32;
+/// A drained queue keeps its last chunk for reuse only up to this payload,
+/// so an idle queue holds little shared memory.
+const KEPT_CHUNK_PAYLOAD: usize = 256;
 const CHUNK_HEADER: usize = std::mem::size_of::<Chunk>();
 const ENTRY_HEADER: usize = std::mem::size_of::<Entry>();
 
@@ -91,7 +99,13 @@ impl<A: RawAlloc> Log<A> {
     }
 
     fn new_chunk(&mut self, min_payload: usize) -> *mut Chunk {
-        let cap = min_payload.max(CHUNK_PAYLOAD);
+        let grown = if self.tail.is_null() {
+            FIRST_CHUNK_PAYLOAD
+        } else {
+            // SAFETY: tail is a live chunk of this log.
+            (unsafe { (*self.tail).cap } * 2).clamp(FIRST_CHUNK_PAYLOAD, CHUNK_PAYLOAD)
+        };
+        let cap = min_payload.max(grown);
         let chunk = self.alloc.alloc(CHUNK_HEADER + cap) as *mut Chunk;
         if !chunk.is_null() {
             // SAFETY: the block is at least CHUNK_HEADER bytes and aligned to 8.
@@ -194,13 +208,13 @@ impl<A: RawAlloc> Log<A> {
         self.head_off += entry_size;
     }
 
-    /// Drops every entry; keeps the tail chunk (if ordinary-sized) for reuse.
+    /// Drops every entry; keeps the tail chunk for reuse if it is small.
     pub fn reset(&mut self) {
         let mut chunk = self.head;
         while !chunk.is_null() {
             // SAFETY: walking the list of live chunks, not yet freed.
             let (next, cap) = unsafe { ((*chunk).next, (*chunk).cap) };
-            let keep = chunk == self.tail && cap == CHUNK_PAYLOAD;
+            let keep = chunk == self.tail && cap <= KEPT_CHUNK_PAYLOAD;
             if !keep {
                 self.free_chunk(chunk);
             }

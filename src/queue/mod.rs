@@ -11,6 +11,7 @@ pub mod lock;
 mod log;
 pub mod model;
 pub mod param;
+pub mod spill;
 mod state;
 
 pub use lock::FutexMutex;

@@ -24,6 +24,8 @@ pub struct Stats {
     pub replaced: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// Items dropped by `mqueue.clear` (or a load rolled back).
+    pub cleared: u64,
     pub max_size: usize,
     /// Bytes the items take (entry headers, keys, values).
     pub item_bytes: usize,
@@ -244,6 +246,7 @@ impl<A: RawAlloc> QueueState<A> {
     /// Drops every item; returns how many there were.
     pub fn clear(&mut self) -> usize {
         let n = self.live;
+        self.stats.cleared += n as u64;
         self.live = 0;
         self.live_bytes = 0;
         self.reset_storage();

@@ -146,7 +146,7 @@ impl Db {
         }
     }
 
-    fn sql(&self, q: &str) -> String {
+    pub fn sql(&self, q: &str) -> String {
         match self {
             Db::Sqlite(d) => run(
                 Command::new("sqlite3").arg(d.0.join("mq.db")).arg(q),

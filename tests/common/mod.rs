@@ -433,3 +433,42 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
         }
     }
 }
+
+/// A `name: value` field of a kamcmd struct reply.
+pub fn field(reply: &str, name: &str) -> String {
+    let tag = format!("\t{name}: ");
+    let start = reply
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no {name} in {reply}"))
+        + tag.len();
+    let rest = &reply[start..];
+    let end = rest
+        .find("\n\t")
+        .or_else(|| rest.rfind("\n}"))
+        .unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+impl Kamailio {
+    /// `mqueue.fetch` until the queue is empty: (key, value) pairs.
+    pub fn drain(&self, queue: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Ok(reply) = self.rpc(&["mqueue.fetch", queue]) {
+            out.push((field(&reply, "key"), field(&reply, "val")));
+            assert!(out.len() < 10_000, "queue {queue} does not drain");
+        }
+        out
+    }
+
+    /// `mqueue.get_size` of a queue.
+    pub fn queue_size(&self, queue: &str) -> usize {
+        let r = self.rpc(&["mqueue.get_size", queue]).expect("get_size");
+        field(&r, "size").parse().expect("size is a number")
+    }
+
+    /// One counter of `mqueue.stats <queue>` (our module only).
+    pub fn stat(&self, queue: &str, name: &str) -> i64 {
+        let r = self.rpc(&["mqueue.stats", queue]).expect("mqueue.stats");
+        field(&r, name).parse().expect("counter is a number")
+    }
+}
