@@ -1,0 +1,199 @@
+//! Spill files (items the database did not take at shutdown) through a real
+//! Kamailio: every queue name gets a file of its own, and damaged,
+//! truncated, empty, foreign or misplaced files never stop Kamailio: the
+//! items that check out load, the file is set aside under a new name with
+//! an error that names it and counts what could not be read.
+//!
+//! The database is SQLite opened read-only (`db_set_readonly`), so every
+//! save fails and every queue spills.
+
+mod common;
+
+use common::db::Db;
+use common::{Cfg, Impl, Kamailio};
+use std::fs;
+use std::path::Path;
+
+const QUEUES: [&str; 9] = [
+    "dé", "d_", "trunc", "flip", "empty", "foreign", "huge", "other", "legacy",
+];
+
+fn cfg_body(db: &Db) -> String {
+    let path = db.url().trim_start_matches("sqlite:///").to_string();
+    let mut body = format!(
+        "modparam(\"mqueue\", \"db_url\", \"{}\")\n\
+         modparam(\"db_sqlite\", \"db_set_readonly\", \"{path}\")\n",
+        db.url()
+    );
+    for q in QUEUES {
+        body.push_str(&format!(
+            "modparam(\"mqueue\", \"mqueue\", \"name={q};dbmode=3\")\n"
+        ));
+    }
+    body
+}
+
+fn spill_file(dir: &Path, encoded: &str) -> std::path::PathBuf {
+    dir.join(format!("mqueue-{encoded}.spill"))
+}
+
+/// Where item `n` (0-based) of a spill file starts.
+fn item_offset(buf: &[u8], n: usize) -> usize {
+    let name_len = u32::from_le_bytes(buf[16..20].try_into().unwrap()) as usize;
+    let mut pos = 20 + name_len + 4;
+    for _ in 0..n {
+        let kl = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let vl = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        pos += 12 + kl + vl + 4;
+    }
+    pos
+}
+
+#[test]
+fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
+    let db = Db::sqlite();
+    for q in QUEUES {
+        db.sql(&format!(
+            "CREATE TABLE \"{q}\" (id INTEGER PRIMARY KEY, key VARCHAR(64), val TEXT);"
+        ));
+    }
+    let body = cfg_body(&db);
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    for q in QUEUES {
+        let n = if q == "dé" { 2 } else { 5 };
+        for i in 0..n {
+            k.rpc(&[
+                "mqueue.add",
+                q,
+                &format!("{q}-key-{i}"),
+                &format!("{q}-val-{i}"),
+            ])
+            .expect("mqueue.add");
+        }
+    }
+    let dir = k.dir.0.clone();
+    let mut k = k;
+    k.stop();
+    assert!(
+        k.log()
+            .contains("items the database did not take are kept in"),
+        "{}",
+        k.log()
+    );
+
+    // Names that differ only outside [A-Za-z0-9_] spill to their own files.
+    let de = spill_file(&dir, "d%C3%A9");
+    let d_ = spill_file(&dir, "d_");
+    assert!(
+        de.exists() && d_.exists(),
+        "{:?}",
+        fs::read_dir(&dir).unwrap().collect::<Vec<_>>()
+    );
+
+    // Damage the others, each its own way.
+    let path = |q: &str| spill_file(&dir, q);
+    let good = fs::read(path("trunc")).unwrap();
+    let len = good.len();
+    fs::write(path("trunc"), &good[..len - 3]).unwrap();
+
+    // One bit of item 1's value.
+    let mut flip = fs::read(path("flip")).unwrap();
+    let one = item_offset(&flip, 1);
+    let kl = u32::from_le_bytes(flip[one + 4..one + 8].try_into().unwrap()) as usize;
+    flip[one + 12 + kl] ^= 0x10;
+    fs::write(path("flip"), &flip).unwrap();
+
+    fs::write(path("empty"), b"").unwrap();
+    fs::write(path("foreign"), b"<html>not a spill file</html>\n").unwrap();
+
+    let mut huge = fs::read(path("huge")).unwrap();
+    let zero = item_offset(&huge, 0);
+    huge[zero + 4..zero + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(path("huge"), &huge).unwrap();
+
+    // A valid file of another queue under this queue's name.
+    fs::copy(&d_, path("other")).unwrap();
+    // The earlier text format, with a length no file can hold.
+    fs::write(path("legacy"), b"mqueue-spill 1\n999999999999 1\nx\n").unwrap();
+
+    let k = k.restart();
+    let expect = [
+        ("dé", 2),
+        ("d_", 5),
+        ("trunc", 4),
+        ("flip", 4),
+        ("empty", 0),
+        ("foreign", 0),
+        ("huge", 4),
+        ("other", 0),
+        ("legacy", 0),
+    ];
+    for (q, n) in expect {
+        assert_eq!(k.queue_size(q), n, "queue {q}");
+    }
+    // Each queue holds only its own items, in order.
+    let de_items = k.drain("dé");
+    assert_eq!(
+        de_items,
+        vec![
+            ("dé-key-0".to_string(), "dé-val-0".to_string()),
+            ("dé-key-1".to_string(), "dé-val-1".to_string())
+        ]
+    );
+    let flip_keys: Vec<String> = k.drain("flip").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        flip_keys,
+        ["flip-key-0", "flip-key-2", "flip-key-3", "flip-key-4"]
+    );
+    let huge_keys: Vec<String> = k.drain("huge").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        huge_keys,
+        ["huge-key-1", "huge-key-2", "huge-key-3", "huge-key-4"]
+    );
+
+    let log = k.log();
+    for (q, why) in [
+        ("trunc", "1 items could not be read (4 were loaded)"),
+        ("flip", "1 items could not be read (4 were loaded)"),
+        ("huge", "1 items could not be read (4 were loaded)"),
+        ("empty", "the file is empty, no item could be read"),
+        ("foreign", "not an mqueue spill file, no item could be read"),
+        ("legacy", "not an mqueue spill file, no item could be read"),
+        (
+            "other",
+            "the file belongs to queue d_, no item could be read",
+        ),
+    ] {
+        let line = format!(
+            "mqueue {q}: spill file {}: {why}; it was set aside as",
+            path(q).display()
+        );
+        assert!(log.contains(&line), "missing: {line}\n{log}");
+    }
+    // Set-aside files are kept; good files are gone once loaded.
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for q in [
+        "trunc", "flip", "empty", "foreign", "huge", "other", "legacy",
+    ] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("mqueue-{q}.spill.damaged-"))),
+            "{q} not set aside: {names:?}"
+        );
+    }
+    assert!(
+        !de.exists() && !d_.exists(),
+        "loaded files removed: {names:?}"
+    );
+    assert!(!log.contains("memory allocation"), "{log}");
+}
