@@ -7,12 +7,24 @@
 MODDIR ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
 CARGO ?= cargo
 
+# The host: empty for Debian's Kamailio; each other host builds in a cargo
+# target dir of its own, and a stamp named after the host makes a change of
+# host rebuild build/mqueue.so.
+KAMAILIO_BIN ?=
+KAMAILIO_SRC ?=
+HOST_ID := $(if $(KAMAILIO_BIN)$(KAMAILIO_SRC),$(shell printf '%s|%s' '$(KAMAILIO_BIN)' '$(KAMAILIO_SRC)' | sha1sum | cut -c1-12),debian)
+HOST_TARGET := $(if $(filter debian,$(HOST_ID)),target,target/host-$(HOST_ID))
+HOST_ENV := $(if $(KAMAILIO_BIN),KAMAILIO_BIN='$(KAMAILIO_BIN)') $(if $(KAMAILIO_SRC),KAMAILIO_SRC='$(KAMAILIO_SRC)')
+# Where build-host puts the module and its panic-inject twin.
+HOST_DIR ?= build/host-$(HOST_ID)
+
 MODULE := build/mqueue.so
 # Test-only variant: `mq_add` with the key "__panic__" panics (tests/panic.rs).
 PANIC_MODULE := build/mqueue-panic.so
+HOST_STAMP := build/.host-$(HOST_ID)
 SOURCES := $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs' -o -name '*.h' -o -name '*.c' \) 2>/dev/null) Cargo.toml build.rs
 
-.PHONY: all deps build run demo test lint install clean bench stress fuzz asan
+.PHONY: all deps build build-host run demo test test-versions lint install clean bench stress fuzz asan
 
 all: build
 
@@ -22,15 +34,29 @@ deps:
 build: deps
 	@$(MAKE) --no-print-directory $(MODULE)
 
-$(MODULE): $(SOURCES)
-	$(CARGO) build --release
+$(HOST_STAMP):
 	@mkdir -p build
-	cp target/release/libmqueue.so $(MODULE)
+	@rm -f build/.host-*
+	@touch $@
 
-$(PANIC_MODULE): $(SOURCES)
-	CARGO_TARGET_DIR=target/panic-inject $(CARGO) build --release --features panic-inject
+$(MODULE): $(SOURCES) $(HOST_STAMP)
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET) $(CARGO) build --release
 	@mkdir -p build
-	cp target/panic-inject/release/libmqueue.so $(PANIC_MODULE)
+	cp $(HOST_TARGET)/release/libmqueue.so $(MODULE)
+
+$(PANIC_MODULE): $(SOURCES) $(HOST_STAMP)
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET)/panic-inject $(CARGO) build --release --features panic-inject
+	@mkdir -p build
+	cp $(HOST_TARGET)/panic-inject/release/libmqueue.so $(PANIC_MODULE)
+
+# The module and its panic-inject twin for the host named by KAMAILIO_BIN
+# and KAMAILIO_SRC, into HOST_DIR (scripts/test-versions.sh).
+build-host:
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET) $(CARGO) build --release
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET)/panic-inject $(CARGO) build --release --features panic-inject
+	@mkdir -p $(HOST_DIR)
+	cp $(HOST_TARGET)/release/libmqueue.so $(HOST_DIR)/mqueue.so
+	cp $(HOST_TARGET)/panic-inject/release/libmqueue.so $(HOST_DIR)/mqueue-panic.so
 
 # Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1:35060 (MQUEUE_PORT).
 run: build
@@ -40,13 +66,15 @@ run: build
 demo:
 	bash scripts/demo.sh
 
+# Lint, unit tests (also under ASan), fuzz smoke, then every integration
+# test on Debian's Kamailio and on each release in ../shared/kamailio-src.
 test: build
 	@$(MAKE) --no-print-directory $(PANIC_MODULE)
+	@$(MAKE) --no-print-directory lint
 	$(CARGO) test --release --no-default-features --lib
 	@$(MAKE) --no-print-directory asan
 	bash scripts/fuzz.sh $${FUZZ_TEST_SECS:-20} temp
-	MQUEUE_MODULE=$(CURDIR)/$(MODULE) MQUEUE_PANIC_MODULE=$(CURDIR)/$(PANIC_MODULE) \
-		$(CARGO) test --release --test '*' -- --test-threads=2
+	bash scripts/test-versions.sh
 
 # Side-by-side workloads on build/mqueue.so and Debian's C mqueue.so (BENCH_N=...).
 bench: build

@@ -65,14 +65,48 @@ fn read_core_info(bin: &str) -> CoreInfo {
     }
 }
 
+/// Flags that the core's own memory headers define when they are
+/// included (`#define DBG_QM_MALLOC` in `mem/q_malloc.h` of 6.x): `-v`
+/// prints them (its file includes those headers first), but the string the
+/// core compares with `module_flags` at `loadmodule` is made without them.
+fn header_defined_flags(src: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(dir) = std::fs::read_dir(src.join("src/core/mem")) else {
+        return names;
+    };
+    for entry in dir.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("#define"), Some(name), None) = (words.next(), words.next(), words.next())
+            {
+                if name.starts_with("DBG_") && name.ends_with("_MALLOC") {
+                    names.push(name.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The compile flags the core checks `module_flags` against.
+fn checked_flags(info: &CoreInfo, header_defined: &[String]) -> String {
+    info.flags
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty() && !header_defined.iter().any(|h| h == f))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `-D` defines that reproduce the core's compile flags and version string.
-fn defines(info: &CoreInfo) -> Vec<(String, Option<String>)> {
+fn defines(info: &CoreInfo, header_defined: &[String]) -> Vec<(String, Option<String>)> {
     let mut defs: Vec<(String, Option<String>)> = Vec::new();
     for flag in info
         .flags
         .split(',')
         .map(str::trim)
-        .filter(|f| !f.is_empty())
+        .filter(|f| !f.is_empty() && !header_defined.iter().any(|h| h == f))
     {
         match flag {
             "TLS_PTHREAD_MUTEX_SHARED" => defs.push(("KSR_PTHREAD_MUTEX_SHARED".into(), None)),
@@ -107,7 +141,9 @@ fn defines(info: &CoreInfo) -> Vec<(String, Option<String>)> {
     defs.push(("OS_QUOTED".into(), quote(os)));
     // Not shown by `-v`, needed by the lock and atomic headers.
     defs.push((format!("__CPU_{arch}"), None));
-    defs.push((format!("__OS_{os}"), None));
+    // The OS define is lower case whatever the version line shows
+    // (CMake builds print "Linux").
+    defs.push((format!("__OS_{}", os.to_lowercase()), None));
     defs.push(("CC_GCC_LIKE_ASM".into(), None));
     defs.push(("MOD_NAME".into(), quote("mqueue")));
     defs
@@ -128,7 +164,13 @@ fn kamailio_src(manifest: &Path) -> PathBuf {
 }
 
 /// Compiles and runs the probe; its output must equal the binary's `-v`.
-fn check_probe(info: &CoreInfo, defs: &[(String, Option<String>)], inc: &[PathBuf], out: &Path) {
+fn check_probe(
+    info: &CoreInfo,
+    flags: &str,
+    defs: &[(String, Option<String>)],
+    inc: &[PathBuf],
+    out: &Path,
+) {
     let exe = out.join("kamailio-probe");
     let mut cmd = Command::new(env::var("CC").unwrap_or_else(|_| "cc".into()));
     for (k, v) in defs {
@@ -152,16 +194,16 @@ fn check_probe(info: &CoreInfo, defs: &[(String, Option<String>)], inc: &[PathBu
         .unwrap_or_else(|e| fail(&format!("cannot run the build probe: {e}")));
     let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
     let mut lines = printed.lines();
-    let (ver, flags) = (
+    let (ver, printed_flags) = (
         lines.next().unwrap_or("").trim(),
         lines.next().unwrap_or(""),
     );
-    if ver != info.full_version || flags != info.flags {
+    if ver != info.full_version || printed_flags != flags {
         fail(&format!(
-            "the headers and defines do not match the Kamailio binary.\n  binary: {}\n          {}\n  \
-             headers: {ver}\n           {flags}\nPoint KAMAILIO_SRC at the source of the same \
+            "the headers and defines do not match the Kamailio binary.\n  binary: {}\n          {flags}\n  \
+             headers: {ver}\n           {printed_flags}\nPoint KAMAILIO_SRC at the source of the same \
              version as KAMAILIO_BIN (make deps fetches it for Debian's package).",
-            info.full_version, info.flags
+            info.full_version
         ));
     }
 }
@@ -172,19 +214,28 @@ fn main() {
     for var in ["KAMAILIO_SRC", "KAMAILIO_BIN", "KAMAILIO_LIBDIR"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    if let Ok(bin) = env::var("KAMAILIO_BIN") {
+        println!("cargo:rerun-if-changed={bin}");
+    }
     for file in ["wrapper.h", "shim.h", "shim.c", "probe.c"] {
         println!("cargo:rerun-if-changed=kamailio-headers/{file}");
     }
 
+    for (cfg, _) in ABI_CFGS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
     if env::var_os("CARGO_FEATURE_HOST").is_none() {
         return; // the pure queue core needs nothing from Kamailio
     }
     let bin = kamailio_bin();
     let info = read_core_info(&bin);
     let src = kamailio_src(&manifest);
-    let defs = defines(&info);
+    let header_defined = header_defined_flags(&src);
+    let flags = checked_flags(&info, &header_defined);
+    let defs = defines(&info, &header_defined);
     let inc = vec![src.join("src"), manifest.join("kamailio-headers")];
-    check_probe(&info, &defs, &inc, &out);
+    check_probe(&info, &flags, &defs, &inc, &out);
+    emit_abi_cfgs(&info);
 
     let mut shim = cc::Build::new();
     shim.file("kamailio-headers/shim.c").warnings(false);
@@ -209,9 +260,11 @@ fn main() {
         .layout_tests(false)
         .allowlist_type("module_exports|cmd_export_t|param_export_t|pv_export_t|rpc_export_t")
         .allowlist_type("sr_kemi_t|sr_kemi_xval_t|rpc_t|gparam_t|pv_spec_t|pv_value_t")
-        .allowlist_type("db_func_t|db1_con_t|db_key_t|db_val_t|db1_res_t|db_row_t")
+        .allowlist_type("db_cap_t|db_func_t|db1_con_t|db_key_t|db_val_t|db1_res_t|db_row_t")
         .allowlist_type("stat_var|counter_handle_t|sr_module_t")
-        .allowlist_var("modules|runtime_dir")
+        .allowlist_var("runtime_dir")
+        .allowlist_function("get_loaded_modules")
+        .allowlist_type("destroy_function")
         .allowlist_function("mqrs_.*|pv_get_null|pv_get_strval|pv_get_sintval|pv_cache_get")
         .allowlist_function("pv_get_spec_value|pv_locate_name|fixup_spve_null|fixup_free_spve_null")
         .allowlist_function("fixup_spve_all|fixup_free_spve_all")
@@ -220,7 +273,9 @@ fn main() {
         .allowlist_function("db_str2val|db_val2str|counter_register")
         .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
         .allowlist_var("PARAM_INT|GPARAM_TYPE_.*|PROC_.*|L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR")
-        .allowlist_var("L_WARN|L_NOTICE|L_INFO|L_DBG|RET_ARRAY|DB_.*|STAT_.*|E_UNSPEC|E_CFG")
+        .allowlist_var(
+            "L_WARN|L_NOTICE|L_INFO|L_DBG|RET_ARRAY|DB_.*|STAT_.*|E_UNSPEC|E_CFG|CNT_F_.*",
+        )
         .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|is_main|dont_fork|FPARAM_.*")
         .allowlist_function("sr_kemi_xval_null")
         .opaque_type("sip_msg")
@@ -238,38 +293,91 @@ fn main() {
     let ident = format!(
         "pub const SER_FULL_VERSION: &[u8] = b\"{}\\0\";\npub const SER_COMPILE_FLAGS: &[u8] = b\"{}\\0\";\n",
         info.full_version.escape_default(),
-        info.flags.escape_default()
+        flags.escape_default()
     );
     std::fs::write(out.join("core_version.rs"), ident)
         .unwrap_or_else(|e| fail(&format!("cannot write core_version.rs: {e}")));
 
-    // The DB API lives in libsrdb1, in Kamailio's private lib directory.
-    let libdir = env::var("KAMAILIO_LIBDIR").unwrap_or_else(|_| {
-        let bin_path = Path::new(&bin);
-        let prefix = bin_path
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(Path::new("/usr"));
-        let multiarch = prefix.join("lib/x86_64-linux-gnu/kamailio");
-        if multiarch.join("libsrdb1.so.1").exists() {
-            multiarch.display().to_string()
-        } else {
-            prefix.join("lib/kamailio").display().to_string()
-        }
-    });
-    let lib = Path::new(&libdir);
-    let srdb1 = ["libsrdb1.so", "libsrdb1.so.1"]
-        .iter()
-        .find(|n| lib.join(n).exists());
-    let Some(srdb1) = srdb1 else {
-        fail(&format!(
-            "libsrdb1 not found in {libdir}: set KAMAILIO_LIBDIR to Kamailio's private lib directory"
-        ));
-    };
-    // Only the module links it: unit tests of the core must not need the host.
-    println!("cargo:rustc-cdylib-link-arg=-L{libdir}");
-    println!("cargo:rustc-cdylib-link-arg=-l:{srdb1}");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}");
+    link_srdb1(&bin);
     // The core's symbols are resolved when Kamailio loads the module.
     println!("cargo:rustc-cdylib-link-arg=-Wl,--allow-shlib-undefined");
+}
+
+/// The DB API (`db_bind_mod`, ...): Makefile builds (Debian's packages,
+/// 5.x, 6.0) install it as `libsrdb1.so` in Kamailio's private library
+/// directory, which the module links with that runpath; CMake builds (6.1)
+/// link it into the kamailio binary, where `dlopen` finds its symbols.
+fn link_srdb1(bin: &str) {
+    let prefix = Path::new(bin)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/usr"));
+    let candidates: Vec<PathBuf> = match env::var("KAMAILIO_LIBDIR") {
+        Ok(dir) => vec![PathBuf::from(dir)],
+        Err(_) => [
+            "lib/x86_64-linux-gnu/kamailio",
+            "lib64/kamailio",
+            "lib/kamailio",
+        ]
+        .iter()
+        .map(|d| prefix.join(d))
+        .collect(),
+    };
+    for dir in &candidates {
+        if let Some(lib) = ["libsrdb1.so", "libsrdb1.so.1"]
+            .iter()
+            .find(|n| dir.join(n).exists())
+        {
+            let dir = dir.display();
+            // Only the module links it: unit tests of the core must not need the host.
+            println!("cargo:rustc-cdylib-link-arg=-L{dir}");
+            println!("cargo:rustc-cdylib-link-arg=-l:{lib}");
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{dir}");
+            return;
+        }
+    }
+    if binary_exports(bin, "db_bind_mod") {
+        return;
+    }
+    let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    fail(&format!(
+        "libsrdb1 not found (looked in {}) and {bin} does not export db_bind_mod: set \
+         KAMAILIO_LIBDIR to the directory that holds libsrdb1.so",
+        looked.join(", ")
+    ));
+}
+
+/// Whether the binary's dynamic symbol table defines `symbol`.
+fn binary_exports(bin: &str, symbol: &str) -> bool {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only", bin])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run `nm -D {bin}` (package binutils): {e}")));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(symbol))
+}
+
+/// One `cfg` per ABI family, from the version line, for the few code paths
+/// that differ (the way ngx-rust turns the nginx version into cfgs):
+/// - `kamailio_ge_5_7`: `pv_get_sintval` takes a `long` (and KEMI has
+///   `SR_KEMIP_LONG`; its constants come from bindgen either way).
+///
+/// The other differences need no cfg: the shutdown order works through
+/// `get_loaded_modules()` on every version, srdb1 is found at link time.
+const ABI_CFGS: [(&str, (u32, u32)); 1] = [("kamailio_ge_5_7", (5, 7))];
+
+fn emit_abi_cfgs(info: &CoreInfo) {
+    let version = info
+        .full_version
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| fail("cannot parse the version line"));
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    for (cfg, (maj, min)) in ABI_CFGS {
+        if (major, minor) >= (maj, min) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
 }

@@ -120,7 +120,7 @@ fn cfg_body(db: &Db, queues: &[&str], extra: &str) -> String {
     body
 }
 
-fn start(db: &Db, imp: Impl, body: &str, args: &[&str]) -> Kamailio {
+fn start(imp: Impl, body: &str, args: &[&str]) -> Kamailio {
     let cfg = Cfg {
         modules: &["db_sqlite.so"],
         body,
@@ -142,7 +142,7 @@ fn sqlite_tables_of_any_shape_load_whole_once() {
     let mut names: Vec<&str> = shapes.iter().map(|s| s.name).collect();
     names.extend(["no_val", "absent"]);
     let started = Instant::now();
-    let k = start(&db, Impl::Rust, &cfg_body(&db, &names, ""), &[]);
+    let k = start(Impl::Rust, &cfg_body(&db, &names, ""), &[]);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "start-up took {:?}",
@@ -186,7 +186,7 @@ fn sqlite_shapes_same_as_the_c_module() {
             create(&db, s);
         }
         let names: Vec<&str> = shapes.iter().map(|s| s.name).collect();
-        let k = start(&db, imp, &cfg_body(&db, &names, ""), &[]);
+        let k = start(imp, &cfg_body(&db, &names, ""), &[]);
         for s in &shapes {
             // Every item, in storage order, checked through peek.
             let n = s.expect.len();
@@ -209,7 +209,7 @@ fn sqlite_read_only_database_keeps_its_rows() {
         &["q"],
         &format!("modparam(\"db_sqlite\", \"db_set_readonly\", \"{path}\")\n"),
     );
-    let k = start(&db, Impl::Rust, &body, &[]);
+    let k = start(Impl::Rust, &body, &[]);
     assert_eq!(k.queue_size("q"), 0, "nothing loaded twice");
     assert_eq!(count(&db, "q"), 2, "rows stay");
     assert!(k

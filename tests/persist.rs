@@ -10,7 +10,7 @@ mod common;
 use common::db::{Db, Row};
 use std::time::Duration;
 
-use common::{field, Cfg, Impl, Kamailio};
+use common::{Cfg, Impl, Kamailio};
 
 /// Items with quotes, separators, UTF-8 and a 4 KB value; `empty` adds an
 /// empty key and an empty value.

@@ -1,9 +1,11 @@
 //! Core globals the module reads or adjusts: the runtime directory and the
-//! order of the module list.
+//! order of destroy functions at shutdown.
 
 use std::ffi::CStr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
+use crate::kamailio::guard::guard;
 use crate::sys;
 
 /// Kamailio's runtime directory (`-Y`, default `/run/kamailio`).
@@ -20,31 +22,50 @@ pub fn runtime_dir() -> PathBuf {
     PathBuf::from(dir.to_string_lossy().into_owned())
 }
 
-/// Moves the module named `name` to the head of the core's
-/// module list, so the core calls its destroy function before every other
-/// module's (the list is walked from the head at shutdown).
+/// The destroy function of the module at the head of the core's list,
+/// which [`run_first_at_destroy`] replaced, and what runs before it.
+static HEAD_DESTROY: OnceLock<(sys::destroy_function, fn())> = OnceLock::new();
+
+/// Stands in for the head module's destroy function: runs the hook, then
+/// the module's own destroy function.
+unsafe extern "C" fn head_destroy() {
+    if let Some((original, hook)) = HEAD_DESTROY.get() {
+        guard("mod_destroy (first)", (), hook);
+        if let Some(f) = original {
+            // SAFETY: the head module's own destroy function, called once
+            // by the core's destroy walk, as it would have been.
+            unsafe { f() };
+        }
+    }
+}
+
+/// Makes `hook` run before any module's destroy function at shutdown. The
+/// core destroys modules from the head of its list (the module loaded
+/// last) on; the list itself is private since 6.1, but the head node,
+/// from `get_loaded_modules()`, can be given a destroy function that runs
+/// `hook` first and then its own. `own` names the calling module: when it
+/// is the head already, its destroy function runs first anyway.
 ///
 /// # Safety
-/// Call only from that module's `mod_init`: the core initialises modules
-/// recursively, holding node pointers and not `next` links, so relinking
-/// the list then is not observed by a walk in progress.
-pub unsafe fn destroy_first(name: &CStr) -> bool {
+/// Call from `mod_init` in the main process, once: the core reads the
+/// destroy functions only in `destroy_modules`, after every child exited.
+pub unsafe fn run_first_at_destroy(own: &CStr, hook: fn()) -> bool {
     // SAFETY: the list lives in the main process's pkg memory and is only
     // touched by the core in this single-threaded phase.
     unsafe {
-        let head = &raw mut sys::modules;
-        let mut link: *mut *mut sys::sr_module_t = head;
-        while !(*link).is_null() {
-            let node = *link;
-            let n = (*node).exports.name;
-            if !n.is_null() && CStr::from_ptr(n) == name {
-                *link = (*node).next;
-                (*node).next = *head;
-                *head = node;
-                return true;
-            }
-            link = &raw mut (*node).next;
+        let head = sys::get_loaded_modules();
+        if head.is_null() {
+            return false;
         }
+        let name = (*head).exports.name;
+        if !name.is_null() && CStr::from_ptr(name) == own {
+            return true;
+        }
+        let original = (*head).exports.destroy_mod_f;
+        if HEAD_DESTROY.set((original, hook)).is_err() {
+            return false;
+        }
+        (*head).exports.destroy_mod_f = Some(head_destroy);
     }
-    false
+    true
 }

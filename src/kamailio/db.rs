@@ -9,10 +9,7 @@ use std::ptr::{null, null_mut};
 use crate::kamailio::str::{as_bytes, from_bytes};
 use crate::sys;
 
-const DB_CAP_QUERY: u32 = 1 << 0;
-const DB_CAP_INSERT: u32 = 1 << 2;
-const DB_CAP_DELETE: u32 = 1 << 3;
-const DB_CAP_FETCH: u32 = 1 << 6;
+use sys::{DB_CAP_DELETE, DB_CAP_FETCH, DB_CAP_INSERT, DB_CAP_QUERY};
 /// Rows asked for per `fetch_result` call.
 const FETCH_ROWS: i32 = 1000;
 

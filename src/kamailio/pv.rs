@@ -46,6 +46,9 @@ pub unsafe fn int(
     res: *mut sys::pv_value_t,
     n: i32,
 ) -> c_int {
+    // The value parameter is an `int` before 5.7 and a `long` since.
+    #[cfg(kamailio_ge_5_7)]
+    let n = std::ffi::c_long::from(n);
     // SAFETY: forwarded from the getter's arguments.
     unsafe { sys::pv_get_sintval(msg, param, res, n) }
 }

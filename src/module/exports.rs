@@ -372,8 +372,8 @@ unsafe extern "C" fn mod_init() -> c_int {
             Ok(true) => {
                 // Saving needs the DB driver module alive: our destroy
                 // function must run before any other module's.
-                // SAFETY: called from our own mod_init, as required.
-                if !unsafe { core::destroy_first(c"mqueue") } {
+                // SAFETY: called from our own mod_init, once, as required.
+                if !unsafe { core::run_first_at_destroy(c"mqueue", persist::save_all) } {
                     kwarn!("cannot order the module list: a DB module destroyed first may lose the save");
                 }
             }

@@ -134,13 +134,18 @@ fn load_table(p: &Persist, d: &QueueDef) {
 }
 
 /// `mod_destroy`: saves every queue with dbmode 1 or 3.
+/// Runs once: first in the destroy walk (see `core::run_first_at_destroy`),
+/// and again, as a no-op, from our own `mod_destroy`.
 pub fn save_all() {
-    let (Some(p), Some(reg)) = (PERSIST.get(), registry::frozen()) else {
-        return;
-    };
-    for d in reg.queues.iter().filter(|d| saves(d)) {
-        save_queue(p, d);
-    }
+    static SAVED: std::sync::Once = std::sync::Once::new();
+    SAVED.call_once(|| {
+        let (Some(p), Some(reg)) = (PERSIST.get(), registry::frozen()) else {
+            return;
+        };
+        for d in reg.queues.iter().filter(|d| saves(d)) {
+            save_queue(p, d);
+        }
+    });
 }
 
 fn snapshot(d: &QueueDef) -> Vec<(Vec<u8>, Vec<u8>)> {

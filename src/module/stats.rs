@@ -86,7 +86,7 @@ pub fn register(queues: &[QueueDef]) -> Result<(), String> {
                     &mut h,
                     group.as_ptr(),
                     name.as_ptr(),
-                    1, // CNT_F_NO_RESET: the values are the queue's own
+                    sys::CNT_F_NO_RESET as _, // the values are the queue's own
                     Some(read_counter),
                     (idx * KINDS + kind) as *mut c_void,
                     doc.as_ptr(),

@@ -15,9 +15,43 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-pub const KAMAILIO: &str = "/usr/sbin/kamailio";
-pub const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
-pub const C_MODULE: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/mqueue.so";
+/// The Kamailio under test: Debian's by default; `make test` points
+/// `MQUEUE_KAMAILIO_BIN` and `MQUEUE_KAMAILIO_MODULES` at each version it
+/// built.
+pub fn kamailio_bin() -> String {
+    std::env::var("MQUEUE_KAMAILIO_BIN").unwrap_or_else(|_| "/usr/sbin/kamailio".into())
+}
+
+/// The module directory of the Kamailio under test.
+pub fn modules_dir() -> String {
+    std::env::var("MQUEUE_KAMAILIO_MODULES")
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/kamailio/modules".into())
+}
+
+/// The C mqueue of the Kamailio under test: the oracle.
+pub fn c_module() -> String {
+    format!("{}/mqueue.so", modules_dir())
+}
+
+/// The version of the Kamailio under test, as (major, minor, patch).
+pub fn host_version() -> (u32, u32, u32) {
+    let out = Command::new(kamailio_bin())
+        .arg("-v")
+        .output()
+        .expect("run kamailio -v: run `make deps`");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("version: kamailio "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("kamailio -v prints its version");
+    let mut n = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+    )
+}
 
 /// Which mqueue implementation a Kamailio loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,11 +88,12 @@ impl Impl {
                 p
             }
             Impl::C => {
+                let c = c_module();
                 assert!(
-                    Path::new(C_MODULE).exists(),
-                    "the C mqueue module {C_MODULE} is missing: run `make deps` (package kamailio)"
+                    Path::new(&c).exists(),
+                    "the C mqueue module {c} is missing: run `make deps` (package kamailio)"
                 );
-                C_MODULE.to_string()
+                c
             }
         }
     }
@@ -106,7 +141,7 @@ impl Drop for TempDir {
 pub struct Cfg<'a> {
     /// Global parameters, e.g. "children=2".
     pub globals: &'a str,
-    /// Extra modules to load before mqueue (file names in MODULES).
+    /// Extra modules to load before mqueue (file names in [`modules_dir`]).
     pub modules: &'a [&'a str],
     /// Extra modules to load after mqueue.
     pub late_modules: &'a [&'a str],
@@ -128,9 +163,10 @@ impl Default for Cfg<'_> {
 pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
     let mut text = format!(
         "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\ndisable_core_dump=yes\nexit_timeout=4\n\
-         auto_aliases=no\nlisten=udp:127.0.0.1:{port}\n{}\nmpath=\"{MODULES}/\"\n\
+         auto_aliases=no\nlisten=udp:127.0.0.1:{port}\n{}\nmpath=\"{}/\"\n\
          loadmodule \"ctl.so\"\nloadmodule \"pv.so\"\nloadmodule \"xlog.so\"\nloadmodule \"sl.so\"\n",
-        cfg.globals
+        cfg.globals,
+        modules_dir()
     );
     for m in cfg.modules {
         text.push_str(&format!("loadmodule \"{m}\"\n"));
@@ -193,7 +229,7 @@ impl Kamailio {
             .append(true)
             .open(dir.0.join("kamailio.log"))
             .expect("log file");
-        let mut cmd = Command::new(KAMAILIO);
+        let mut cmd = Command::new(kamailio_bin());
         cmd.args(["-DD", "-E", "-f"])
             .arg(&cfg_path)
             .arg("-w")
