@@ -1,6 +1,7 @@
 //! Bad configuration stops Kamailio at start with an error naming the
-//! problem; the two inputs that crash or mislead the C module are refused
-//! cleanly by ours.
+//! problem, where the C module refuses it too (or crashes on it); values
+//! the C module reads its own way start with the same meaning and a
+//! warning.
 
 mod common;
 
@@ -45,30 +46,76 @@ fn bad_queue_definitions_refused_by_both() {
     }
 }
 
-/// The C module silently reads "ten" as 0 (unbounded) and addmode 7 as 0;
-/// ours refuses the typo instead of running with another meaning.
+/// Values the C module reads its own way (Kamailio's `str2sint`, result
+/// unchecked): both modules start, the queue behaves the same (15 adds of
+/// one key, then its size), and ours warns, naming the queue and how the
+/// value was read.
 #[test]
-fn non_numeric_and_out_of_range_attributes_refused() {
-    for (params, why) in [
+fn odd_values_start_with_the_c_meaning() {
+    let cases = [
+        ("name=q;size=-1", 15, Some("size -1 means no limit")),
+        ("name=q;size=", 15, Some("size= is read as 0")),
+        ("name=q;size=10abc", 10, Some("size=10abc is read as 10")),
+        ("name=q;size=0x10", 15, Some("size=0x10 is read as 0")),
+        ("name=q;size=ten", 15, Some("size=ten is read as 0")),
         (
-            r#"modparam("mqueue", "mqueue", "name=q;size=ten")"#,
-            "attribute size: not a number",
+            "name=q;size=99999999999999999999",
+            15,
+            Some("size=99999999999999999999 is read as 2147483647"),
+        ),
+        ("name=q;addmode=3", 15, Some("addmode 3 means 0")),
+        ("name=q;addmode=-1", 15, Some("addmode -1 means 0")),
+        ("name=q;addmode=1x", 1, Some("addmode=1x is read as 1")),
+        ("name=q;dbmode=7", 15, Some("dbmode 7 means no persistence")),
+        ("name=q;size=4", 4, None),
+    ];
+    for (def, size, warning) in cases {
+        let body = format!("modparam(\"mqueue\", \"mqueue\", \"{def}\")\n{}", FILL);
+        check_same(&body, def, size, warning);
+    }
+    for (params, size, warning) in [
+        (
+            "modparam(\"mqueue\", \"mqueue_size\", -5)",
+            15,
+            "size -5 means no limit",
         ),
         (
-            r#"modparam("mqueue", "mqueue", "name=q;addmode=7")"#,
-            "addmode must be 0, 1 or 2",
-        ),
-        (
-            r#"modparam("mqueue", "mqueue_addmode", 5)"#,
-            "mqueue_addmode",
+            "modparam(\"mqueue\", \"mqueue_addmode\", 9)",
+            15,
+            "addmode 9 means 0",
         ),
     ] {
-        let (code, log) = refuse(Impl::Rust, params);
-        assert!(
-            code.is_some_and(|c| c != 0),
-            "{params}: exit {code:?}\n{log}"
-        );
-        assert!(log.contains(why), "no '{why}':\n{log}");
+        let body = format!("{params}\nmodparam(\"mqueue\", \"mqueue_name\", \"q\")\n{FILL}");
+        check_same(&body, params, size, Some(warning));
+    }
+}
+
+const FILL: &str = r#"event_route[core:worker-one-init] {
+    $var(i) = 0;
+    while ($var(i) < 15) { mq_add("q", "k", "v$var(i)"); $var(i) = $var(i) + 1; }
+    xlog("L_INFO", "T|SIZE $mq_size(q)\n");
+}
+"#;
+
+fn check_same(body: &str, what: &str, size: usize, warning: Option<&str>) {
+    for imp in BOTH {
+        let cfg = Cfg {
+            body,
+            ..Cfg::default()
+        };
+        let k = Kamailio::start(&cfg, imp);
+        let lines = k.wait_marked("T|SIZE ", 1, std::time::Duration::from_secs(10));
+        assert_eq!(lines, [size.to_string()], "{imp:?} {what}");
+        if imp == Impl::Rust {
+            let log = k.log();
+            match warning {
+                Some(w) => assert!(
+                    log.contains(&format!("mqueue q: {w}")) && log.contains("WARNING"),
+                    "{what}: no warning '{w}':\n{log}"
+                ),
+                None => assert!(!log.contains("mqueue q: "), "{what}: unexpected warning"),
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Module parameters: `mqueue`, `mqueue_name`, `mqueue_size`,
-//! `mqueue_addmode`, `db_url`. A bad value stops Kamailio at start with an
-//! error naming the parameter.
+//! `mqueue_addmode`, `db_url`. Every value the C module accepts is accepted
+//! with the C module's meaning (a warning names the queue where that is
+//! not what the value says); what the C module refuses, or crashes on,
+//! stops Kamailio at start with an error naming the parameter.
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -10,9 +12,9 @@ use std::sync::Mutex;
 use super::registry;
 use crate::kamailio::guard::guard;
 use crate::kamailio::shm;
-use crate::queue::param::parse_queue_spec;
+use crate::queue::param::{meanings, parse_queue_spec};
 use crate::queue::{AddMode, Limits};
-use crate::{kerr, kinfo};
+use crate::{kerr, kinfo, kwarn};
 
 /// `mqueue_size` and `mqueue_addmode`, as set so far (they apply to the
 /// `mqueue_name` definitions that follow them, as in the C module).
@@ -67,7 +69,13 @@ pub unsafe extern "C" fn mq_param(_type: u32, val: *mut c_void) -> c_int {
             return -1;
         };
         match parse_queue_spec(text) {
-            Ok(s) => define("mqueue", &s.name, s.size, s.addmode, s.maxbytes, s.dbmode),
+            Ok(s) => {
+                let name = String::from_utf8_lossy(&s.name);
+                for w in &s.warnings {
+                    kwarn!("mqueue {name}: {w}");
+                }
+                define("mqueue", &s.name, s.size, s.addmode, s.maxbytes, s.dbmode)
+            }
             Err(e) => {
                 kerr!("modparam mqueue: {e}: {}", String::from_utf8_lossy(text));
                 -1
@@ -86,6 +94,9 @@ pub unsafe extern "C" fn mq_param_name(_type: u32, val: *mut c_void) -> c_int {
         }
         let size = DEFAULT_SIZE.load(Ordering::Relaxed);
         let addmode = DEFAULT_ADDMODE.load(Ordering::Relaxed);
+        for w in meanings(size, addmode, 0) {
+            kwarn!("mqueue {}: {w}", String::from_utf8_lossy(name));
+        }
         define("mqueue_name", name, size, addmode, 0, 0)
     })
 }
@@ -95,24 +106,20 @@ fn int_arg(val: *mut c_void) -> i64 {
     val as isize as i32 as i64
 }
 
+/// `mqueue_size`: any `int`, as in the C module (below 0: no limit).
 pub unsafe extern "C" fn mq_param_size(_type: u32, val: *mut c_void) -> c_int {
-    let n = int_arg(val);
-    if n < 0 {
-        kerr!("modparam mqueue_size: must not be negative: {n}");
-        return -1;
-    }
-    DEFAULT_SIZE.store(n, Ordering::Relaxed);
-    0
+    guard("modparam mqueue_size", -1, || {
+        DEFAULT_SIZE.store(int_arg(val), Ordering::Relaxed);
+        0
+    })
 }
 
+/// `mqueue_addmode`: any `int`, as in the C module (other than 1 or 2: 0).
 pub unsafe extern "C" fn mq_param_addmode(_type: u32, val: *mut c_void) -> c_int {
-    let n = int_arg(val);
-    if !(0..=2).contains(&n) {
-        kerr!("modparam mqueue_addmode: must be 0, 1 or 2, not {n}");
-        return -1;
-    }
-    DEFAULT_ADDMODE.store(n, Ordering::Relaxed);
-    0
+    guard("modparam mqueue_addmode", -1, || {
+        DEFAULT_ADDMODE.store(int_arg(val), Ordering::Relaxed);
+        0
+    })
 }
 
 pub unsafe extern "C" fn mq_param_db_url(_type: u32, val: *mut c_void) -> c_int {

@@ -46,7 +46,7 @@ fn saves(d: &QueueDef) -> bool {
 
 /// `mod_init`: checks db_url and binds its driver when a queue needs it.
 pub fn init(queues: &[QueueDef], url: Option<&[u8]>) -> Result<bool, String> {
-    let Some(first) = queues.iter().find(|d| d.dbmode != 0) else {
+    let Some(first) = queues.iter().find(|d| loads(d) || saves(d)) else {
         return Ok(false);
     };
     let url = url.filter(|u| !u.is_empty()).ok_or_else(|| {
@@ -71,7 +71,7 @@ pub fn load_all() {
         if loads(d) {
             load_table(p, d);
         }
-        if d.dbmode != 0 {
+        if loads(d) || saves(d) {
             load_spill(d);
         }
     }

@@ -3,8 +3,16 @@
 //!
 //! Like Kamailio's `parse_params`: attributes separated by `;` (one trailing
 //! `;` allowed), white space around names and values ignored, values may be
-//! quoted with `"` or `'`, names matched without regard to case. Unlike the C
-//! module, a number that does not parse is an error, not a silent 0.
+//! quoted with `"` or `'`, names matched without regard to case.
+//!
+//! Numbers are read as the C module reads them (Kamailio's `str2sint`, whose
+//! result it does not check): an optional sign, then digits up to the first
+//! other character (`10abc` is 10, `0x10` is 0, an empty value is 0), and a
+//! value beyond the `int` range stops at `INT_MAX`/`INT_MIN`. A size below 0
+//! means no limit, an addmode other than 1 or 2 means 0, a dbmode other
+//! than 1 to 3 means no persistence. So every definition the C module
+//! starts with starts here, with the same meaning; where that meaning is
+//! not what the text says, [`QueueSpec::warnings`] says how it was read.
 
 /// One queue definition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -14,6 +22,31 @@ pub struct QueueSpec {
     pub addmode: i64,
     pub dbmode: i64,
     pub maxbytes: i64,
+    /// Values read differently from how they are written (see the module
+    /// doc), for a warning at start.
+    pub warnings: Vec<String>,
+}
+
+/// Reads a number as Kamailio's `str2sint` does: the value and whether the
+/// whole text was a plain decimal `int`.
+pub fn c_int(v: &[u8]) -> (i64, bool) {
+    let (neg, digits) = match v.first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let mut n: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return (if neg { -n } else { n }, false);
+        }
+        n = n * 10 + i64::from(c - b'0');
+        let limit = if neg { 1 << 31 } else { (1 << 31) - 1 };
+        if n > limit {
+            return (if neg { -limit } else { limit }, false);
+        }
+    }
+    (if neg { -n } else { n }, !digits.is_empty())
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -44,16 +77,32 @@ fn unquote(v: &[u8]) -> Result<&[u8], String> {
     }
 }
 
+/// A number of our own attribute (`maxbytes`, unknown to the C module):
+/// anything but a plain non-negative number is refused.
 fn number(attr: &str, v: &[u8]) -> Result<i64, String> {
     std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
         .ok_or_else(|| {
             format!(
-                "attribute {attr}: not a number: {}",
+                "attribute {attr}: not a number of bytes: {}",
                 String::from_utf8_lossy(v)
             )
         })
+}
+
+/// A number of a C module attribute, read as the C module reads it; a
+/// warning when the text says something else.
+fn c_number(attr: &str, v: &[u8], warnings: &mut Vec<String>) -> i64 {
+    let (n, plain) = c_int(v);
+    if !plain {
+        warnings.push(format!(
+            "{attr}={} is read as {n}, as the C module reads it",
+            String::from_utf8_lossy(v)
+        ));
+    }
+    n
 }
 
 /// Splits on `;` outside quotes.
@@ -99,9 +148,9 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
                 spec.name = value.to_vec();
                 have_name = true;
             }
-            "size" => spec.size = number("size", value)?,
-            "addmode" => spec.addmode = number("addmode", value)?,
-            "dbmode" => spec.dbmode = number("dbmode", value)?,
+            "size" => spec.size = c_number("size", value, &mut spec.warnings),
+            "addmode" => spec.addmode = c_number("addmode", value, &mut spec.warnings),
+            "dbmode" => spec.dbmode = c_number("dbmode", value, &mut spec.warnings),
             "maxbytes" => spec.maxbytes = number("maxbytes", value)?,
             _ => {
                 return Err(format!(
@@ -114,16 +163,28 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
     if !have_name || spec.name.is_empty() {
         return Err("queue name not defined".into());
     }
-    if !(0..=2).contains(&spec.addmode) {
-        return Err(format!("addmode must be 0, 1 or 2, not {}", spec.addmode));
-    }
-    if !(0..=3).contains(&spec.dbmode) {
-        return Err(format!("dbmode must be 0 to 3, not {}", spec.dbmode));
-    }
-    if spec.size < 0 || spec.maxbytes < 0 {
-        return Err("size and maxbytes must not be negative".into());
-    }
+    spec.warnings
+        .extend(meanings(spec.size, spec.addmode, spec.dbmode));
     Ok(spec)
+}
+
+/// Warnings for values whose meaning is not their number: a negative size
+/// (no limit), an addmode other than 0 to 2 (0), a dbmode other than 0 to 3
+/// (no persistence).
+pub fn meanings(size: i64, addmode: i64, dbmode: i64) -> Vec<String> {
+    let mut w = Vec::new();
+    if size < 0 {
+        w.push(format!("size {size} means no limit"));
+    }
+    if !(0..=2).contains(&addmode) {
+        w.push(format!(
+            "addmode {addmode} means 0 (every item is appended)"
+        ));
+    }
+    if !(0..=3).contains(&dbmode) {
+        w.push(format!("dbmode {dbmode} means no persistence"));
+    }
+    w
 }
 
 #[cfg(test)]
@@ -150,12 +211,37 @@ mod tests {
         assert!(parse_queue_spec(b"name=q;colour=red")
             .unwrap_err()
             .contains("colour"));
-        assert!(parse_queue_spec(b"name=q;size=ten")
+        assert!(parse_queue_spec(b"name=q;maxbytes=1k")
             .unwrap_err()
-            .contains("size"));
-        assert!(parse_queue_spec(b"name=q;addmode=7")
-            .unwrap_err()
-            .contains("addmode"));
+            .contains("maxbytes"));
         assert!(parse_queue_spec(b"name=\"q").is_err());
+    }
+
+    #[test]
+    fn numbers_read_as_the_c_module_reads_them() {
+        for (text, n, plain) in [
+            (&b"10"[..], 10, true),
+            (b"+7", 7, true),
+            (b"-1", -1, true),
+            (b"", 0, false),
+            (b"10abc", 10, false),
+            (b"0x10", 0, false),
+            (b"ten", 0, false),
+            (b"-", 0, false),
+            (b"2147483647", i32::MAX as i64, true),
+            (b"2147483648", i32::MAX as i64, false),
+            (b"99999999999999999999", i32::MAX as i64, false),
+            (b"-2147483648", i32::MIN as i64, true),
+            (b"-99999999999", i32::MIN as i64, false),
+        ] {
+            assert_eq!(c_int(text), (n, plain), "{}", String::from_utf8_lossy(text));
+        }
+        let s = parse_queue_spec(b"name=q;size=10abc;addmode=9;dbmode=").unwrap();
+        assert_eq!((s.size, s.addmode, s.dbmode), (10, 9, 0));
+        assert_eq!(s.warnings.len(), 3, "{:?}", s.warnings);
+        assert!(parse_queue_spec(b"name=q;size=5")
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 }
