@@ -165,3 +165,39 @@ fn json_rpc_replies_the_same() {
     assert!(ours[3].contains(r#""key": "k1""#), "{ours:?}");
     assert!(ours[5].contains(r#""message": "Empty queue""#), "{ours:?}");
 }
+
+/// `mqueue.fetch` run from the script (`jsonrpc_exec`): the fetched item
+/// becomes the process's current item, as in the C module, also when the
+/// reply is a fault in the C module (empty value); an empty queue drops
+/// the previous one.
+#[test]
+fn rpc_fetch_sets_the_current_item() {
+    let body = r#"modparam("mqueue", "mqueue", "name=q")
+event_route[core:worker-one-init] {
+    mq_add("q", "k1", "v1");
+    mq_add("q", "k2", "");
+    jsonrpc_exec('{"jsonrpc": "2.0", "method": "mqueue.fetch", "params": ["q"], "id": 1}');
+    xlog("L_INFO", "T|A $mqk(q)|$mqv(q)|$jsonrpl(code)\n");
+    jsonrpc_exec('{"jsonrpc": "2.0", "method": "mqueue.fetch", "params": ["q"], "id": 2}');
+    xlog("L_INFO", "T|B $mqk(q)|$mqv(q)\n");
+    jsonrpc_exec('{"jsonrpc": "2.0", "method": "mqueue.fetch", "params": ["q"], "id": 3}');
+    xlog("L_INFO", "T|C $mqk(q)|$mqv(q)|$jsonrpl(code)\n");
+}
+"#;
+    let mut seen = Vec::new();
+    for imp in BOTH {
+        let cfg = Cfg {
+            modules: &["jsonrpcs.so"],
+            body,
+            ..Cfg::default()
+        };
+        let k = Kamailio::start(&cfg, imp);
+        seen.push(k.wait_marked("T|", 3, Duration::from_secs(10)));
+    }
+    assert_eq!(seen[0], seen[1], "Rust vs C");
+    assert_eq!(
+        seen[0],
+        ["A k1|v1|200", "B k2|<null>", "C <null>|<null>|404"],
+        "{seen:?}"
+    );
+}

@@ -118,16 +118,32 @@ fn with_fetched_slot<R>(idx: usize, f: impl FnOnce(&mut Fetched) -> R) -> R {
     })
 }
 
-/// Shows the oldest item to `f`, which answers whether it could use it
-/// (an RPC reply that fits): the item is removed only then. 1 taken, 0
-/// kept, -2 empty.
-pub fn fetch_if(idx: usize, f: impl FnOnce(&[u8], &[u8]) -> bool) -> i32 {
+/// `mqueue.fetch`: shows the oldest item to `reply`, which answers whether
+/// it could use it (an RPC reply that fits). Only then is the item removed,
+/// and, as in the C module, it becomes this process's fetched item
+/// (`$mqk`/`$mqv` after `jsonrpc_exec`); the previous one is dropped
+/// first in any case. 1 taken, 0 kept, -2 empty.
+pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> i32 {
     let Some(d) = def(idx) else { return -1 };
-    match d.queue().lock().fetch_if(f) {
-        Some(true) => 1,
-        Some(false) => 0,
-        None => -2,
-    }
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        let taken = d.queue().lock().fetch_if(|k, v| {
+            let fits = reply(k, v);
+            if fits {
+                slot.key.clear();
+                slot.key.extend_from_slice(k);
+                slot.val.clear();
+                slot.val.extend_from_slice(v);
+            }
+            fits
+        });
+        slot.present = taken == Some(true);
+        match taken {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => -2,
+        }
+    })
 }
 
 /// Takes the oldest item into this process's slot: 1, or -2 when empty.

@@ -92,7 +92,7 @@ pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
         // Unlike the C module, an empty key or value is returned as an
         // empty string, and an item whose reply cannot be built (larger
         // than the transport's reply buffer) stays queued.
-        let rc = api::fetch_if(idx, |k, v| {
+        let rc = api::fetch_for_reply(idx, |k, v| {
             rpc.add_struct()
                 .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
         });
