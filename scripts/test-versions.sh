@@ -19,7 +19,7 @@ failed=()
 run_suite() { # label bin modules module panic_module
   echo "=== integration tests on Kamailio $1 ($2)"
   MQUEUE_KAMAILIO_BIN=$2 MQUEUE_KAMAILIO_MODULES=$3 MQUEUE_MODULE=$4 MQUEUE_PANIC_MODULE=$5 \
-    cargo test --release --test '*' -- --test-threads=2
+    cargo test --release --no-fail-fast --test '*' -- --test-threads=2
 }
 
 debian_version=$(/usr/sbin/kamailio -v 2>/dev/null | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p')

@@ -99,18 +99,21 @@ impl Impl {
     }
 }
 
-/// A port in this project's test range (35100-36999), free for UDP now.
+/// A port in this project's test range (35100-36999), free now for both
+/// UDP (Kamailio's SIP listener) and TCP (HTTP, PostgreSQL, Redis).
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 35100 + (std::process::id() % 190) as u16 * 10;
     for _ in 0..1900 {
         let off = NEXT.fetch_add(1, Ordering::Relaxed) % 1900;
         let port = 35100 + ((base - 35100 + off) % 1900);
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
-    panic!("no free UDP port in 35100-36999");
+    panic!("no free port in 35100-36999");
 }
 
 pub struct TempDir(pub PathBuf);
@@ -193,9 +196,12 @@ pub struct Kamailio {
     child: Option<Child>,
 }
 
+/// No core dumps, a process group of its own (killed whole on drop), and
+/// SIGKILL when the test thread that started it dies, so that a test
+/// process killed half-way leaves no Kamailio behind.
 fn no_core_and_own_group(cmd: &mut Command) {
-    // SAFETY: pre_exec runs in the forked child before exec; setrlimit and
-    // setpgid are async-signal-safe.
+    // SAFETY: pre_exec runs in the forked child before exec; setrlimit,
+    // setpgid and prctl are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
@@ -204,6 +210,7 @@ fn no_core_and_own_group(cmd: &mut Command) {
             };
             libc::setrlimit(libc::RLIMIT_CORE, &lim);
             libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
