@@ -78,7 +78,15 @@ fn run(imp: Impl) -> Vec<String> {
     let _uas = Uas(sipp(&["-sn", "uas", "-p", &uas_port.to_string()])
         .spawn()
         .expect("run sipp: run `make deps` (package sip-tester)"));
-    std::thread::sleep(Duration::from_millis(300));
+    // The UAS listens once its port is taken.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::UdpSocket::bind(("127.0.0.1", uas_port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sipp uas does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let uac = sipp(&[
         &format!("127.0.0.1:{}", k.port),
         "-sn",
@@ -96,8 +104,20 @@ fn run(imp: Impl) -> Vec<String> {
     .expect("run sipp");
     assert_eq!(uac.code(), Some(0), "sipp uac failed:\n{}", k.log());
     let lines = k.wait_marked("ACC|", CALLS, Duration::from_secs(10));
-    // Nothing more arrives later.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing more arrives later: no transaction is left to make a record,
+    // and the queue is drained.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tm = k.rpc(&["tm.stats"]).expect("tm.stats");
+        if common::field(&tm, "current") == "0" && k.queue_size("acc") == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{imp:?}: transactions or records left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(k.marked("ACC|").len(), lines.len(), "{imp:?}: late records");
     lines
 }

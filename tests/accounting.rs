@@ -172,8 +172,8 @@ route[CONSUME] {
         assert!(Instant::now() < deadline, "queue does not drain");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(100));
-    let got = k.marked("T|GOT ");
+    let fetched_now = k.stat("q", "fetched") as usize;
+    let got = k.wait_marked("T|GOT ", fetched_now, Duration::from_secs(10));
     let distinct: std::collections::HashSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), got.len(), "an item was fetched twice");
     let s = |n: &str| k.stat("q", n);

@@ -53,8 +53,15 @@ fn workers_and_timers_share_queues() {
             ..Cfg::default()
         };
         let k = Kamailio::start(&cfg, imp);
-        // Let the timer produce all "back" items, then send SIP traffic.
-        std::thread::sleep(Duration::from_millis(800));
+        // The timer has produced every "back" item before SIP traffic.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while k.queue_size("back") < BACK_ITEMS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{imp:?}: the timer does not produce"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let rc = sipp_messages(k.port, MESSAGES, 200, &k.dir.0);
         assert_eq!(rc, 0, "{imp:?}: sipp failed (rc {rc})");
         let consumed = k.wait_marked("C|", MESSAGES, Duration::from_secs(20));

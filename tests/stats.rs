@@ -26,6 +26,8 @@ event_route[core:worker-one-init] {
     mq_fetch("q");
     mq_add("u", "k", "1");
     mq_add("u", "k", "2");
+    mq_add("u", "x", "1");
+    mq_add("u", "y", "1");
     xlog("L_INFO", "T|READY\n");
 }
 "#,
@@ -39,6 +41,9 @@ event_route[core:worker-one-init] {
         k.log()
     );
 
+    // Two of u's three items go with a clear (counted as cleared).
+    k.rpc(&["mqueue.fetch", "u"]).expect("fetch");
+    k.rpc(&["mqueue.clear", "u"]).expect("clear");
     let stats = k.rpc(&["stats.get_statistics", "mqueue:"]).expect("stats");
     let want = [
         ("q_size", 1),
@@ -46,8 +51,11 @@ event_route[core:worker-one-init] {
         ("q_fetched", 1),
         ("q_evicted", 1),
         ("q_max_size", 2),
-        ("u_size", 1),
-        ("u_added", 1),
+        ("u_size", 0),
+        ("u_added", 3),
+        ("u_fetched", 1),
+        ("u_cleared", 2),
+        ("q_cleared", 0),
         ("u_rejected", 1),
         ("u_replaced", 0),
         ("u_failed", 0),

@@ -5,6 +5,7 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::host_entry;
 use crate::kamailio::guard::guard;
 use crate::sys;
 
@@ -26,15 +27,19 @@ pub fn runtime_dir() -> PathBuf {
 /// which [`run_first_at_destroy`] replaced, and what runs before it.
 static HEAD_DESTROY: OnceLock<(sys::destroy_function, fn())> = OnceLock::new();
 
-/// Stands in for the head module's destroy function: runs the hook, then
-/// the module's own destroy function.
-unsafe extern "C" fn head_destroy() {
-    if let Some((original, hook)) = HEAD_DESTROY.get() {
-        guard("mod_destroy (first)", (), hook);
-        if let Some(f) = original {
-            // SAFETY: the head module's own destroy function, called once
-            // by the core's destroy walk, as it would have been.
-            unsafe { f() };
+host_entry! {
+    /// Stands in for the head module's destroy function: runs the hook,
+    /// then the module's own destroy function.
+    fn head_destroy(), "mod_destroy (first)", () => {
+        if let Some((original, hook)) = HEAD_DESTROY.get() {
+            // A panic in the hook must not keep the module's own destroy
+            // function from running.
+            guard("mqueue save at shutdown", (), hook);
+            if let Some(f) = original {
+                // SAFETY: the head module's own destroy function, called once
+                // by the core's destroy walk, as it would have been.
+                unsafe { f() };
+            }
         }
     }
 }

@@ -43,3 +43,28 @@ pub fn guard<R>(entry: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
 fn failed(entry: &str) {
     crate::kerr!("{entry}: failed after an internal error; the call returns an error");
 }
+
+/// Declares an `extern "C"` entry whose body runs inside [`guard`], so that
+/// no entry the host calls can miss it (pgrx's `#[pg_guard]`, as a macro):
+///
+/// ```ignore
+/// host_entry! {
+///     /// `mq_size(queue)`.
+///     pub fn w_mq_size(msg: *mut sys::sip_msg, q: *mut c_char) -> c_int, "mq_size", -1 => {
+///         ...
+///     }
+/// }
+/// ```
+///
+/// The label names the entry in the log; the value after it is what the
+/// host gets when the body panics.
+#[macro_export]
+macro_rules! host_entry {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?,
+     $label:expr, $on_panic:expr => $body:block) => {
+        $(#[$attr])*
+        $vis unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+            $crate::kamailio::guard::guard($label, $on_panic, || $body)
+        }
+    };
+}

@@ -4,10 +4,12 @@
 //! reason it is sound.
 
 pub mod core;
+pub mod counters;
 pub mod db;
 pub mod fixup;
 pub mod guard;
 pub mod host_cell;
+pub mod kemi;
 pub mod log;
 pub mod process_local;
 pub mod pv;

@@ -100,3 +100,26 @@ impl VarRef {
         }
     }
 }
+
+/// Stores a name the module parsed itself in a variable's spec
+/// (`PV_NAME_OTHER`); it lives as long as the spec, i.e. the process.
+///
+/// # Safety
+/// `sp` is the spec the core is parsing, passed to the name parser.
+pub unsafe fn set_own_name<T>(sp: *mut sys::pv_spec_t, name: Box<T>) {
+    // SAFETY: dname with PV_NAME_OTHER is the module's to use.
+    unsafe {
+        (*sp).pvp.pvn.type_ = sys::PV_NAME_OTHER as c_int;
+        (*sp).pvp.pvn.u.dname = Box::into_raw(name) as *mut libc::c_void;
+    }
+}
+
+/// The name [`set_own_name`] stored for this variable.
+///
+/// # Safety
+/// `param` belongs to a spec whose name was stored by [`set_own_name`]
+/// with the same `T`.
+pub unsafe fn own_name<'a, T>(param: *mut sys::pv_param_t) -> &'a T {
+    // SAFETY: as the caller guarantees; the box is never freed.
+    unsafe { &*((*param).pvn.u.dname as *const T) }
+}

@@ -23,14 +23,38 @@ unsafe impl RawAlloc for ShmAlloc {
     }
 }
 
+/// Types that may live in shared memory (pgrx's `PGRXSharedMemory`): every
+/// pointer they hold points into shared memory, they own no memory of a
+/// process's heap, and every process reaches their state through a
+/// cross-process lock.
+///
+/// # Safety
+/// Implement only for types that meet all three conditions.
+pub unsafe trait ShmSafe {}
+
+// SAFETY: a queue's items and index come from `ShmAlloc`, its counters are
+// plain integers, and its state sits behind the futex mutex, which works
+// across processes (non-private futex on shm).
+unsafe impl ShmSafe for crate::queue::Queue<ShmAlloc> {}
+
+/// Alignment Kamailio's shm allocators guarantee.
+const SHM_ALIGN: usize = 8;
+
 /// Places `value` in a new shm block; None when shm is exhausted.
-pub fn shm_box<T>(value: T) -> Option<*mut T> {
+pub fn shm_box<T: ShmSafe>(value: T) -> Option<*mut T> {
+    const { assert!(std::mem::align_of::<T>() <= SHM_ALIGN) };
     let p = ShmAlloc.alloc(std::mem::size_of::<T>()) as *mut T;
     if p.is_null() {
         return None;
     }
-    // SAFETY: p is a fresh block of size_of::<T>() bytes, aligned to 8, which
-    // is enough for every T placed in shm by this module.
+    if !(p as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        // SAFETY: p came from shm_malloc just above.
+        unsafe { ShmAlloc.free(p as *mut u8) };
+        crate::kerr!("shm_malloc returned a block not aligned for the queue state");
+        return None;
+    }
+    // SAFETY: p is a fresh block of size_of::<T>() bytes, aligned for T
+    // (checked above).
     unsafe { p.write(value) };
     Some(p)
 }

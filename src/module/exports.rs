@@ -6,8 +6,9 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
 use super::{kemi, params, persist, pvars, registry, rpc, script, stats};
+use crate::host_entry;
 use crate::kamailio::core;
-use crate::kamailio::guard::{guard, install_panic_hook};
+use crate::kamailio::guard::install_panic_hook;
 use crate::kamailio::host_cell::HostCell;
 use crate::sys::{self, core_version};
 use crate::{kerr, kwarn};
@@ -337,28 +338,28 @@ static KEMI: HostCell<[sys::sr_kemi_t; 11]> = HostCell::new([
     },
 ]);
 
-/// Called by the core right after loading the module.
-#[no_mangle]
-pub unsafe extern "C" fn mod_register(
-    _path: *mut c_char,
-    _dlflags: *mut c_int,
-    _p1: *mut c_void,
-    _p2: *mut c_void,
-) -> c_int {
-    install_panic_hook();
-    guard("mod_register", -1, || {
+host_entry! {
+    /// Called by the core right after loading the module.
+    #[no_mangle]
+    pub fn mod_register(
+        _path: *mut c_char,
+        _dlflags: *mut c_int,
+        _p1: *mut c_void,
+        _p2: *mut c_void,
+    ) -> c_int, "mod_register", -1 => {
+        install_panic_hook();
         // SAFETY: the KEMI table is static and NUL-terminated; the core keeps
         // the pointer.
-        if unsafe { sys::sr_kemi_modules_add(KEMI.get() as *mut sys::sr_kemi_t) } < 0 {
+        if !unsafe { crate::kamailio::kemi::register(KEMI.get() as *mut sys::sr_kemi_t) } {
             kerr!("cannot register the KEMI exports");
             return -1;
         }
         0
-    })
+    }
 }
 
-unsafe extern "C" fn mod_init() -> c_int {
-    guard("mod_init", -1, || {
+host_entry! {
+    fn mod_init() -> c_int, "mod_init", -1 => {
         let reg = registry::freeze();
         if reg.queues.is_empty() {
             kwarn!("no mqueue defined");
@@ -384,20 +385,22 @@ unsafe extern "C" fn mod_init() -> c_int {
             }
         }
         0
-    })
+    }
 }
 
-unsafe extern "C" fn child_init(rank: c_int) -> c_int {
-    guard("child_init", -1, || {
+host_entry! {
+    fn child_init(rank: c_int) -> c_int, "child_init", -1 => {
         if rank == sys::PROC_INIT {
             persist::load_all();
         }
         0
-    })
+    }
 }
 
-unsafe extern "C" fn mod_destroy() {
-    guard("mod_destroy", (), persist::save_all)
+host_entry! {
+    fn mod_destroy(), "mod_destroy", () => {
+        persist::save_all()
+    }
 }
 
 /// The inter-module API of the C module's `api.h`.
@@ -406,9 +409,13 @@ pub struct MqApi {
     pub add: Option<unsafe extern "C" fn(*mut sys::str_, *mut sys::str_, *mut sys::str_) -> c_int>,
 }
 
-/// `mq_api_t.add`: 0 on success, -1 on error, like the C `mq_item_add`.
-unsafe extern "C" fn api_add(q: *mut sys::str_, k: *mut sys::str_, v: *mut sys::str_) -> c_int {
-    guard("mq_api.add", -1, || {
+host_entry! {
+    /// `mq_api_t.add`: 0 on success, -1 on error, like the C `mq_item_add`.
+    fn api_add(
+        q: *mut sys::str_,
+        k: *mut sys::str_,
+        v: *mut sys::str_,
+    ) -> c_int, "mq_api.add", -1 => {
         // SAFETY: the calling module passes valid str pointers (or null).
         let (q, k, v) = unsafe {
             let get = |s: *mut sys::str_| {
@@ -425,17 +432,17 @@ unsafe extern "C" fn api_add(q: *mut sys::str_, k: *mut sys::str_, v: *mut sys::
         } else {
             -1
         }
-    })
+    }
 }
 
-/// `bind_mq(mq_api_t*)`, found by other modules with `find_export`.
-unsafe extern "C" fn bind_mq(api: *mut MqApi) -> c_int {
-    guard("bind_mq", -1, || {
+host_entry! {
+    /// `bind_mq(mq_api_t*)`, found by other modules with `find_export`.
+    fn bind_mq(api: *mut MqApi) -> c_int, "bind_mq", -1 => {
         if api.is_null() {
             return -1;
         }
         // SAFETY: the caller passes its mq_api_t to fill.
         unsafe { (*api).add = Some(api_add) };
         0
-    })
+    }
 }

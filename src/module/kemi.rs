@@ -2,49 +2,45 @@
 //! `*_gete` and `*_getw` getters honour their names (empty string, `<null>`)
 //! where the C module returns a plain null.
 
-use std::cell::UnsafeCell;
 use std::os::raw::c_int;
 
 use super::{api, registry};
-use crate::kamailio::guard::guard;
-use crate::kamailio::str::as_bytes;
+use crate::host_entry;
+use crate::kamailio::kemi::{self, arg, NullMode};
 use crate::kerr;
 use crate::sys;
 
-unsafe fn arg<'a>(s: *mut sys::str_) -> &'a [u8] {
-    if s.is_null() {
-        &[]
-    } else {
-        // SAFETY: KEMI passes valid str arguments for the call.
-        unsafe { as_bytes(&*s) }
+host_entry! {
+    pub fn ki_mq_add(
+        _m: *mut sys::sip_msg,
+        q: *mut sys::str_,
+        k: *mut sys::str_,
+        v: *mut sys::str_,
+    ) -> c_int, "KSR.mqueue.mq_add", -1 => {
+        // SAFETY: arguments forwarded from KEMI.
+        unsafe { api::add_by_name(arg(q), arg(k), arg(v)) }
     }
 }
 
-pub unsafe extern "C" fn ki_mq_add(
-    _m: *mut sys::sip_msg,
-    q: *mut sys::str_,
-    k: *mut sys::str_,
-    v: *mut sys::str_,
-) -> c_int {
-    // SAFETY: arguments forwarded from KEMI.
-    guard("KSR.mqueue.mq_add", -1, || unsafe {
-        api::add_by_name(arg(q), arg(k), arg(v))
-    })
-}
-
-pub unsafe extern "C" fn ki_mq_fetch(_m: *mut sys::sip_msg, q: *mut sys::str_) -> c_int {
-    guard("KSR.mqueue.mq_fetch", -1, || {
+host_entry! {
+    pub fn ki_mq_fetch(
+        _m: *mut sys::sip_msg,
+        q: *mut sys::str_,
+    ) -> c_int, "KSR.mqueue.mq_fetch", -1 => {
         // SAFETY: argument forwarded from KEMI.
         match registry::lookup(unsafe { arg(q) }) {
             Some(idx) => api::fetch(idx),
             None => -1,
         }
-    })
+    }
 }
 
-/// The size (0 when empty), or -1 for an unknown queue.
-pub unsafe extern "C" fn ki_mq_size(_m: *mut sys::sip_msg, q: *mut sys::str_) -> c_int {
-    guard("KSR.mqueue.mq_size", -1, || {
+host_entry! {
+    /// The size (0 when empty), or -1 for an unknown queue.
+    pub fn ki_mq_size(
+        _m: *mut sys::sip_msg,
+        q: *mut sys::str_,
+    ) -> c_int, "KSR.mqueue.mq_size", -1 => {
         // SAFETY: argument forwarded from KEMI.
         let name = unsafe { arg(q) };
         match registry::lookup(name).and_then(api::size) {
@@ -54,99 +50,51 @@ pub unsafe extern "C" fn ki_mq_size(_m: *mut sys::sip_msg, q: *mut sys::str_) ->
                 -1
             }
         }
-    })
+    }
 }
 
-pub unsafe extern "C" fn ki_mq_pv_free(_m: *mut sys::sip_msg, q: *mut sys::str_) -> c_int {
-    guard("KSR.mqueue.mq_pv_free", -1, || {
+host_entry! {
+    pub fn ki_mq_pv_free(
+        _m: *mut sys::sip_msg,
+        q: *mut sys::str_,
+    ) -> c_int, "KSR.mqueue.mq_pv_free", -1 => {
         // SAFETY: argument forwarded from KEMI.
         if let Some(idx) = registry::lookup(unsafe { arg(q) }) {
             api::pv_free(idx);
         }
         1
-    })
+    }
 }
 
-/// The value KEMI getters return; the interpreter copies it before the next
-/// call, and each process runs KEMI in one thread.
-struct XvalSlot(UnsafeCell<sys::sr_kemi_xval_t>);
-// SAFETY: only touched from the thread that runs KEMI in this process.
-unsafe impl Sync for XvalSlot {}
-static XVAL: XvalSlot = XvalSlot(UnsafeCell::new(sys::sr_kemi_xval_t {
-    vtype: 0,
-    v: sys::sr_kemi_xval__bindgen_ty_1 { n: 0 },
-}));
-
-fn getter(q: *mut sys::str_, want_key: bool, null_mode: u32) -> *mut sys::sr_kemi_xval_t {
-    let out = XVAL.0.get();
-    // SAFETY: see XvalSlot; q is a KEMI argument.
-    unsafe {
-        let idx = registry::lookup(arg(q));
-        let done = idx.is_some_and(|idx| {
-            api::fetched(idx, |item| match item {
-                Some((k, v)) => {
-                    let bytes = if want_key { k } else { v };
-                    (*out).vtype = sys::SR_KEMIP_STR as c_int;
-                    (*out).v.s = sys::str_ {
-                        s: bytes.as_ptr() as *mut libc::c_char,
-                        len: bytes.len() as c_int,
-                    };
-                    true
-                }
-                None => false,
-            })
-        });
-        if !done {
-            sys::sr_kemi_xval_null(out, null_mode as c_int);
-        }
-    }
-    out
+fn getter(q: *mut sys::str_, want_key: bool, null_mode: NullMode) -> *mut sys::sr_kemi_xval_t {
+    // SAFETY: q is a KEMI argument.
+    let idx = registry::lookup(unsafe { arg(q) });
+    let found = idx.and_then(|idx| {
+        // The fetched bytes stay in place until the next fetch or
+        // mq_pv_free in this process, after the interpreter copied them.
+        api::fetched(idx, |item| {
+            item.map(|(k, v)| kemi::string(if want_key { k } else { v }))
+        })
+    });
+    found.unwrap_or_else(|| kemi::null(null_mode))
 }
 
 macro_rules! ki_getter {
     ($name:ident, $label:literal, $key:expr, $mode:expr) => {
-        pub unsafe extern "C" fn $name(
-            _m: *mut sys::sip_msg,
-            q: *mut sys::str_,
-        ) -> *mut sys::sr_kemi_xval_t {
-            guard($label, XVAL.0.get(), || getter(q, $key, $mode))
+        host_entry! {
+            pub fn $name(
+                _m: *mut sys::sip_msg,
+                q: *mut sys::str_,
+            ) -> *mut sys::sr_kemi_xval_t, $label, kemi::slot() => {
+                getter(q, $key, $mode)
+            }
         }
     };
 }
 
-ki_getter!(
-    ki_mqk_get,
-    "KSR.mqueue.mqk_get",
-    true,
-    sys::SR_KEMI_XVAL_NULL_NONE
-);
-ki_getter!(
-    ki_mqk_gete,
-    "KSR.mqueue.mqk_gete",
-    true,
-    sys::SR_KEMI_XVAL_NULL_EMPTY
-);
-ki_getter!(
-    ki_mqk_getw,
-    "KSR.mqueue.mqk_getw",
-    true,
-    sys::SR_KEMI_XVAL_NULL_PRINT
-);
-ki_getter!(
-    ki_mqv_get,
-    "KSR.mqueue.mqv_get",
-    false,
-    sys::SR_KEMI_XVAL_NULL_NONE
-);
-ki_getter!(
-    ki_mqv_gete,
-    "KSR.mqueue.mqv_gete",
-    false,
-    sys::SR_KEMI_XVAL_NULL_EMPTY
-);
-ki_getter!(
-    ki_mqv_getw,
-    "KSR.mqueue.mqv_getw",
-    false,
-    sys::SR_KEMI_XVAL_NULL_PRINT
-);
+ki_getter!(ki_mqk_get, "KSR.mqueue.mqk_get", true, NullMode::None);
+ki_getter!(ki_mqk_gete, "KSR.mqueue.mqk_gete", true, NullMode::Empty);
+ki_getter!(ki_mqk_getw, "KSR.mqueue.mqk_getw", true, NullMode::Print);
+ki_getter!(ki_mqv_get, "KSR.mqueue.mqv_get", false, NullMode::None);
+ki_getter!(ki_mqv_gete, "KSR.mqueue.mqv_gete", false, NullMode::Empty);
+ki_getter!(ki_mqv_getw, "KSR.mqueue.mqv_getw", false, NullMode::Print);

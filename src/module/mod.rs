@@ -1,5 +1,6 @@
 //! Module glue: the export tables Kamailio reads, and thin `extern "C"`
-//! entry points into safe code. Every entry runs inside
+//! entry points into safe code. Every entry is declared with
+//! [`crate::host_entry!`], which runs its body inside
 //! [`crate::kamailio::guard::guard`].
 
 pub mod api;

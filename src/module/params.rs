@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use super::registry;
-use crate::kamailio::guard::guard;
+use crate::host_entry;
 use crate::kamailio::shm;
 use crate::queue::param::{meanings, parse_queue_spec};
 use crate::queue::{AddMode, Limits};
@@ -61,9 +61,9 @@ fn define(param: &str, name: &[u8], size: i64, addmode: i64, maxbytes: i64, dbmo
     }
 }
 
-/// `modparam("mqueue", "mqueue", "name=q;size=N;addmode=M;dbmode=D;maxbytes=B")`
-pub unsafe extern "C" fn mq_param(_type: u32, val: *mut c_void) -> c_int {
-    guard("modparam mqueue", -1, || {
+host_entry! {
+    /// `modparam("mqueue", "mqueue", "name=q;size=N;addmode=M;dbmode=D;maxbytes=B")`
+    pub fn mq_param(_type: u32, val: *mut c_void) -> c_int, "modparam mqueue", -1 => {
         let Some(text) = string_arg(val) else {
             kerr!("modparam mqueue: no value");
             return -1;
@@ -81,12 +81,12 @@ pub unsafe extern "C" fn mq_param(_type: u32, val: *mut c_void) -> c_int {
                 -1
             }
         }
-    })
+    }
 }
 
-/// `modparam("mqueue", "mqueue_name", "q")` with the current size/addmode.
-pub unsafe extern "C" fn mq_param_name(_type: u32, val: *mut c_void) -> c_int {
-    guard("modparam mqueue_name", -1, || {
+host_entry! {
+    /// `modparam("mqueue", "mqueue_name", "q")` with the current size/addmode.
+    pub fn mq_param_name(_type: u32, val: *mut c_void) -> c_int, "modparam mqueue_name", -1 => {
         let name = string_arg(val).unwrap_or_default();
         if name.is_empty() {
             kerr!("modparam mqueue_name: mqueue name not defined");
@@ -98,7 +98,7 @@ pub unsafe extern "C" fn mq_param_name(_type: u32, val: *mut c_void) -> c_int {
             kwarn!("mqueue {}: {w}", String::from_utf8_lossy(name));
         }
         define("mqueue_name", name, size, addmode, 0, 0)
-    })
+    }
 }
 
 fn int_arg(val: *mut c_void) -> i64 {
@@ -106,28 +106,31 @@ fn int_arg(val: *mut c_void) -> i64 {
     val as isize as i32 as i64
 }
 
-/// `mqueue_size`: any `int`, as in the C module (below 0: no limit).
-pub unsafe extern "C" fn mq_param_size(_type: u32, val: *mut c_void) -> c_int {
-    guard("modparam mqueue_size", -1, || {
+host_entry! {
+    /// `mqueue_size`: any `int`, as in the C module (below 0: no limit).
+    pub fn mq_param_size(_type: u32, val: *mut c_void) -> c_int, "modparam mqueue_size", -1 => {
         DEFAULT_SIZE.store(int_arg(val), Ordering::Relaxed);
         0
-    })
+    }
 }
 
-/// `mqueue_addmode`: any `int`, as in the C module (other than 1 or 2: 0).
-pub unsafe extern "C" fn mq_param_addmode(_type: u32, val: *mut c_void) -> c_int {
-    guard("modparam mqueue_addmode", -1, || {
+host_entry! {
+    /// `mqueue_addmode`: any `int`, as in the C module (other than 1 or 2: 0).
+    pub fn mq_param_addmode(
+        _type: u32,
+        val: *mut c_void,
+    ) -> c_int, "modparam mqueue_addmode", -1 => {
         DEFAULT_ADDMODE.store(int_arg(val), Ordering::Relaxed);
         0
-    })
+    }
 }
 
-pub unsafe extern "C" fn mq_param_db_url(_type: u32, val: *mut c_void) -> c_int {
-    guard("modparam db_url", -1, || {
+host_entry! {
+    pub fn mq_param_db_url(_type: u32, val: *mut c_void) -> c_int, "modparam db_url", -1 => {
         let url = string_arg(val).unwrap_or_default().to_vec();
         if let Ok(mut slot) = DB_URL.lock() {
             *slot = (!url.is_empty()).then_some(url);
         }
         0
-    })
+    }
 }

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::os::raw::c_int;
 
 use super::{api, registry};
-use crate::kamailio::guard::guard;
+use crate::host_entry;
 use crate::kamailio::pv::{self, VarRef};
 use crate::kamailio::str::as_bytes;
 use crate::kerr;
@@ -19,9 +19,12 @@ struct PvQueueName {
     cached: Cell<Option<usize>>,
 }
 
-/// Parses the inner name once, at configuration time.
-pub unsafe extern "C" fn pv_parse_mq_name(sp: *mut sys::pv_spec_t, input: *mut sys::str_) -> c_int {
-    guard("pv_parse_mq_name", -1, || {
+host_entry! {
+    /// Parses the inner name once, at configuration time.
+    pub fn pv_parse_mq_name(
+        sp: *mut sys::pv_spec_t,
+        input: *mut sys::str_,
+    ) -> c_int, "pv_parse_mq_name", -1 => {
         if sp.is_null() || input.is_null() {
             return -1;
         }
@@ -47,21 +50,17 @@ pub unsafe extern "C" fn pv_parse_mq_name(sp: *mut sys::pv_spec_t, input: *mut s
             var,
             cached: Cell::new(None),
         });
-        // SAFETY: sp is the spec being parsed; dname with PV_NAME_OTHER is
-        // ours to use. The box lives as long as the spec (the process).
-        unsafe {
-            (*sp).pvp.pvn.type_ = sys::PV_NAME_OTHER as c_int;
-            (*sp).pvp.pvn.u.dname = Box::into_raw(parsed) as *mut libc::c_void;
-        }
+        // SAFETY: sp is the spec being parsed.
+        unsafe { pv::set_own_name(sp, parsed) };
         0
-    })
+    }
 }
 
 /// The queue the variable names; None after logging when there is none.
 #[inline(always)]
 unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Option<usize> {
-    // SAFETY: dname was set by pv_parse_mq_name for this spec.
-    let parsed = unsafe { &*((*param).pvn.u.dname as *const PvQueueName) };
+    // SAFETY: pv_parse_mq_name stored a PvQueueName for this spec.
+    let parsed: &PvQueueName = unsafe { pv::own_name(param) };
     match parsed.cached.get() {
         Some(idx) => Some(idx),
         // SAFETY: as for this function.
@@ -129,33 +128,37 @@ unsafe fn get_item(
     }
 }
 
-/// `$mqk(q)`: the key of the item last fetched here, or `$null`.
-pub unsafe extern "C" fn pv_get_mqk(
-    msg: *mut sys::sip_msg,
-    param: *mut sys::pv_param_t,
-    res: *mut sys::pv_value_t,
-) -> c_int {
-    // SAFETY: forwarded from the core.
-    guard("$mqk", -1, || unsafe { get_item(msg, param, res, true) })
+host_entry! {
+    /// `$mqk(q)`: the key of the item last fetched here, or `$null`.
+    pub fn pv_get_mqk(
+        msg: *mut sys::sip_msg,
+        param: *mut sys::pv_param_t,
+        res: *mut sys::pv_value_t,
+    ) -> c_int, "$mqk", -1 => {
+        // SAFETY: forwarded from the core.
+        unsafe { get_item(msg, param, res, true) }
+    }
 }
 
-/// `$mqv(q)`: the value of the item last fetched here, or `$null`.
-pub unsafe extern "C" fn pv_get_mqv(
-    msg: *mut sys::sip_msg,
-    param: *mut sys::pv_param_t,
-    res: *mut sys::pv_value_t,
-) -> c_int {
-    // SAFETY: forwarded from the core.
-    guard("$mqv", -1, || unsafe { get_item(msg, param, res, false) })
+host_entry! {
+    /// `$mqv(q)`: the value of the item last fetched here, or `$null`.
+    pub fn pv_get_mqv(
+        msg: *mut sys::sip_msg,
+        param: *mut sys::pv_param_t,
+        res: *mut sys::pv_value_t,
+    ) -> c_int, "$mqv", -1 => {
+        // SAFETY: forwarded from the core.
+        unsafe { get_item(msg, param, res, false) }
+    }
 }
 
-/// `$mq_size(q)`: the number of queued items.
-pub unsafe extern "C" fn pv_get_mq_size(
-    msg: *mut sys::sip_msg,
-    param: *mut sys::pv_param_t,
-    res: *mut sys::pv_value_t,
-) -> c_int {
-    guard("$mq_size", -1, || {
+host_entry! {
+    /// `$mq_size(q)`: the number of queued items.
+    pub fn pv_get_mq_size(
+        msg: *mut sys::sip_msg,
+        param: *mut sys::pv_param_t,
+        res: *mut sys::pv_value_t,
+    ) -> c_int, "$mq_size", -1 => {
         // SAFETY: forwarded from the core.
         unsafe {
             let Some(idx) = queue_of(msg, param) else {
@@ -166,5 +169,5 @@ pub unsafe extern "C" fn pv_get_mq_size(
                 None => -1,
             }
         }
-    })
+    }
 }

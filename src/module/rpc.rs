@@ -5,6 +5,7 @@
 use std::os::raw::c_void;
 
 use super::{api, registry};
+use crate::host_entry;
 use crate::kamailio::guard::guard;
 use crate::kamailio::rpc::Rpc;
 use crate::sys;
@@ -20,9 +21,18 @@ fn serve(name: &str, rpc: &Rpc, f: impl FnOnce()) {
     }
 }
 
-unsafe fn ctx(api: *mut sys::rpc_t, c: *mut c_void) -> Rpc {
-    // SAFETY: forwarded from the core's handler call.
-    unsafe { Rpc::new(api, c) }
+/// Declares an RPC command: a [`host_entry!`] whose body gets the call's
+/// context as `rpc`, inside [`serve`].
+macro_rules! rpc_handler {
+    ($name:ident, $label:literal, |$rpc:ident| $body:block) => {
+        host_entry! {
+            pub fn $name(a: *mut sys::rpc_t, c: *mut c_void), $label, () => {
+                // SAFETY: forwarded from the core's handler call.
+                let $rpc = unsafe { Rpc::new(a, c) };
+                serve($label, &$rpc, || $body)
+            }
+        }
+    };
 }
 
 /// The queue named by the first parameter, or a fault with the C module's
@@ -45,167 +55,139 @@ fn queue_param(rpc: &Rpc, codes: (i32, i32, i32)) -> Option<(Vec<u8>, usize)> {
     }
 }
 
-pub unsafe extern "C" fn mqueue_rpc_get_size(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.get_size", &rpc, || {
-        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
-            return;
-        };
-        let size = api::size(idx).unwrap_or(0);
-        match rpc.add_struct() {
-            Some(st) => {
-                st.str(c"name", &name);
-                st.int(c"size", size as i64);
-            }
-            None => rpc.fault(500, c"Server error"),
-        }
-    })
-}
-
-pub unsafe extern "C" fn mqueue_rpc_get_sizes(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.get_sizes", &rpc, || {
-        let Some(reg) = registry::frozen() else {
-            return;
-        };
-        // The C module lists the queues newest-defined first.
-        for (idx, def) in reg.queues.iter().enumerate().rev() {
-            let Some(st) = rpc.add_struct() else {
-                rpc.fault(500, c"Server error");
-                return;
-            };
-            st.str(c"name", &def.name);
-            st.int(c"size", api::size(idx).unwrap_or(0) as i64);
-        }
-    })
-}
-
-pub unsafe extern "C" fn mqueue_rpc_fetch(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.fetch", &rpc, || {
-        let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
-            return;
-        };
-        // Unlike the C module, an empty key or value is returned as an
-        // empty string, and an item whose reply cannot be built (larger
-        // than the transport's reply buffer) stays queued.
-        let rc = api::fetch_for_reply(idx, |k, v| {
-            rpc.add_struct()
-                .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
-        });
-        match rc {
-            1 => {}
-            -2 => rpc.fault(404, c"Empty queue"),
-            _ => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
-        }
-    })
-}
-
-pub unsafe extern "C" fn mqueue_rpc_stats(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.stats", &rpc, || {
-        let Some(reg) = registry::frozen() else {
-            return;
-        };
-        let only = rpc.scan_str(true);
-        if let Some(name) = &only {
-            if registry::lookup(name).is_none() {
-                rpc.fault(404, c"No such queue");
-                return;
-            }
-        }
-        for def in &reg.queues {
-            if only.as_ref().is_some_and(|n| *n != def.name) {
-                continue;
-            }
-            let q = def.queue().lock();
-            let (s, limits, mode) = (q.stats(), q.limits(), q.mode());
-            drop(q);
-            let Some(st) = rpc.add_struct() else {
-                rpc.fault(500, c"Server error");
-                return;
-            };
-            st.str(c"name", &def.name);
-            st.int(c"size", s.size as i64);
-            st.int(c"limit", limits.max_items as i64);
-            st.int(c"maxbytes", limits.max_bytes as i64);
-            st.int(c"addmode", mode.as_int() as i64);
-            st.int(c"dbmode", def.dbmode as i64);
-            st.int(c"added", s.added as i64);
-            st.int(c"fetched", s.fetched as i64);
-            st.int(c"evicted", s.evicted as i64);
-            st.int(c"replaced", s.replaced as i64);
-            st.int(c"rejected", s.rejected as i64);
-            st.int(c"failed", s.failed as i64);
-            st.int(c"cleared", s.cleared as i64);
-            st.int(c"max_size", s.max_size as i64);
-            st.int(c"item_bytes", s.item_bytes as i64);
-            st.int(c"shm_bytes", s.shm_bytes as i64);
-        }
-    })
-}
-
-pub unsafe extern "C" fn mqueue_rpc_peek(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.peek", &rpc, || {
-        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
-            return;
-        };
-        let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
-        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
-            return;
-        };
-        // Copy out under the lock, reply after releasing it.
-        let mut items = Vec::new();
-        def.queue()
-            .lock()
-            .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
-        for (k, v) in items {
-            let Some(st) = rpc.add_struct() else { return };
-            st.str(c"key", &k);
-            st.str(c"val", &v);
-        }
-    })
-}
-
-pub unsafe extern "C" fn mqueue_rpc_clear(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.clear", &rpc, || {
-        let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
-            return;
-        };
-        let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
-            return;
-        };
-        let n = def.queue().lock().clear();
-        if let Some(st) = rpc.add_struct() {
+rpc_handler!(mqueue_rpc_get_size, "mqueue.get_size", |rpc| {
+    let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+        return;
+    };
+    let size = api::size(idx).unwrap_or(0);
+    match rpc.add_struct() {
+        Some(st) => {
             st.str(c"name", &name);
-            st.int(c"cleared", n as i64);
+            st.int(c"size", size as i64);
         }
-    })
-}
+        None => rpc.fault(500, c"Server error"),
+    }
+});
 
-pub unsafe extern "C" fn mqueue_rpc_add(a: *mut sys::rpc_t, c: *mut c_void) {
-    // SAFETY: forwarded from the core.
-    let rpc = unsafe { ctx(a, c) };
-    serve("mqueue.add", &rpc, || {
-        let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+rpc_handler!(mqueue_rpc_get_sizes, "mqueue.get_sizes", |rpc| {
+    let Some(reg) = registry::frozen() else {
+        return;
+    };
+    // The C module lists the queues newest-defined first.
+    for (idx, def) in reg.queues.iter().enumerate().rev() {
+        let Some(st) = rpc.add_struct() else {
+            rpc.fault(500, c"Server error");
             return;
         };
-        let (Some(key), Some(val)) = (rpc.scan_str(false), rpc.scan_str(false)) else {
-            rpc.fault(400, c"Key and value required");
+        st.str(c"name", &def.name);
+        st.int(c"size", api::size(idx).unwrap_or(0) as i64);
+    }
+});
+
+rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
+    let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
+        return;
+    };
+    // Unlike the C module, an empty key or value is returned as an
+    // empty string, and an item whose reply cannot be built (larger
+    // than the transport's reply buffer) stays queued.
+    let rc = api::fetch_for_reply(idx, |k, v| {
+        rpc.add_struct()
+            .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
+    });
+    match rc {
+        1 => {}
+        -2 => rpc.fault(404, c"Empty queue"),
+        _ => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
+    }
+});
+
+rpc_handler!(mqueue_rpc_stats, "mqueue.stats", |rpc| {
+    let Some(reg) = registry::frozen() else {
+        return;
+    };
+    let only = rpc.scan_str(true);
+    if let Some(name) = &only {
+        if registry::lookup(name).is_none() {
+            rpc.fault(404, c"No such queue");
             return;
-        };
-        if api::add(idx, &key, &val) == 1 {
-            rpc.add_int(1);
-        } else {
-            rpc.fault(500, c"Cannot add item");
         }
-    })
-}
+    }
+    for def in &reg.queues {
+        if only.as_ref().is_some_and(|n| *n != def.name) {
+            continue;
+        }
+        let q = def.queue().lock();
+        let (s, limits, mode) = (q.stats(), q.limits(), q.mode());
+        drop(q);
+        let Some(st) = rpc.add_struct() else {
+            rpc.fault(500, c"Server error");
+            return;
+        };
+        st.str(c"name", &def.name);
+        st.int(c"size", s.size as i64);
+        st.int(c"limit", limits.max_items as i64);
+        st.int(c"maxbytes", limits.max_bytes as i64);
+        st.int(c"addmode", mode.as_int() as i64);
+        st.int(c"dbmode", def.dbmode as i64);
+        st.int(c"added", s.added as i64);
+        st.int(c"fetched", s.fetched as i64);
+        st.int(c"evicted", s.evicted as i64);
+        st.int(c"replaced", s.replaced as i64);
+        st.int(c"rejected", s.rejected as i64);
+        st.int(c"failed", s.failed as i64);
+        st.int(c"cleared", s.cleared as i64);
+        st.int(c"max_size", s.max_size as i64);
+        st.int(c"item_bytes", s.item_bytes as i64);
+        st.int(c"shm_bytes", s.shm_bytes as i64);
+    }
+});
+
+rpc_handler!(mqueue_rpc_peek, "mqueue.peek", |rpc| {
+    let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+        return;
+    };
+    let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
+    let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
+        return;
+    };
+    // Copy out under the lock, reply after releasing it.
+    let mut items = Vec::new();
+    def.queue()
+        .lock()
+        .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+    for (k, v) in items {
+        let Some(st) = rpc.add_struct() else { return };
+        st.str(c"key", &k);
+        st.str(c"val", &v);
+    }
+});
+
+rpc_handler!(mqueue_rpc_clear, "mqueue.clear", |rpc| {
+    let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+        return;
+    };
+    let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
+        return;
+    };
+    let n = def.queue().lock().clear();
+    if let Some(st) = rpc.add_struct() {
+        st.str(c"name", &name);
+        st.int(c"cleared", n as i64);
+    }
+});
+
+rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
+    let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
+        return;
+    };
+    let (Some(key), Some(val)) = (rpc.scan_str(false), rpc.scan_str(false)) else {
+        rpc.fault(400, c"Key and value required");
+        return;
+    };
+    if api::add(idx, &key, &val) == 1 {
+        rpc.add_int(1);
+    } else {
+        rpc.fault(500, c"Cannot add item");
+    }
+});

@@ -4,8 +4,8 @@
 use std::os::raw::{c_char, c_int, c_void};
 
 use super::{api, registry};
+use crate::host_entry;
 use crate::kamailio::fixup;
-use crate::kamailio::guard::guard;
 use crate::kerr;
 use crate::sys;
 
@@ -55,10 +55,10 @@ unsafe fn resolve_dynamic(
     })
 }
 
-/// Fixup of the queue name (parameter 1); other parameters are plain
-/// string-with-variables parameters.
-pub unsafe extern "C" fn fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c_int {
-    guard("fixup", -1, || {
+host_entry! {
+    /// Fixup of the queue name (parameter 1); other parameters are plain
+    /// string-with-variables parameters.
+    pub fn fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c_int, "fixup", -1 => {
         // SAFETY: the core passes the slot of this parameter.
         if unsafe { fixup::fix_spve(param) } < 0 {
             kerr!("cannot fix parameter {param_no}");
@@ -75,11 +75,11 @@ pub unsafe extern "C" fn fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c
         // SAFETY: the slot now holds our QueueParam; free_fixup_mq undoes it.
         unsafe { *param = Box::into_raw(boxed) as *mut c_void };
         0
-    })
+    }
 }
 
-pub unsafe extern "C" fn free_fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c_int {
-    guard("free_fixup", -1, || {
+host_entry! {
+    pub fn free_fixup_mq(param: *mut *mut c_void, param_no: c_int) -> c_int, "free_fixup", -1 => {
         if param_no == 1 {
             // SAFETY: the slot holds the QueueParam fixup_mq made.
             let qp = unsafe { Box::from_raw(*param as *mut QueueParam) };
@@ -88,17 +88,17 @@ pub unsafe extern "C" fn free_fixup_mq(param: *mut *mut c_void, param_no: c_int)
         }
         // SAFETY: the slot holds a gparam_t made by fix_spve.
         unsafe { fixup::free_spve(param) }
-    })
+    }
 }
 
-/// `mq_add(queue, key, value)`: 1 added (or kept, addmode 1), -1 error.
-pub unsafe extern "C" fn w_mq_add(
-    msg: *mut sys::sip_msg,
-    q: *mut c_char,
-    key: *mut c_char,
-    val: *mut c_char,
-) -> c_int {
-    guard("mq_add", -1, || {
+host_entry! {
+    /// `mq_add(queue, key, value)`: 1 added (or kept, addmode 1), -1 error.
+    pub fn w_mq_add(
+        msg: *mut sys::sip_msg,
+        q: *mut c_char,
+        key: *mut c_char,
+        val: *mut c_char,
+    ) -> c_int, "mq_add", -1 => {
         // SAFETY: q, key and val are the parameters fixed by fixup_mq.
         unsafe {
             let idx = match resolve(msg, q, true) {
@@ -115,31 +115,31 @@ pub unsafe extern "C" fn w_mq_add(
             };
             api::add(idx, k, v)
         }
-    })
+    }
 }
 
-/// `mq_fetch(queue)`: 1 fetched, -1 unknown queue, -2 empty.
-pub unsafe extern "C" fn w_mq_fetch(
-    msg: *mut sys::sip_msg,
-    q: *mut c_char,
-    _p2: *mut c_char,
-) -> c_int {
-    guard("mq_fetch", -1, || {
+host_entry! {
+    /// `mq_fetch(queue)`: 1 fetched, -1 unknown queue, -2 empty.
+    pub fn w_mq_fetch(
+        msg: *mut sys::sip_msg,
+        q: *mut c_char,
+        _p2: *mut c_char,
+    ) -> c_int, "mq_fetch", -1 => {
         // SAFETY: q is the parameter fixed by fixup_mq.
         match unsafe { resolve(msg, q, false) } {
             Ok(idx) => api::fetch(idx),
             Err(rc) => rc,
         }
-    })
+    }
 }
 
-/// `mq_size(queue)`: the size, -1 when empty, -2 for an unknown queue.
-pub unsafe extern "C" fn w_mq_size(
-    msg: *mut sys::sip_msg,
-    q: *mut c_char,
-    _p2: *mut c_char,
-) -> c_int {
-    guard("mq_size", -1, || {
+host_entry! {
+    /// `mq_size(queue)`: the size, -1 when empty, -2 for an unknown queue.
+    pub fn w_mq_size(
+        msg: *mut sys::sip_msg,
+        q: *mut c_char,
+        _p2: *mut c_char,
+    ) -> c_int, "mq_size", -1 => {
         // SAFETY: q is the parameter fixed by fixup_mq.
         let idx = match unsafe { resolve(msg, q, true) } {
             Ok(i) => i,
@@ -150,16 +150,16 @@ pub unsafe extern "C" fn w_mq_size(
             Some(n) => n.min(i32::MAX as usize) as c_int,
             None => -2,
         }
-    })
+    }
 }
 
-/// `mq_pv_free(queue)`: drops the fetched item; always 1.
-pub unsafe extern "C" fn w_mq_pv_free(
-    msg: *mut sys::sip_msg,
-    q: *mut c_char,
-    _p2: *mut c_char,
-) -> c_int {
-    guard("mq_pv_free", -1, || {
+host_entry! {
+    /// `mq_pv_free(queue)`: drops the fetched item; always 1.
+    pub fn w_mq_pv_free(
+        msg: *mut sys::sip_msg,
+        q: *mut c_char,
+        _p2: *mut c_char,
+    ) -> c_int, "mq_pv_free", -1 => {
         // SAFETY: q is the parameter fixed by fixup_mq.
         match unsafe { resolve(msg, q, false) } {
             Ok(idx) => {
@@ -169,5 +169,5 @@ pub unsafe extern "C" fn w_mq_pv_free(
             Err(-1) => 1,
             Err(rc) => rc,
         }
-    })
+    }
 }

@@ -5,7 +5,8 @@
 use std::ffi::{c_void, CString};
 
 use super::registry::QueueDef;
-use crate::kamailio::guard::guard;
+use crate::host_entry;
+use crate::kamailio::counters;
 use crate::queue::Stats;
 use crate::sys;
 
@@ -51,54 +52,24 @@ const COUNTERS: [(&str, Read, &str); 10] = [
 
 const KINDS: usize = COUNTERS.len();
 
-unsafe extern "C" fn read_counter(
-    _h: sys::counter_handle_t,
-    param: *mut c_void,
-) -> sys::counter_val_t {
-    guard("statistics", 0, || {
+host_entry! {
+    fn read_counter(
+        _h: sys::counter_handle_t,
+        param: *mut c_void,
+    ) -> sys::counter_val_t, "statistics", 0 => {
         let p = param as usize;
         let (idx, kind) = (p / KINDS, p % KINDS);
         super::api::stats(idx).map_or(0, |s| COUNTERS[kind].1(&s) as sys::counter_val_t)
-    })
+    }
 }
 
 /// Registers every queue's counters (mod_init, before the fork).
 pub fn register(queues: &[QueueDef]) -> Result<(), String> {
-    let group = CString::new("mqueue").expect("no NUL");
-    let group: &'static CString = Box::leak(Box::new(group));
+    let group: &'static CString = Box::leak(Box::new(CString::new("mqueue").expect("no NUL")));
     for (idx, d) in queues.iter().enumerate() {
         for (kind, (suffix, _, doc)) in COUNTERS.iter().enumerate() {
-            let mut name = d.name.clone();
-            name.extend_from_slice(b"_");
-            name.extend_from_slice(suffix.as_bytes());
-            let Ok(name) = CString::new(name) else {
-                return Err(format!("queue name {} holds a NUL byte", d.name_lossy()));
-            };
-            // The core keeps the name and doc pointers: they live forever.
-            let name: &'static CString = Box::leak(Box::new(name));
-            let doc: &'static CString = Box::leak(Box::new(CString::new(*doc).expect("no NUL")));
-            let mut h = sys::counter_handle_t::default();
-            // SAFETY: strings are NUL-terminated and never freed; the
-            // callback and its integer parameter stay valid for the life
-            // of the process (and its children, forked later).
-            let rc = unsafe {
-                sys::counter_register(
-                    &mut h,
-                    group.as_ptr(),
-                    name.as_ptr(),
-                    sys::CNT_F_NO_RESET as _, // the values are the queue's own
-                    Some(read_counter),
-                    (idx * KINDS + kind) as *mut c_void,
-                    doc.as_ptr(),
-                    0,
-                )
-            };
-            if rc < 0 {
-                return Err(format!(
-                    "cannot register statistic mqueue:{}",
-                    name.to_string_lossy()
-                ));
-            }
+            let name = [&d.name[..], b"_", suffix.as_bytes()].concat();
+            counters::register(group, &name, doc, read_counter, idx * KINDS + kind)?;
         }
     }
     Ok(())
