@@ -280,3 +280,43 @@ event_route[core:worker-one-init] {{
     assert!(db.rows("q").is_empty());
     k.stop();
 }
+
+/// db_text with dbmode 3 (save only): ours saves every item on every
+/// Kamailio version. What the C module does is recorded, not asserted:
+/// the C module of 5.8.8 to 6.1.4 crashes in this save and loses them.
+#[test]
+fn db_text_save_only_queue_on_every_version() {
+    let rows: Vec<Row> = (1..=3).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    for imp in common::BOTH {
+        let db = Db::text();
+        db.create_table("sv");
+        let body = format!(
+            r#"modparam("mqueue", "db_url", "{}")
+modparam("mqueue", "mqueue", "name=sv;dbmode=3")
+event_route[core:worker-one-init] {{
+    mq_add("sv", "k1", "v1"); mq_add("sv", "k2", "v2"); mq_add("sv", "k3", "v3");
+    xlog("L_INFO", "T|READY\n");
+}}
+"#,
+            db.url()
+        );
+        let cfg = Cfg {
+            modules: &["db_text.so"],
+            body: &body,
+            ..Cfg::default()
+        };
+        let mut k = Kamailio::start(&cfg, imp);
+        assert_eq!(k.wait_marked("T|READY", 1, Duration::from_secs(10)).len(), 1);
+        k.stop();
+        let saved = db.rows("sv");
+        if imp == Impl::Rust {
+            assert_eq!(saved, rows, "{}", k.log());
+        } else {
+            eprintln!(
+                "C module {:?}: db_text dbmode=3 saved {} of 3 items",
+                common::host_version(),
+                saved.len()
+            );
+        }
+    }
+}

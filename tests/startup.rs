@@ -135,10 +135,15 @@ fn dbmode_without_db_url_refused() {
         log.contains("mqueue q: dbmode=1 needs the db_url module parameter"),
         "{log}"
     );
-    // The C module of Kamailio 5.6.3 dies with SIGSEGV here (a C bug we fix).
-    let (c_code, c_log) = refuse(
-        Impl::C,
-        r#"modparam("mqueue", "mqueue", "name=q;dbmode=1")"#,
+    // What the C module does differs by version (5.6.3 dies with SIGSEGV):
+    // recorded, not asserted.
+    let cfg = Cfg {
+        body: r#"modparam("mqueue", "mqueue", "name=q;dbmode=1")"#,
+        ..Cfg::default()
+    };
+    let c = Kamailio::start_outcome(&cfg, Impl::C);
+    eprintln!(
+        "C module {:?}, dbmode=1 without db_url: {c}",
+        common::host_version()
     );
-    assert_eq!(c_code, None, "the C module was expected to crash:\n{c_log}");
 }

@@ -322,6 +322,29 @@ impl Kamailio {
         }
     }
 
+    /// Starts Kamailio and tells what happened, for recording what an
+    /// oracle does where versions differ: "running" once it answers RPC
+    /// (then stopped), or how it exited.
+    pub fn start_outcome(cfg: &Cfg, imp: Impl) -> String {
+        let mut k = Self::spawn(cfg, imp, &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(Ok(Some(status))) = k.child.as_mut().map(|c| c.try_wait()) {
+                k.child = None;
+                return match status.code() {
+                    Some(code) => format!("exited with code {code}"),
+                    None => "killed by a signal (crash)".to_string(),
+                };
+            }
+            if k.dir.0.join("ctl.sock").exists() && k.rpc(&["core.uptime"]).is_ok() {
+                k.stop();
+                return "running".to_string();
+            }
+            assert!(Instant::now() < deadline, "kamailio ({imp:?}) neither started nor exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = fs::File::open(self.dir.0.join("kamailio.log")) {
