@@ -76,9 +76,10 @@ test: build
 	bash scripts/fuzz.sh $${FUZZ_TEST_SECS:-20} temp
 	bash scripts/test-versions.sh
 
-# Side-by-side workloads on build/mqueue.so and Debian's C mqueue.so (BENCH_N=...).
+# Side-by-side workloads on build/mqueue.so and the C mqueue.so of the same
+# Kamailio (Debian's, or KAMAILIO_BIN's), BENCH_N=... and friends.
 bench: build
-	python3 bench/bench.py
+	$(HOST_ENV) python3 bench/bench.py
 
 # Full-size reliability runs: 1,000,000 items through the load test and a
 # 10-minute SIP soak (MQUEUE_LOAD_ITEMS, MQUEUE_SOAK_SECS override).

@@ -20,8 +20,24 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODS = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
-IMPLS = {"rust": os.path.join(ROOT, "build/mqueue.so"), "c": MODS + "/mqueue.so"}
+# The host: Debian's Kamailio, or KAMAILIO_BIN (as for the build); its
+# module directory holds the C mqueue.so, the oracle of the same version.
+KAMAILIO = os.environ.get("KAMAILIO_BIN") or "/usr/sbin/kamailio"
+
+
+def modules_dir():
+    if os.environ.get("BENCH_KAMAILIO_MODULES"):
+        return os.environ["BENCH_KAMAILIO_MODULES"]
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(KAMAILIO)))
+    for sub in ("lib/x86_64-linux-gnu/kamailio/modules", "lib64/kamailio/modules", "lib/kamailio/modules"):
+        if os.path.exists(os.path.join(prefix, sub, "mqueue.so")):
+            return os.path.join(prefix, sub)
+    sys.exit("no kamailio/modules/mqueue.so under %s: set BENCH_KAMAILIO_MODULES" % prefix)
+
+
+MODS = modules_dir()
+IMPLS = {"rust": os.environ.get("BENCH_MODULE") or os.path.join(ROOT, "build/mqueue.so"),
+         "c": MODS + "/mqueue.so"}
 N = int(os.environ.get("BENCH_N", "100000"))
 CG_N = int(os.environ.get("BENCH_CG_N", "20000"))
 SIP_N = int(os.environ.get("BENCH_SIP_N", "20000"))
@@ -116,7 +132,7 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
             f.write(HEAD.format(port=PORT, mods=MODS, module=module, dir=d, params=params, script=script,
                                 children=children, loads=loads, route=route))
         log = open(os.path.join(d, "log"), "w+")
-        cmd = ["kamailio", "-DD", "-E", "-f", cfg, "-w", d, "-Y", d, *extra_args]
+        cmd = [KAMAILIO, "-DD", "-E", "-f", cfg, "-w", d, "-Y", d, *extra_args]
         if callgrind:
             # pkg memory on tlsf: Debian's default pkg allocator (q_malloc
             # with debugging) costs tens of thousands of instructions per
@@ -400,6 +416,22 @@ def memory(module):
     return {"shm bytes/item": (u2 - u0) / items if u0 and u2 else float("nan")}
 
 
+def many_queues(module):
+    """1,000 queues holding one 15-byte item each: shared memory per queued
+    item, and what stays in use per queue once they are drained."""
+    queues = 1000
+    params = "\n".join('modparam("mqueue", "mqueue", "name=q%d")' % i for i in range(queues))
+    fill = loop(queues, 'mq_add("q$var(i)", "key", "0123456789ab");')
+    drain = loop(queues, 'mq_fetch("q$var(i)");')
+    _, rpc0, _, _ = run(module, params, "", rpc_after=["core.shmmem"], extra_args=("-m", "16"))
+    _, rpc1, _, _ = run(module, params, fill, rpc_after=["core.shmmem"], extra_args=("-m", "16"))
+    _, rpc2, _, _ = run(module, params, fill + drain, rpc_after=["core.shmmem"], extra_args=("-m", "16"))
+    u0, u1, u2 = shm_used(rpc0), shm_used(rpc1), shm_used(rpc2)
+    if None in (u0, u1, u2):
+        return {"per item": float("nan"), "left per queue": float("nan")}
+    return {"per item": (u1 - u0) / queues, "left per queue": (u2 - u0) / queues}
+
+
 def row(name, ours, theirs):
     ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
     print("%-44s %12.1f %12.1f %s" % (name, ours, theirs, ratio), flush=True)
@@ -408,7 +440,7 @@ def row(name, ours, theirs):
 def main():
     if not os.path.exists(IMPLS["rust"]):
         sys.exit("build/mqueue.so missing: run make build")
-    print("N=%d, Kamailio %s" % (N, subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
+    print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
     print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
         res = {imp: script_loop_instructions(path, extra) for imp, path in IMPLS.items()}
@@ -449,6 +481,10 @@ def main():
               flush=True)
     res = {imp: memory(path) for imp, path in IMPLS.items()}
     row("memory: shm bytes per queued item", res["rust"]["shm bytes/item"], res["c"]["shm bytes/item"])
+    res = {imp: many_queues(path) for imp, path in IMPLS.items()}
+    row("1,000 queues x 1 item: shm bytes per item", res["rust"]["per item"], res["c"]["per item"])
+    row("1,000 queues drained: shm bytes left per queue", res["rust"]["left per queue"],
+        res["c"]["left per queue"])
 
 
 if __name__ == "__main__":
