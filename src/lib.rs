@@ -12,6 +12,10 @@
 
 pub mod queue;
 
+/// Queues on Redis Streams (no Kamailio dependency; built with the host).
+#[cfg(feature = "host")]
+pub mod stream;
+
 #[cfg(all(feature = "host", not(test)))]
 pub mod sys;
 

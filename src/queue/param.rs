@@ -1,5 +1,6 @@
 //! Parser of the `mqueue` module parameter:
-//! `name=q;size=100;addmode=1;dbmode=0;maxbytes=1048576`.
+//! `name=q;size=100;addmode=1;dbmode=0;maxbytes=1048576`, and for a queue
+//! on Redis Streams `redis=redis://host:port;group=kamailio;claim_ms=30000`.
 //!
 //! Like Kamailio's `parse_params`: attributes separated by `;` (one trailing
 //! `;` allowed), white space around names and values ignored, values may be
@@ -22,6 +23,13 @@ pub struct QueueSpec {
     pub addmode: i64,
     pub dbmode: i64,
     pub maxbytes: i64,
+    /// `redis=URL`: the queue lives in a Redis Stream.
+    pub redis: Option<String>,
+    /// `group=NAME` (Redis queues): the consumer group.
+    pub group: Option<String>,
+    /// `claim_ms=N` (Redis queues): how long an entry delivered to a
+    /// consumer stays pending before another consumer may take it.
+    pub claim_ms: Option<i64>,
     /// Values read differently from how they are written (see the module
     /// doc), for a warning at start.
     pub warnings: Vec<String>,
@@ -86,10 +94,18 @@ fn number(attr: &str, v: &[u8]) -> Result<i64, String> {
         .filter(|n| *n >= 0)
         .ok_or_else(|| {
             format!(
-                "attribute {attr}: not a number of bytes: {}",
+                "attribute {attr}: not a non-negative number: {}",
                 String::from_utf8_lossy(v)
             )
         })
+}
+
+/// A text attribute of our own: UTF-8, not empty.
+fn text(attr: &str, v: &[u8]) -> Result<String, String> {
+    match std::str::from_utf8(v) {
+        Ok(t) if !t.is_empty() => Ok(t.to_string()),
+        _ => Err(format!("attribute {attr}: empty or not UTF-8")),
+    }
 }
 
 /// A number of a C module attribute, read as the C module reads it; a
@@ -152,6 +168,9 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
             "addmode" => spec.addmode = c_number("addmode", value, &mut spec.warnings),
             "dbmode" => spec.dbmode = c_number("dbmode", value, &mut spec.warnings),
             "maxbytes" => spec.maxbytes = number("maxbytes", value)?,
+            "redis" => spec.redis = Some(text("redis", value)?),
+            "group" => spec.group = Some(text("group", value)?),
+            "claim_ms" => spec.claim_ms = Some(number("claim_ms", value)?),
             _ => {
                 return Err(format!(
                     "unknown attribute: {}",
@@ -162,6 +181,9 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
     }
     if !have_name || spec.name.is_empty() {
         return Err("queue name not defined".into());
+    }
+    if spec.redis.is_none() && (spec.group.is_some() || spec.claim_ms.is_some()) {
+        return Err("group and claim_ms apply only to a queue with redis=URL".into());
     }
     spec.warnings
         .extend(meanings(spec.size, spec.addmode, spec.dbmode));
@@ -215,6 +237,17 @@ mod tests {
             .unwrap_err()
             .contains("maxbytes"));
         assert!(parse_queue_spec(b"name=\"q").is_err());
+    }
+
+    #[test]
+    fn redis_attributes() {
+        let s = parse_queue_spec(b"name=q;redis='redis://:p;w@127.0.0.1:6379/2';group=g;claim_ms=500")
+            .unwrap();
+        assert_eq!(s.redis.as_deref(), Some("redis://:p;w@127.0.0.1:6379/2"));
+        assert_eq!((s.group.as_deref(), s.claim_ms), (Some("g"), Some(500)));
+        assert!(parse_queue_spec(b"name=q;group=g").unwrap_err().contains("redis"));
+        assert!(parse_queue_spec(b"name=q;redis=").unwrap_err().contains("redis"));
+        assert!(parse_queue_spec(b"name=q;redis=redis://x;claim_ms=-1").is_err());
     }
 
     #[test]
