@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::registry::{self, QueueDef};
+use super::remote;
 use crate::kamailio::process_local::ProcessLocal;
 use crate::queue::AddOutcome;
 use crate::{kerr, kinfo};
@@ -15,6 +16,19 @@ pub struct Fetched {
     pub present: bool,
     pub key: Vec<u8>,
     pub val: Vec<u8>,
+    /// Redis queues: the entry this process was delivered last and has
+    /// not acknowledged yet (acknowledged by the next fetch or mq_pv_free).
+    pub held: Option<String>,
+}
+
+impl Fetched {
+    fn set(&mut self, k: &[u8], v: &[u8]) {
+        self.key.clear();
+        self.key.extend_from_slice(k);
+        self.val.clear();
+        self.val.extend_from_slice(v);
+        self.present = true;
+    }
 }
 
 /// The item each queue last gave this process (`$mqk`/`$mqv`).
@@ -80,7 +94,21 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> i32 {
     if key == b"__panic__" {
         panic!("injected panic (panic-inject test feature)");
     }
-    let outcome = def(idx).map(|d| d.queue().lock().add(key, val));
+    let Some(d) = def(idx) else { return -1 };
+    if let Some(st) = &d.stream {
+        return match remote::with(|s| s.add(st, key, val)) {
+            Ok(_) => {
+                note_add_result(idx, true, "");
+                1
+            }
+            Err(e) => {
+                d.queue().lock().count_failure();
+                note_add_result(idx, false, &format!("Redis did not acknowledge it: {e}"));
+                -1
+            }
+        };
+    }
+    let outcome = Some(d.queue().lock().add(key, val));
     match outcome {
         Some(AddOutcome::Added) | Some(AddOutcome::Duplicate) => {
             note_add_result(idx, true, "");
@@ -125,6 +153,9 @@ fn with_fetched_slot<R>(idx: usize, f: impl FnOnce(&mut Fetched) -> R) -> R {
 /// first in any case. 1 taken, 0 kept, -2 empty.
 pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> i32 {
     let Some(d) = def(idx) else { return -1 };
+    if d.stream.is_some() {
+        return fetch_remote(idx, d, Some(reply));
+    }
     with_fetched_slot(idx, |slot| {
         slot.present = false;
         let taken = d.queue().lock().fetch_if(|k, v| {
@@ -150,6 +181,9 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
 /// The previous fetched item is dropped first, as in the C module.
 pub fn fetch(idx: usize) -> i32 {
     let Some(d) = def(idx) else { return -1 };
+    if d.stream.is_some() {
+        return fetch_remote(idx, d, None::<fn(&[u8], &[u8]) -> bool>);
+    }
     with_fetched_slot(idx, |slot| {
         slot.present = false;
         let found = d.queue().lock().fetch_with(|k, v| {
@@ -167,9 +201,51 @@ pub fn fetch(idx: usize) -> i32 {
     })
 }
 
-/// Drops this process's fetched item.
+/// Redis queue: acknowledges the held entry and takes the next one. With
+/// `reply` (RPC), an entry whose reply cannot be built is not held, so it
+/// is delivered again after `claim_ms`: it stays queued. On an error the
+/// held entry stays to be acknowledged by the next call.
+fn fetch_remote(idx: usize, d: &QueueDef, reply: Option<impl FnOnce(&[u8], &[u8]) -> bool>) -> i32 {
+    let Some(st) = &d.stream else { return -1 };
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        match remote::with(|s| s.fetch(st, slot.held.as_deref())) {
+            Ok(Some(e)) => {
+                if reply.is_some_and(|r| !r(&e.key, &e.val)) {
+                    slot.held = None;
+                    return 0;
+                }
+                slot.set(&e.key, &e.val);
+                slot.held = Some(e.id);
+                1
+            }
+            Ok(None) => {
+                slot.held = None;
+                -2
+            }
+            Err(e) => {
+                d.queue().lock().count_failure();
+                remote::log_error(&d.name_lossy(), "fetch", &e);
+                -1
+            }
+        }
+    })
+}
+
+/// Drops this process's fetched item (a Redis entry is acknowledged).
 pub fn pv_free(idx: usize) {
-    with_fetched_slot(idx, |slot| slot.present = false);
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        let (Some(d), Some(held)) = (def(idx), slot.held.take()) else {
+            return;
+        };
+        let Some(st) = &d.stream else { return };
+        if let Err(e) = remote::with(|s| s.ack(st, &held)) {
+            d.queue().lock().count_failure();
+            remote::log_error(&d.name_lossy(), "acknowledge", &e);
+            slot.held = Some(held);
+        }
+    });
 }
 
 /// Calls `f` with the fetched key and value, if any. The bytes stay in
@@ -185,12 +261,67 @@ pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R 
     })
 }
 
-/// Items in the queue; None for an unknown index.
+/// Items in the queue (Redis: entries not yet acknowledged); None for an
+/// unknown index or a Redis call that failed (logged).
 pub fn size(idx: usize) -> Option<usize> {
-    def(idx).map(|d| d.queue().lock().len())
+    let d = def(idx)?;
+    let Some(st) = &d.stream else {
+        return Some(d.queue().lock().len());
+    };
+    remote::with(|s| s.len(st))
+        .map_err(|e| {
+            d.queue().lock().count_failure();
+            remote::log_error(&d.name_lossy(), "size", &e);
+        })
+        .ok()
 }
 
-/// The counters of queue `idx` (statistics framework).
+/// The counters of queue `idx` (statistics framework). For a Redis queue:
+/// the counters every instance shares, and this instance's failed calls.
 pub fn stats(idx: usize) -> Option<crate::queue::Stats> {
-    def(idx).map(|d| d.queue().lock().stats())
+    let d = def(idx)?;
+    let local = d.queue().lock().stats();
+    let Some(st) = &d.stream else {
+        return Some(local);
+    };
+    let f = remote::with(|s| s.figures(st)).ok()?;
+    let get = |n: &str| {
+        f.counters
+            .iter()
+            .find(|(k, _)| k == n)
+            .map_or(0, |(_, v)| *v as u64)
+    };
+    Some(crate::queue::Stats {
+        size: f.length.max(0) as usize,
+        added: get("added"),
+        fetched: get("fetched"),
+        evicted: get("evicted"),
+        replaced: get("replaced"),
+        rejected: get("rejected"),
+        cleared: get("cleared"),
+        failed: local.failed,
+        ..Default::default()
+    })
+}
+
+/// Up to `n` items from the oldest on, not removed (Redis: delivered or
+/// not); Err with the reason when a Redis call failed.
+pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    if let Some(st) = &d.stream {
+        return remote::with(|s| s.peek(st, n));
+    }
+    // Copied out under the lock, replied after releasing it.
+    let mut items = Vec::new();
+    d.queue()
+        .lock()
+        .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+    Ok(items)
+}
+
+/// Drops every item; how many there were.
+pub fn clear(d: &QueueDef) -> Result<usize, String> {
+    match &d.stream {
+        Some(st) => remote::with(|s| s.clear(st)),
+        None => Ok(d.queue().lock().clear()),
+    }
 }

@@ -5,7 +5,7 @@
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
-use super::{kemi, params, persist, pvars, registry, rpc, script, stats};
+use super::{kemi, params, persist, pvars, registry, remote, rpc, script, stats};
 use crate::host_entry;
 use crate::kamailio::core;
 use crate::kamailio::guard::install_panic_hook;
@@ -103,12 +103,13 @@ const fn param(name: &'static std::ffi::CStr, kind: u32, f: ParamFn) -> sys::par
     }
 }
 
-static PARAMS: HostCell<[sys::param_export_t; 6]> = HostCell::new([
+static PARAMS: HostCell<[sys::param_export_t; 7]> = HostCell::new([
     param(c"db_url", sys::PARAM_STRING, params::mq_param_db_url),
     param(c"mqueue", sys::PARAM_STRING, params::mq_param),
     param(c"mqueue_name", sys::PARAM_STRING, params::mq_param_name),
     param(c"mqueue_size", sys::PARAM_INT, params::mq_param_size),
     param(c"mqueue_addmode", sys::PARAM_INT, params::mq_param_addmode),
+    param(c"redis_timeout", sys::PARAM_INT, params::mq_param_redis_timeout),
     sys::param_export_t {
         name: null_mut(),
         type_: 0,
@@ -368,6 +369,10 @@ host_entry! {
             kerr!("{e}");
             return -1;
         }
+        if let Err(e) = remote::init(reg) {
+            kerr!("{e}");
+            return -1;
+        }
         let db_url = params::DB_URL.lock().ok().and_then(|u| u.clone());
         match persist::init(&reg.queues, db_url.as_deref()) {
             Ok(true) => {
@@ -399,7 +404,10 @@ host_entry! {
 
 host_entry! {
     fn mod_destroy(), "mod_destroy", () => {
-        persist::save_all()
+        persist::save_all();
+        if let Some(reg) = registry::frozen() {
+            remote::release_all(reg);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod params;
 mod persist;
 mod pvars;
 pub mod registry;
+mod remote;
 mod rpc;
 mod script;
 mod stats;

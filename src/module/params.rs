@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use super::registry;
 use crate::host_entry;
 use crate::kamailio::shm;
-use crate::queue::param::{meanings, parse_queue_spec};
+use crate::queue::param::{meanings, parse_queue_spec, QueueSpec};
+use crate::stream::{StreamSpec, DEFAULT_CLAIM_MS, DEFAULT_GROUP};
 use crate::queue::{AddMode, Limits};
 use crate::{kerr, kinfo, kwarn};
 
@@ -32,24 +33,61 @@ fn string_arg<'a>(val: *mut c_void) -> Option<&'a [u8]> {
     Some(unsafe { CStr::from_ptr(val as *const c_char) }.to_bytes())
 }
 
-fn define(param: &str, name: &[u8], size: i64, addmode: i64, maxbytes: i64, dbmode: i64) -> c_int {
+/// `redis_timeout` (ms): the longest a call to Redis may wait.
+pub static REDIS_TIMEOUT_MS: AtomicI64 = AtomicI64::new(500);
+
+/// A queue on Redis Streams: what the C attributes mean there, checked.
+fn stream_spec(s: &QueueSpec) -> Result<Option<StreamSpec>, String> {
+    let Some(url) = &s.redis else {
+        return Ok(None);
+    };
+    if s.dbmode >= 1 && s.dbmode <= 3 {
+        return Err("dbmode cannot be used with redis (Redis persists the queue itself)".into());
+    }
+    if s.maxbytes > 0 {
+        return Err("maxbytes is not supported for a queue on redis".into());
+    }
+    let group = s.group.as_deref().unwrap_or(DEFAULT_GROUP);
+    let claim_ms = s.claim_ms.map_or(DEFAULT_CLAIM_MS, |n| n as u64);
+    StreamSpec::new(
+        &s.name,
+        url,
+        group,
+        AddMode::from_int(s.addmode as i32),
+        s.size.max(0) as usize,
+        claim_ms,
+    )
+    .map(Some)
+}
+
+fn define(param: &str, s: &QueueSpec) -> c_int {
     if !shm::initialized() {
         kerr!("modparam {param}: shm not initialized - cannot define mqueue now");
         return -1;
     }
+    let (name, size, addmode, maxbytes, dbmode) = (&s.name, s.size, s.addmode, s.maxbytes, s.dbmode);
+    let stream = match stream_spec(s) {
+        Ok(st) => st,
+        Err(e) => {
+            kerr!("modparam {param}: mqueue {}: {e}", String::from_utf8_lossy(name));
+            return -1;
+        }
+    };
     let limits = Limits {
         max_items: size.max(0) as usize,
         max_bytes: maxbytes.max(0) as usize,
     };
+    let on_redis = stream.as_ref().map(|st| format!("|redis={}", st.shown_url)).unwrap_or_default();
     match registry::define(
         name,
         AddMode::from_int(addmode as i32),
         limits,
         dbmode as i32,
+        stream,
     ) {
         Ok(()) => {
             kinfo!(
-                "mqueue param: [{}|size={size}|addmode={addmode}|dbmode={dbmode}|maxbytes={maxbytes}]",
+                "mqueue param: [{}|size={size}|addmode={addmode}|dbmode={dbmode}|maxbytes={maxbytes}{on_redis}]",
                 String::from_utf8_lossy(name)
             );
             0
@@ -74,7 +112,7 @@ host_entry! {
                 for w in &s.warnings {
                     kwarn!("mqueue {name}: {w}");
                 }
-                define("mqueue", &s.name, s.size, s.addmode, s.maxbytes, s.dbmode)
+                define("mqueue", &s)
             }
             Err(e) => {
                 kerr!("modparam mqueue: {e}: {}", String::from_utf8_lossy(text));
@@ -97,7 +135,13 @@ host_entry! {
         for w in meanings(size, addmode, 0) {
             kwarn!("mqueue {}: {w}", String::from_utf8_lossy(name));
         }
-        define("mqueue_name", name, size, addmode, 0, 0)
+        let spec = QueueSpec {
+            name: name.to_vec(),
+            size,
+            addmode,
+            ..QueueSpec::default()
+        };
+        define("mqueue_name", &spec)
     }
 }
 
@@ -131,6 +175,19 @@ host_entry! {
         if let Ok(mut slot) = DB_URL.lock() {
             *slot = (!url.is_empty()).then_some(url);
         }
+        0
+    }
+}
+
+host_entry! {
+    /// `redis_timeout` (int, ms): the longest a Redis call waits; 1 or more.
+    pub fn mq_param_redis_timeout(_type: u32, val: *mut c_void) -> c_int, "modparam redis_timeout", -1 => {
+        let n = int_arg(val);
+        if n < 1 {
+            kerr!("modparam redis_timeout: must be at least 1 (ms), not {n}");
+            return -1;
+        }
+        REDIS_TIMEOUT_MS.store(n, Ordering::Relaxed);
         0
     }
 }

@@ -8,11 +8,15 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::kamailio::shm::{shm_box, ShmAlloc};
 use crate::queue::{AddMode, Limits, Queue, QueueState};
+use crate::stream::StreamSpec;
 
 /// One defined queue.
 pub struct QueueDef {
     pub name: Vec<u8>,
     pub dbmode: i32,
+    /// Set for a queue on Redis Streams (`redis=URL`); the shm queue then
+    /// only keeps this instance's counters (failed calls).
+    pub stream: Option<StreamSpec>,
     queue: *const Queue<ShmAlloc>,
 }
 
@@ -64,7 +68,13 @@ fn random_seed() -> u64 {
 }
 
 /// Defines a queue (module parameters). Errors name the problem.
-pub fn define(name: &[u8], mode: AddMode, limits: Limits, dbmode: i32) -> Result<(), String> {
+pub fn define(
+    name: &[u8],
+    mode: AddMode,
+    limits: Limits,
+    dbmode: i32,
+    stream: Option<StreamSpec>,
+) -> Result<(), String> {
     if FROZEN.get().is_some() {
         return Err("queues can only be defined while the configuration is read".into());
     }
@@ -85,6 +95,7 @@ pub fn define(name: &[u8], mode: AddMode, limits: Limits, dbmode: i32) -> Result
     reg.queues.push(QueueDef {
         name: name.to_vec(),
         dbmode,
+        stream,
         queue,
     });
     Ok(())

@@ -117,6 +117,12 @@ rpc_handler!(mqueue_rpc_stats, "mqueue.stats", |rpc| {
         if only.as_ref().is_some_and(|n| *n != def.name) {
             continue;
         }
+        if def.stream.is_some() {
+            if !stream_stats(&rpc, def) {
+                return;
+            }
+            continue;
+        }
         let q = def.queue().lock();
         let (s, limits, mode) = (q.stats(), q.limits(), q.mode());
         drop(q);
@@ -151,11 +157,13 @@ rpc_handler!(mqueue_rpc_peek, "mqueue.peek", |rpc| {
     let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
         return;
     };
-    // Copy out under the lock, reply after releasing it.
-    let mut items = Vec::new();
-    def.queue()
-        .lock()
-        .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+    let items = match api::peek(def, n) {
+        Ok(items) => items,
+        Err(e) => {
+            remote_fault(&rpc, &e);
+            return;
+        }
+    };
     for (k, v) in items {
         let Some(st) = rpc.add_struct() else { return };
         st.str(c"key", &k);
@@ -170,7 +178,13 @@ rpc_handler!(mqueue_rpc_clear, "mqueue.clear", |rpc| {
     let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
         return;
     };
-    let n = def.queue().lock().clear();
+    let n = match api::clear(def) {
+        Ok(n) => n,
+        Err(e) => {
+            remote_fault(&rpc, &e);
+            return;
+        }
+    };
     if let Some(st) = rpc.add_struct() {
         st.str(c"name", &name);
         st.int(c"cleared", n as i64);
@@ -191,3 +205,48 @@ rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
         rpc.fault(500, c"Cannot add item");
     }
 });
+
+/// Fault 500 for a Redis call that failed, with its reason.
+fn remote_fault(rpc: &Rpc, e: &str) {
+    let text = std::ffi::CString::new(format!("Redis: {e}"))
+        .unwrap_or_else(|_| c"Redis call failed".to_owned());
+    rpc.fault(500, &text);
+}
+
+/// `mqueue.stats` of a Redis queue: the Redis-side figures (length,
+/// pending entries, consumers of the group, the counters every instance
+/// shares) and this instance's failed calls. False when the reply failed.
+fn stream_stats(rpc: &Rpc, def: &registry::QueueDef) -> bool {
+    let Some(spec) = &def.stream else {
+        return true;
+    };
+    let failed = def.queue().lock().stats().failed;
+    let figures = super::remote::with(|s| s.figures(spec));
+    let Some(st) = rpc.add_struct() else {
+        rpc.fault(500, c"Server error");
+        return false;
+    };
+    st.str(c"name", &def.name);
+    st.str(c"backend", b"redis");
+    st.str(c"url", spec.shown_url.as_bytes());
+    st.str(c"group", spec.group.as_bytes());
+    st.int(c"limit", spec.max_items as i64);
+    st.int(c"addmode", spec.mode.as_int() as i64);
+    st.int(c"failed", failed as i64);
+    match figures {
+        Ok(f) => {
+            st.int(c"size", f.length);
+            st.int(c"pending", f.pending);
+            st.int(c"consumers", f.consumers);
+            for (name, v) in &f.counters {
+                if let Ok(name) = std::ffi::CString::new(name.as_str()) {
+                    st.int(&name, *v);
+                }
+            }
+        }
+        Err(e) => {
+            st.str(c"error", e.as_bytes());
+        }
+    }
+    true
+}

@@ -101,6 +101,11 @@ impl<A: RawAlloc> QueueState<A> {
         }
     }
 
+    /// Counts a call that failed outside the queue (a Redis call).
+    pub fn count_failure(&mut self) {
+        self.stats.failed += 1;
+    }
+
     /// Adds an item under the queue's addmode and limits.
     pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
         let size = Entry::size_for(key.len(), val.len());

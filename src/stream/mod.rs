@@ -97,6 +97,17 @@ pub enum Added {
     Kept,
 }
 
+/// The counters the scripts keep (see [`scripts`]), in the order shown.
+pub const COUNTERS: [&str; 7] = [
+    "added",
+    "fetched",
+    "evicted",
+    "replaced",
+    "rejected",
+    "cleared",
+    "redelivered",
+];
+
 /// The figures `mqueue.stats` shows for a Redis queue.
 #[derive(Debug, Default)]
 pub struct Figures {
@@ -114,6 +125,25 @@ pub struct Session {
     add: Script,
     fetch: Script,
     clear: Script,
+}
+
+/// Why a start-up check failed.
+#[derive(Debug)]
+pub enum CheckError {
+    /// No answer (down, refused, timed out): may come back later.
+    Unreachable(String),
+    /// An answer that will not change by waiting: a refused password, a
+    /// key of another type.
+    Refused(String),
+}
+
+fn classify(e: redis::RedisError) -> CheckError {
+    let text = err_text(&e);
+    if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() {
+        CheckError::Unreachable(text)
+    } else {
+        CheckError::Refused(text)
+    }
 }
 
 fn err_text(e: &redis::RedisError) -> String {
@@ -181,30 +211,33 @@ impl Session {
     }
 
     fn open(&self, spec: &StreamSpec) -> Result<Connection, String> {
-        let client = redis::Client::open(spec.info.clone()).map_err(|e| err_text(&e))?;
-        let conn = client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(|e| err_text(&e))?;
-        conn.set_read_timeout(Some(self.timeout))
-            .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| err_text(&e))?;
+        self.open_raw(spec).map_err(|e| err_text(&e))
+    }
+
+    fn open_raw(&self, spec: &StreamSpec) -> RedisResult<Connection> {
+        let client = redis::Client::open(spec.info.clone())?;
+        let conn = client.get_connection_with_timeout(self.timeout)?;
+        conn.set_read_timeout(Some(self.timeout))?;
+        conn.set_write_timeout(Some(self.timeout))?;
         Ok(conn)
     }
 
-    /// Checks the server at start: reachable, the password accepted, the
-    /// stream key a stream (or absent), the consumer group there.
-    pub fn check(&mut self, spec: &StreamSpec) -> Result<(), String> {
-        self.call(spec, |c, _| {
-            let kind: String = redis::cmd("TYPE").arg(&spec.stream).query(c)?;
-            if kind != "stream" && kind != "none" {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "wrong key type",
-                    format!("key {} holds a {kind}, not a stream", spec.stream),
-                )));
-            }
-            create_group(c, spec)
-        })
+    /// Checks the server at start, on a connection of its own that is
+    /// closed again: reachable, the password accepted, the stream key a
+    /// stream (or absent), the consumer group there.
+    pub fn check(&self, spec: &StreamSpec) -> Result<(), CheckError> {
+        let mut conn = self.open_raw(spec).map_err(classify)?;
+        let kind: String = redis::cmd("TYPE")
+            .arg(&spec.stream)
+            .query(&mut conn)
+            .map_err(classify)?;
+        if kind != "stream" && kind != "none" {
+            return Err(CheckError::Refused(format!(
+                "key {} holds a {kind}, not a stream",
+                spec.stream
+            )));
+        }
+        create_group(&mut conn, spec).map_err(classify)
     }
 
     /// Adds an entry, acknowledged by the server when this returns Ok.
@@ -332,8 +365,10 @@ impl Session {
             _ => 0,
         };
         let consumers = group_field(&groups, &spec.group, "consumers").unwrap_or(0);
-        let mut counters: Vec<(String, i64)> = counters.into_iter().collect();
-        counters.sort();
+        let counters = COUNTERS
+            .iter()
+            .map(|&n| (n.to_string(), counters.get(n).copied().unwrap_or(0)))
+            .collect();
         Ok(Figures {
             length,
             pending,
