@@ -13,7 +13,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # sqlite3: the persistence tests start a server and read rows with the clients.
 pkgs=(kamailio kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
       kamailio-postgres-modules sip-tester clang libclang-dev dpkg-dev valgrind
-      binutils python3 postgresql sqlite3 redis-server
+      binutils python3 postgresql sqlite3 redis-server redis-tools
       bison flex cmake make gcc pkg-config libsqlite3-dev libpq-dev libjansson-dev
       liblua5.1-0-dev libssl-dev libevent-dev xz-utils lintian fakeroot)
 missing=()

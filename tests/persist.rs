@@ -286,7 +286,9 @@ event_route[core:worker-one-init] {{
 /// the C module of 5.8.8 to 6.1.4 crashes in this save and loses them.
 #[test]
 fn db_text_save_only_queue_on_every_version() {
-    let rows: Vec<Row> = (1..=3).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let rows: Vec<Row> = (1..=3)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
     for imp in common::BOTH {
         let db = Db::text();
         db.create_table("sv");
@@ -306,7 +308,10 @@ event_route[core:worker-one-init] {{
             ..Cfg::default()
         };
         let mut k = Kamailio::start(&cfg, imp);
-        assert_eq!(k.wait_marked("T|READY", 1, Duration::from_secs(10)).len(), 1);
+        assert_eq!(
+            k.wait_marked("T|READY", 1, Duration::from_secs(10)).len(),
+            1
+        );
         k.stop();
         let saved = db.rows("sv");
         if imp == Impl::Rust {

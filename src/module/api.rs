@@ -306,7 +306,7 @@ pub fn stats(idx: usize) -> Option<crate::queue::Stats> {
 
 /// Up to `n` items from the oldest on, not removed (Redis: delivered or
 /// not); Err with the reason when a Redis call failed.
-pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<crate::stream::Item>, String> {
     if let Some(st) = &d.stream {
         return remote::with(|s| s.peek(st, n));
     }

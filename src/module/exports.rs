@@ -109,7 +109,11 @@ static PARAMS: HostCell<[sys::param_export_t; 7]> = HostCell::new([
     param(c"mqueue_name", sys::PARAM_STRING, params::mq_param_name),
     param(c"mqueue_size", sys::PARAM_INT, params::mq_param_size),
     param(c"mqueue_addmode", sys::PARAM_INT, params::mq_param_addmode),
-    param(c"redis_timeout", sys::PARAM_INT, params::mq_param_redis_timeout),
+    param(
+        c"redis_timeout",
+        sys::PARAM_INT,
+        params::mq_param_redis_timeout,
+    ),
     sys::param_export_t {
         name: null_mut(),
         type_: 0,

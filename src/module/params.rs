@@ -13,8 +13,8 @@ use super::registry;
 use crate::host_entry;
 use crate::kamailio::shm;
 use crate::queue::param::{meanings, parse_queue_spec, QueueSpec};
-use crate::stream::{StreamSpec, DEFAULT_CLAIM_MS, DEFAULT_GROUP};
 use crate::queue::{AddMode, Limits};
+use crate::stream::{StreamSpec, DEFAULT_CLAIM_MS, DEFAULT_GROUP};
 use crate::{kerr, kinfo, kwarn};
 
 /// `mqueue_size` and `mqueue_addmode`, as set so far (they apply to the
@@ -65,11 +65,15 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
         kerr!("modparam {param}: shm not initialized - cannot define mqueue now");
         return -1;
     }
-    let (name, size, addmode, maxbytes, dbmode) = (&s.name, s.size, s.addmode, s.maxbytes, s.dbmode);
+    let (name, size, addmode, maxbytes, dbmode) =
+        (&s.name, s.size, s.addmode, s.maxbytes, s.dbmode);
     let stream = match stream_spec(s) {
         Ok(st) => st,
         Err(e) => {
-            kerr!("modparam {param}: mqueue {}: {e}", String::from_utf8_lossy(name));
+            kerr!(
+                "modparam {param}: mqueue {}: {e}",
+                String::from_utf8_lossy(name)
+            );
             return -1;
         }
     };
@@ -77,7 +81,10 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
         max_items: size.max(0) as usize,
         max_bytes: maxbytes.max(0) as usize,
     };
-    let on_redis = stream.as_ref().map(|st| format!("|redis={}", st.shown_url)).unwrap_or_default();
+    let on_redis = stream
+        .as_ref()
+        .map(|st| format!("|redis={}", st.shown_url))
+        .unwrap_or_default();
     match registry::define(
         name,
         AddMode::from_int(addmode as i32),

@@ -30,13 +30,21 @@ fn instance() -> &'static str {
     INSTANCE.get_or_init(|| {
         let mut host = [0u8; 64];
         // SAFETY: gethostname writes at most host.len() bytes.
-        let ok = unsafe { libc::gethostname(host.as_mut_ptr() as *mut libc::c_char, host.len()) } == 0;
+        let ok =
+            unsafe { libc::gethostname(host.as_mut_ptr() as *mut libc::c_char, host.len()) } == 0;
         let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
-        let host = if ok { String::from_utf8_lossy(&host[..end]).into_owned() } else { "kamailio".into() };
+        let host = if ok {
+            String::from_utf8_lossy(&host[..end]).into_owned()
+        } else {
+            "kamailio".into()
+        };
         let mut rnd = [0u8; 4];
         // SAFETY: getrandom writes at most 4 bytes into the buffer.
         unsafe { libc::getrandom(rnd.as_mut_ptr() as *mut libc::c_void, 4, 0) };
-        format!("{host}-{:08x}-", u32::from_ne_bytes(rnd) ^ std::process::id())
+        format!(
+            "{host}-{:08x}-",
+            u32::from_ne_bytes(rnd) ^ std::process::id()
+        )
     })
 }
 
@@ -46,7 +54,11 @@ fn instance() -> &'static str {
 /// an unreachable server is logged and Kamailio starts (the calls fail
 /// until it is back).
 pub fn init(reg: &Registry) -> Result<(), String> {
-    let streams: Vec<_> = reg.queues.iter().filter_map(|d| d.stream.as_ref().map(|s| (d, s))).collect();
+    let streams: Vec<_> = reg
+        .queues
+        .iter()
+        .filter_map(|d| d.stream.as_ref().map(|s| (d, s)))
+        .collect();
     if streams.is_empty() {
         return Ok(());
     }
@@ -77,7 +89,9 @@ pub fn init(reg: &Registry) -> Result<(), String> {
 /// Runs `f` with this process's session.
 pub fn with<R>(f: impl FnOnce(&mut Session) -> R) -> R {
     SESSION.with(|s| {
-        let session = s.get_or_insert_with(|| Session::new(format!("{}{}", instance(), std::process::id()), timeout()));
+        let session = s.get_or_insert_with(|| {
+            Session::new(format!("{}{}", instance(), std::process::id()), timeout())
+        });
         f(session)
     })
 }

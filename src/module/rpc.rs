@@ -98,7 +98,8 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
     match rc {
         1 => {}
         -2 => rpc.fault(404, c"Empty queue"),
-        _ => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
+        0 => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
+        _ => rpc.fault(500, c"Cannot fetch (see the log)"),
     }
 });
 

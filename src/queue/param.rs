@@ -241,12 +241,17 @@ mod tests {
 
     #[test]
     fn redis_attributes() {
-        let s = parse_queue_spec(b"name=q;redis='redis://:p;w@127.0.0.1:6379/2';group=g;claim_ms=500")
-            .unwrap();
+        let s =
+            parse_queue_spec(b"name=q;redis='redis://:p;w@127.0.0.1:6379/2';group=g;claim_ms=500")
+                .unwrap();
         assert_eq!(s.redis.as_deref(), Some("redis://:p;w@127.0.0.1:6379/2"));
         assert_eq!((s.group.as_deref(), s.claim_ms), (Some("g"), Some(500)));
-        assert!(parse_queue_spec(b"name=q;group=g").unwrap_err().contains("redis"));
-        assert!(parse_queue_spec(b"name=q;redis=").unwrap_err().contains("redis"));
+        assert!(parse_queue_spec(b"name=q;group=g")
+            .unwrap_err()
+            .contains("redis"));
+        assert!(parse_queue_spec(b"name=q;redis=")
+            .unwrap_err()
+            .contains("redis"));
         assert!(parse_queue_spec(b"name=q;redis=redis://x;claim_ms=-1").is_err());
     }
 

@@ -56,10 +56,16 @@ impl StreamSpec {
     ) -> Result<StreamSpec, String> {
         let shown_url = masked(url);
         if !url.starts_with("redis://") {
-            return Err(format!("redis={shown_url}: the URL must start with redis://"));
+            return Err(format!(
+                "redis={shown_url}: the URL must start with redis://"
+            ));
         }
         let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| format!("redis={shown_url}: malformed URL ({e})"))?;
+        // No CLIENT SETINFO round trips when connecting: opening a
+        // connection must fit the call's time bound.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let info = info.set_redis_settings(settings);
         if group.is_empty() {
             return Err("group must not be empty".into());
         }
@@ -81,6 +87,9 @@ impl StreamSpec {
         format!("{:?}", self.info.addr()) + &format!("/{}", self.info.redis_settings().db())
     }
 }
+
+/// A queued item: key and value.
+pub type Item = (Vec<u8>, Vec<u8>);
 
 /// An entry delivered to this process.
 pub struct Delivered {
@@ -173,15 +182,28 @@ impl Session {
     /// Runs `f` on the connection to the spec's server, opening it first
     /// if needed; a connection that failed is dropped. A missing consumer
     /// group (a new or restarted server) is created and `f` tried again.
+    /// The whole call, opening included, waits at most the timeout.
     fn call<T>(
         &mut self,
         spec: &StreamSpec,
         mut f: impl FnMut(&mut Connection, &Session) -> RedisResult<T>,
     ) -> Result<T, String> {
         let key = spec.url_key();
-        let mut conn = match self.conns.remove(&key) {
-            Some(c) => c,
-            None => self.open(spec)?,
+        let (mut conn, shortened) = match self.conns.remove(&key) {
+            Some(c) => (c, false),
+            None => {
+                let start = std::time::Instant::now();
+                let conn = self.open(spec)?;
+                // Opening (connect, handshake) used part of the budget.
+                let left = self.timeout.saturating_sub(start.elapsed());
+                if left < Duration::from_millis(1) {
+                    return Err("Redis did not answer in time".into());
+                }
+                conn.set_read_timeout(Some(left))
+                    .and_then(|()| conn.set_write_timeout(Some(left)))
+                    .map_err(|e| err_text(&e))?;
+                (conn, true)
+            }
         };
         let mut result = f(&mut conn, self);
         if let Err(e) = &result {
@@ -190,24 +212,28 @@ impl Session {
                 result = created.and_then(|()| f(&mut conn, self));
             }
         }
-        match result {
-            Ok(v) => {
-                self.conns.insert(key, conn);
-                Ok(v)
-            }
+        let keep = match &result {
+            Ok(_) => true,
+            // A reply error (WRONGTYPE, ...) leaves the connection usable;
+            // a broken or timed-out one is dropped.
             Err(e) => {
-                // A reply error (WRONGTYPE, ...) leaves the connection
-                // usable; a broken or timed-out one is dropped.
-                let broken = e.is_io_error()
+                !(e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
-                    || e.is_connection_refusal();
-                if !broken {
-                    self.conns.insert(key, conn);
-                }
-                Err(err_text(&e))
+                    || e.is_connection_refusal())
+            }
+        };
+        if keep {
+            let restored = !shortened
+                || conn
+                    .set_read_timeout(Some(self.timeout))
+                    .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
+                    .is_ok();
+            if restored {
+                self.conns.insert(key, conn);
             }
         }
+        result.map_err(|e| err_text(&e))
     }
 
     fn open(&self, spec: &StreamSpec) -> Result<Connection, String> {
@@ -258,7 +284,11 @@ impl Session {
 
     /// Acknowledges `held` (the entry this process fetched last, if any)
     /// and delivers the next entry, if any.
-    pub fn fetch(&mut self, spec: &StreamSpec, held: Option<&str>) -> Result<Option<Delivered>, String> {
+    pub fn fetch(
+        &mut self,
+        spec: &StreamSpec,
+        held: Option<&str>,
+    ) -> Result<Option<Delivered>, String> {
         self.fetch_script(spec, held, "fetch")
     }
 
@@ -322,7 +352,7 @@ impl Session {
     }
 
     /// Up to `n` entries from the oldest on, delivered or not, not removed.
-    pub fn peek(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    pub fn peek(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
         let v: Value = self.call(spec, |c, _| {
             redis::cmd("XRANGE")
                 .arg(&spec.stream)
@@ -500,7 +530,7 @@ fn group_field(groups: &Value, group: &str, field: &str) -> Option<i64> {
 }
 
 /// Key and value of an `XRANGE` entry (`[id, [k, key, v, val]]`).
-fn entry_fields(e: Value) -> Option<(Vec<u8>, Vec<u8>)> {
+fn entry_fields(e: Value) -> Option<Item> {
     let Value::Array(mut parts) = e else {
         return None;
     };

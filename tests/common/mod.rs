@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod redis;
 
 use std::fs;
 use std::io::Read;
@@ -340,7 +341,10 @@ impl Kamailio {
                 k.stop();
                 return "running".to_string();
             }
-            assert!(Instant::now() < deadline, "kamailio ({imp:?}) neither started nor exited");
+            assert!(
+                Instant::now() < deadline,
+                "kamailio ({imp:?}) neither started nor exited"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -391,6 +395,14 @@ impl Kamailio {
             Ok(stdout)
         } else {
             Err(format!("{stdout}{stderr}").trim().to_string())
+        }
+    }
+
+    /// Kills the whole instance at once (SIGKILL to every process), as a
+    /// crash or a power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
         }
     }
 
