@@ -432,6 +432,129 @@ def many_queues(module):
     return {"per item": (u1 - u0) / queues, "left per queue": (u2 - u0) / queues}
 
 
+REDIS_N = int(os.environ.get("BENCH_REDIS_N", "50000"))
+
+TPUT_ROUTES = """route[PRODUCE] {
+    if ($shv(go) == 1 && $var(done) == 0) {
+        $var(done) = 1;
+        $var(i) = 0;
+        while ($var(i) < %(n)d) {
+            if (!mq_add("t", "k$var(i)", "%(val)s")) { $var(fail) = $var(fail) + 1; }
+            $var(i) = $var(i) + 1;
+        }
+        xlog("L_INFO", "B|PDONE fail=$var(fail)\\n");
+    }
+}
+route[CONSUME] {
+    if ($shv(go) == 2 && $var(done) == 0) {
+        $var(done) = 1;
+        $var(n) = 0;
+        while (mq_fetch("t")) { $var(n) = $var(n) + 1; }
+        xlog("L_INFO", "B|CDONE n=$var(n)\\n");
+    }
+}
+""" % {"n": REDIS_N, "val": VAL64}
+
+
+class RedisServer:
+    """A redis-server of the bench's own on loopback (append-only, fsync
+    every second, as a production setting would)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="mqueue-bench-redis-")
+        self.p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", self.dir,
+                                   "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if self.cli("PING").strip() == "PONG":
+                return
+            time.sleep(0.05)
+        sys.exit("redis-server does not start: run make deps")
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True).stdout
+
+    def round_trips(self):
+        """Commands clients sent (EVALSHA and SCRIPT; the commands the Lua
+        scripts run inside Redis are not round trips)."""
+        stats = self.cli("INFO", "commandstats")
+        return sum(int(m) for m in re.findall(r"^cmdstat_(?:evalsha|eval|script):calls=(\d+)", stats, re.M))
+
+    def cpu_ns(self):
+        with open("/proc/%d/schedstat" % self.p.pid) as f:
+            return int(f.read().split()[0])
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait()
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def throughput(module, redis=None):
+    """2 rtimer producers add REDIS_N items each, then 2 rtimer consumers
+    drain the queue: adds and fetches per second for the instance, CPU per
+    item (Kamailio's processes, and redis-server's), Redis commands per
+    operation (round trips). On a local queue when `redis` is None."""
+    attr = ";redis=redis://127.0.0.1:%d" % redis.port if redis else ""
+    params = "\n".join([
+        'modparam("mqueue", "mqueue", "name=t%s")' % attr,
+        'modparam("mqueue", "redis_timeout", 2000)',
+        'modparam("pv", "shvset", "go=i:0")'] +
+        ['modparam("rtimer", "timer", "name=%s%d;interval=10000u;mode=1")\n'
+         'modparam("rtimer", "exec", "timer=%s%d;route=%s")' % (r, i, r, i, route)
+         for i in range(2) for r, route in (("p", "PRODUCE"), ("c", "CONSUME"))])
+    routes = TPUT_ROUTES + ROUTE
+
+    def during(d, pgid, log, p):
+        ctl = ["kamcmd", "-s", "unix:%s/ctl.sock" % d]
+        out = {}
+        for phase, marker in ((1, "PDONE"), (2, "CDONE")):
+            cmds0 = redis.round_trips() if redis else 0
+            rcpu0 = redis.cpu_ns() if redis else 0
+            cpu0, t0 = cpu_ns(pgid), time.monotonic()
+            subprocess.run(ctl + ["pv.shvSet", "go", "int", str(phase)], capture_output=True)
+            deadline = time.monotonic() + 600
+            while True:
+                log.seek(0)
+                text = log.read()
+                if text.count("B|" + marker) >= 2:
+                    break
+                if time.monotonic() > deadline:
+                    sys.exit("throughput run stalled:\n" + text[-2000:])
+                time.sleep(0.005)
+            secs = time.monotonic() - t0
+            n = 2 * REDIS_N
+            out[marker] = (n / secs, (cpu_ns(pgid) - cpu0) / n,
+                           (redis.cpu_ns() - rcpu0) / n if redis else 0.0,
+                           (redis.round_trips() - cmds0) / n if redis else 0.0, text)
+        return out
+
+    _, _, out, _ = run(module, params, "", loads='loadmodule "rtimer.so"', route=routes, children=1,
+                       during=during)
+    fails = sum(int(m) for m in re.findall(r"B\|PDONE fail=(\d+)", out["PDONE"][4]))
+    got = sum(int(m) for m in re.findall(r"B\|CDONE n=(\d+)", out["CDONE"][4]))
+    return {"adds/s": out["PDONE"][0], "add CPU ns (kamailio)": out["PDONE"][1],
+            "add CPU ns (redis)": out["PDONE"][2], "round trips per add": out["PDONE"][3],
+            "fetches/s": out["CDONE"][0], "fetch CPU ns (kamailio)": out["CDONE"][1],
+            "fetch CPU ns (redis)": out["CDONE"][2], "round trips per fetch": out["CDONE"][3],
+            "failed adds": fails, "fetched": got}
+
+
+def redis_figures():
+    """Our module on a Redis queue beside the same workload on a local
+    queue (ours), in one run."""
+    redis = RedisServer(PORT + 50)
+    try:
+        remote = throughput(IMPLS["rust"], redis)
+    finally:
+        redis.stop()
+    local = throughput(IMPLS["rust"])
+    print("%-44s %12s %12s" % ("several instances (ours)", "redis", "local"))
+    for key in remote:
+        print("%-44s %12.1f %12.1f" % (key, remote[key], local[key]), flush=True)
+
+
 def row(name, ours, theirs):
     ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
     print("%-44s %12.1f %12.1f %s" % (name, ours, theirs, ratio), flush=True)
@@ -440,6 +563,9 @@ def row(name, ours, theirs):
 def main():
     if not os.path.exists(IMPLS["rust"]):
         sys.exit("build/mqueue.so missing: run make build")
+    if os.environ.get("BENCH_ONLY") == "redis":
+        redis_figures()
+        return
     print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
     print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
@@ -485,6 +611,7 @@ def main():
     row("1,000 queues x 1 item: shm bytes per item", res["rust"]["per item"], res["c"]["per item"])
     row("1,000 queues drained: shm bytes left per queue", res["rust"]["left per queue"],
         res["c"]["left per queue"])
+    redis_figures()
 
 
 if __name__ == "__main__":
