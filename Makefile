@@ -24,7 +24,7 @@ PANIC_MODULE := build/mqueue-panic.so
 HOST_STAMP := build/.host-$(HOST_ID)
 SOURCES := $(shell find src kamailio-headers -maxdepth 2 -type f \( -name '*.rs' -o -name '*.h' -o -name '*.c' \) 2>/dev/null) Cargo.toml build.rs
 
-.PHONY: all deps build build-host run demo test test-versions lint install clean bench stress fuzz asan
+.PHONY: all deps build build-host run demo test test-versions lint install deb clean bench stress fuzz asan
 
 all: build
 
@@ -101,6 +101,11 @@ fuzz:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# The Debian package for the Kamailio the module is built against:
+# build/kamailio-mqueue-rs_<version>+kamailio<kamailio version>_<arch>.deb
+deb: build
+	$(HOST_ENV) bash scripts/deb.sh $(MODULE)
 
 install: build
 	install -m 0644 $(MODULE) $(DESTDIR)$(MODDIR)/mqueue.so

@@ -269,7 +269,7 @@ fn main() {
         .allowlist_function("pv_get_spec_value|pv_locate_name|fixup_spve_null|fixup_free_spve_null")
         .allowlist_function("fixup_spve_all|fixup_free_spve_all")
         .allowlist_function("sr_kemi_modules_add|rpc_register_array|faked_msg_init|faked_msg_next")
-        .allowlist_function("db_bind_mod|register_stat|get_stat_val|shm_initialized")
+        .allowlist_function("register_stat|get_stat_val|shm_initialized")
         .allowlist_function("db_str2val|db_val2str|counter_register")
         .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
         .allowlist_var("PARAM_INT|GPARAM_TYPE_.*|PROC_.*|L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR")
@@ -298,16 +298,18 @@ fn main() {
     std::fs::write(out.join("core_version.rs"), ident)
         .unwrap_or_else(|e| fail(&format!("cannot write core_version.rs: {e}")));
 
-    link_srdb1(&bin);
+    locate_srdb1(&bin);
     // The core's symbols are resolved when Kamailio loads the module.
     println!("cargo:rustc-cdylib-link-arg=-Wl,--allow-shlib-undefined");
 }
 
-/// The DB API (`db_bind_mod`, ...): Makefile builds (Debian's packages,
-/// 5.x, 6.0) install it as `libsrdb1.so` in Kamailio's private library
-/// directory, which the module links with that runpath; CMake builds (6.1)
-/// link it into the kamailio binary, where `dlopen` finds its symbols.
-fn link_srdb1(bin: &str) {
+/// The DB API (`db_bind_mod`): Makefile builds (Debian's packages, 5.x,
+/// 6.0) install it as `libsrdb1.so` in Kamailio's private library
+/// directory; CMake builds (6.1) link it into the kamailio binary. The
+/// module does not link it (no RUNPATH into Kamailio's directory): it finds
+/// `db_bind_mod` at run time, in the process or in the library whose path
+/// this puts in `MQUEUE_SRDB1` (empty when the binary has it).
+fn locate_srdb1(bin: &str) {
     let prefix = Path::new(bin)
         .parent()
         .and_then(Path::parent)
@@ -323,28 +325,25 @@ fn link_srdb1(bin: &str) {
         .map(|d| prefix.join(d))
         .collect(),
     };
-    for dir in &candidates {
-        if let Some(lib) = ["libsrdb1.so", "libsrdb1.so.1"]
+    let found = candidates.iter().find_map(|dir| {
+        ["libsrdb1.so.1", "libsrdb1.so"]
             .iter()
-            .find(|n| dir.join(n).exists())
-        {
-            let dir = dir.display();
-            // Only the module links it: unit tests of the core must not need the host.
-            println!("cargo:rustc-cdylib-link-arg=-L{dir}");
-            println!("cargo:rustc-cdylib-link-arg=-l:{lib}");
-            println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{dir}");
-            return;
+            .map(|n| dir.join(n))
+            .find(|p| p.exists())
+    });
+    let path = match found {
+        Some(p) => p.display().to_string(),
+        None if binary_exports(bin, "db_bind_mod") => String::new(),
+        None => {
+            let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+            fail(&format!(
+                "libsrdb1 not found (looked in {}) and {bin} does not export db_bind_mod: set \
+                 KAMAILIO_LIBDIR to the directory that holds libsrdb1.so",
+                looked.join(", ")
+            ));
         }
-    }
-    if binary_exports(bin, "db_bind_mod") {
-        return;
-    }
-    let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
-    fail(&format!(
-        "libsrdb1 not found (looked in {}) and {bin} does not export db_bind_mod: set \
-         KAMAILIO_LIBDIR to the directory that holds libsrdb1.so",
-        looked.join(", ")
-    ));
+    };
+    println!("cargo:rustc-env=MQUEUE_SRDB1={path}");
 }
 
 /// Whether the binary's dynamic symbol table defines `symbol`.

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::ffi::CStr;
+use std::os::raw::c_int;
 use std::ptr::{null, null_mut};
 
 use crate::kamailio::str::{as_bytes, from_bytes};
@@ -62,14 +63,45 @@ fn missing(what: &str) -> String {
     format!("the DB driver has no {what} function")
 }
 
+/// `int db_bind_mod(const str *mod, db_func_t *dbf)` of srdb1.
+type DbBindMod = unsafe extern "C" fn(*const sys::str_, *mut sys::db_func_t) -> c_int;
+
+/// srdb1's `db_bind_mod`, found at run time: in the process (CMake builds
+/// link srdb1 into the kamailio binary), else in the `libsrdb1.so` of the
+/// Kamailio the module was built for (Makefile builds), opened here, so
+/// the module needs no RUNPATH into Kamailio's private directory.
+fn db_bind_mod() -> Result<DbBindMod, String> {
+    let name = c"db_bind_mod";
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
+    let mut sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    let lib = env!("MQUEUE_SRDB1");
+    if sym.is_null() && !lib.is_empty() {
+        let path = std::ffi::CString::new(lib).map_err(|_| "bad libsrdb1 path".to_string())?;
+        // SAFETY: dlopen of Kamailio's own srdb1 library (already loaded
+        // by the DB modules, which link it); the handle is never closed.
+        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if h.is_null() {
+            return Err(format!("cannot load {lib}"));
+        }
+        // SAFETY: as above, on the library's handle.
+        sym = unsafe { libc::dlsym(h, name.as_ptr()) };
+    }
+    if sym.is_null() {
+        return Err("db_bind_mod not found (srdb1)".into());
+    }
+    // SAFETY: the symbol is srdb1's db_bind_mod, of this signature.
+    Ok(unsafe { std::mem::transmute::<*mut libc::c_void, DbBindMod>(sym) })
+}
+
 impl Driver {
     /// Binds the driver module named by the URL's scheme (`db_bind_mod`).
     pub fn bind(url: &[u8]) -> Result<Driver, String> {
+        let bind = db_bind_mod()?;
         let mut f = sys::db_func_t::default();
         let s = from_bytes(url);
         // SAFETY: `s` borrows `url` for the call; `f` is a plain struct the
         // core fills with function pointers of a loaded module.
-        if unsafe { sys::db_bind_mod(&s, &mut f) } < 0 {
+        if unsafe { bind(&s, &mut f) } < 0 {
             return Err("no DB module for db_url is loaded".into());
         }
         let need = DB_CAP_QUERY | DB_CAP_INSERT | DB_CAP_DELETE;
