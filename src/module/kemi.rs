@@ -43,13 +43,12 @@ host_entry! {
     ) -> c_int, "KSR.mqueue.mq_size", -1 => {
         // SAFETY: argument forwarded from KEMI.
         let name = unsafe { arg(q) };
-        match registry::lookup(name).and_then(api::size) {
-            Some(n) => n.min(i32::MAX as usize) as c_int,
-            None => {
-                kerr!("mqueue {} not found", String::from_utf8_lossy(name));
-                -1
-            }
-        }
+        let Some(idx) = registry::lookup(name) else {
+            kerr!("mqueue {} not found", String::from_utf8_lossy(name));
+            return -1;
+        };
+        // None: a Redis call that failed (logged there).
+        api::size(idx).map_or(-1, |n| n.min(i32::MAX as usize) as c_int)
     }
 }
 

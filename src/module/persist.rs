@@ -116,7 +116,7 @@ fn load_table(p: &Persist, d: &QueueDef) {
         ),
         Err(e) => {
             let mut q = d.queue().lock();
-            let back = q.len() - before;
+            let back = q.len().saturating_sub(before);
             if before == 0 && back > 0 {
                 q.clear();
             }

@@ -21,6 +21,8 @@ use crate::queue::AddMode;
 pub struct StreamSpec {
     /// The URL as written (for messages, without the password).
     pub shown_url: String,
+    /// The server and database, as the key of this process's connections.
+    server: String,
     info: redis::ConnectionInfo,
     pub stream: String,
     keys: String,
@@ -70,8 +72,10 @@ impl StreamSpec {
             return Err("group must not be empty".into());
         }
         let name = String::from_utf8_lossy(queue);
+        let server = format!("{:?}/{}", info.addr(), info.redis_settings().db());
         Ok(StreamSpec {
             shown_url,
+            server,
             info,
             stream: format!("mqueue:{name}"),
             keys: format!("mqueue:{name}:keys"),
@@ -81,10 +85,6 @@ impl StreamSpec {
             max_items,
             claim_ms,
         })
-    }
-
-    fn url_key(&self) -> String {
-        format!("{:?}", self.info.addr()) + &format!("/{}", self.info.redis_settings().db())
     }
 }
 
@@ -126,11 +126,17 @@ pub struct Figures {
     pub counters: Vec<(String, i64)>,
 }
 
-/// This process's connections, one per Redis server, and its consumer name.
+/// This process's connections, one per Redis server, and what every call
+/// needs besides its connection.
 pub struct Session {
-    consumer: String,
     timeout: Duration,
     conns: HashMap<String, Connection>,
+    ctx: Ctx,
+}
+
+/// The consumer name (unique per instance and process) and the scripts.
+struct Ctx {
+    consumer: String,
     add: Script,
     fetch: Script,
     clear: Script,
@@ -170,12 +176,14 @@ impl Session {
     /// process) whose calls wait at most `timeout`.
     pub fn new(consumer: String, timeout: Duration) -> Session {
         Session {
-            consumer,
             timeout,
             conns: HashMap::new(),
-            add: Script::new(scripts::ADD),
-            fetch: Script::new(scripts::FETCH),
-            clear: Script::new(scripts::CLEAR),
+            ctx: Ctx {
+                consumer,
+                add: Script::new(scripts::ADD),
+                fetch: Script::new(scripts::FETCH),
+                clear: Script::new(scripts::CLEAR),
+            },
         }
     }
 
@@ -186,30 +194,30 @@ impl Session {
     fn call<T>(
         &mut self,
         spec: &StreamSpec,
-        mut f: impl FnMut(&mut Connection, &Session) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &Ctx) -> RedisResult<T>,
     ) -> Result<T, String> {
-        let key = spec.url_key();
-        let (mut conn, shortened) = match self.conns.remove(&key) {
-            Some(c) => (c, false),
-            None => {
-                let start = std::time::Instant::now();
-                let conn = self.open(spec)?;
-                // Opening (connect, handshake) used part of the budget.
-                let left = self.timeout.saturating_sub(start.elapsed());
-                if left < Duration::from_millis(1) {
-                    return Err("Redis did not answer in time".into());
-                }
-                conn.set_read_timeout(Some(left))
-                    .and_then(|()| conn.set_write_timeout(Some(left)))
-                    .map_err(|e| err_text(&e))?;
-                (conn, true)
+        let shortened = !self.conns.contains_key(&spec.server);
+        if shortened {
+            let start = std::time::Instant::now();
+            let conn = self.open(spec)?;
+            // Opening (connect, handshake) used part of the budget.
+            let left = self.timeout.saturating_sub(start.elapsed());
+            if left < Duration::from_millis(1) {
+                return Err("Redis did not answer in time".into());
             }
+            conn.set_read_timeout(Some(left))
+                .and_then(|()| conn.set_write_timeout(Some(left)))
+                .map_err(|e| err_text(&e))?;
+            self.conns.insert(spec.server.clone(), conn);
+        }
+        let Some(conn) = self.conns.get_mut(&spec.server) else {
+            return Err("no connection".into());
         };
-        let mut result = f(&mut conn, self);
+        let mut result = f(conn, &self.ctx);
         if let Err(e) = &result {
             if e.code() == Some("NOGROUP") {
-                let created = create_group(&mut conn, spec);
-                result = created.and_then(|()| f(&mut conn, self));
+                let created = create_group(conn, spec);
+                result = created.and_then(|()| f(conn, &self.ctx));
             }
         }
         let keep = match &result {
@@ -223,15 +231,13 @@ impl Session {
                     || e.is_connection_refusal())
             }
         };
-        if keep {
-            let restored = !shortened
-                || conn
-                    .set_read_timeout(Some(self.timeout))
-                    .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
-                    .is_ok();
-            if restored {
-                self.conns.insert(key, conn);
-            }
+        let restored = !shortened
+            || conn
+                .set_read_timeout(Some(self.timeout))
+                .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
+                .is_ok();
+        if !keep || !restored {
+            self.conns.remove(&spec.server);
         }
         result.map_err(|e| err_text(&e))
     }
@@ -268,8 +274,8 @@ impl Session {
 
     /// Adds an entry, acknowledged by the server when this returns Ok.
     pub fn add(&mut self, spec: &StreamSpec, key: &[u8], val: &[u8]) -> Result<Added, String> {
-        let r: i64 = self.call(spec, |c, s| {
-            s.add
+        let r: i64 = self.call(spec, |c, x| {
+            x.add
                 .key(&spec.stream)
                 .key(&spec.keys)
                 .key(&spec.stats)
@@ -303,14 +309,13 @@ impl Session {
         held: Option<&str>,
         what: &str,
     ) -> Result<Option<Delivered>, String> {
-        let consumer = self.consumer.clone();
-        let v: Value = self.call(spec, |c, s| {
-            s.fetch
+        let v: Value = self.call(spec, |c, x| {
+            x.fetch
                 .key(&spec.stream)
                 .key(&spec.keys)
                 .key(&spec.stats)
                 .arg(&spec.group)
-                .arg(&consumer)
+                .arg(&x.consumer)
                 .arg(held.unwrap_or(""))
                 .arg(spec.mode.as_int())
                 .arg(spec.claim_ms)
@@ -342,8 +347,8 @@ impl Session {
 
     /// Drops every entry; returns how many there were.
     pub fn clear(&mut self, spec: &StreamSpec) -> Result<usize, String> {
-        self.call(spec, |c, s| {
-            s.clear
+        self.call(spec, |c, x| {
+            x.clear
                 .key(&spec.stream)
                 .key(&spec.keys)
                 .key(&spec.stats)
