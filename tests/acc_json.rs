@@ -22,9 +22,9 @@ impl Drop for Uas {
     }
 }
 
-fn body(uas_port: u16) -> String {
+fn body(uas_port: u16, attr: &str) -> String {
     format!(
-        r#"modparam("mqueue", "mqueue", "name=acc")
+        r#"modparam("mqueue", "mqueue", "name=acc{attr}")
 modparam("acc_json", "acc_flag", 2)
 modparam("acc_json", "acc_output_mqueue", "acc")
 modparam("rtimer", "timer", "name=drain;interval=100000u;mode=1")
@@ -49,8 +49,13 @@ request_route {{
 }
 
 fn run(imp: Impl) -> Vec<String> {
+    run_on(imp, "")
+}
+
+/// `attr` is added to the queue's definition (`;redis=URL`).
+fn run_on(imp: Impl, attr: &str) -> Vec<String> {
     let uas_port = free_port();
-    let body = body(uas_port);
+    let body = body(uas_port, attr);
     let cfg = Cfg {
         globals: "children=2",
         modules: &["tm.so", "acc.so", "acc_json.so", "rtimer.so"],
@@ -133,10 +138,8 @@ fn call_number(record: &str) -> usize {
         .expect("sipp call number")
 }
 
-#[test]
-fn every_call_record_arrives_in_order() {
-    for imp in BOTH {
-        let lines = run(imp);
+fn check_records(imp: Impl, lines: &[String]) {
+    {
         assert_eq!(lines.len(), CALLS, "{imp:?}: {lines:#?}");
         let calls: Vec<usize> = lines
             .iter()
@@ -152,4 +155,20 @@ fn every_call_record_arrives_in_order() {
         let want: Vec<usize> = (1..=CALLS).collect();
         assert_eq!(calls, want, "{imp:?}: records out of order or missing");
     }
+}
+
+#[test]
+fn every_call_record_arrives_in_order() {
+    for imp in BOTH {
+        check_records(imp, &run(imp));
+    }
+}
+
+/// `bind_mq` on a queue on Redis Streams: acc_json's records go through
+/// Redis and arrive the same way.
+#[test]
+fn every_call_record_arrives_through_a_redis_queue() {
+    let redis = common::redis::RedisServer::start();
+    let lines = run_on(Impl::Rust, &format!(";redis={}", redis.url()));
+    check_records(Impl::Rust, &lines);
 }

@@ -16,13 +16,18 @@ enum Engine {
 }
 
 fn run(imp: Impl, engine: Engine) -> String {
+    run_on(imp, engine, "")
+}
+
+/// `attr` is added to the queue's definition (`;redis=URL`).
+fn run_on(imp: Impl, engine: Engine, attr: &str) -> String {
     let (module, engine_name, file) = match engine {
         Engine::JavaScript => ("app_jsdt", "jsdt", "mqueue.js"),
         Engine::Lua => ("app_lua", "lua", "mqueue.lua"),
     };
     let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
     let body = format!(
-        "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine_name}\"\n"
+        "modparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\nmodparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine_name}\"\n"
     );
     let modules = [format!("{module}.so")];
     let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
@@ -65,4 +70,15 @@ fn check(engine: Engine) {
     // Without one, ours honours the getter names; the C module gives null.
     assert!(ours.ends_with("null-modes=[][<null>]"), "{ours}");
     assert!(theirs.ends_with("null-modes=nullnull"), "{theirs}");
+}
+
+/// The same KEMI scripts on a queue on Redis Streams: the same results as
+/// on a local queue.
+#[test]
+fn kemi_on_a_redis_queue_matches_a_local_queue() {
+    let redis = common::redis::RedisServer::start();
+    let attr = format!(";redis={}", redis.url());
+    for engine in [Engine::JavaScript, Engine::Lua] {
+        assert_eq!(run_on(Impl::Rust, engine, &attr), run(Impl::Rust, engine));
+    }
 }

@@ -237,6 +237,7 @@ fn stream_stats(rpc: &Rpc, def: &registry::QueueDef) -> bool {
     match figures {
         Ok(f) => {
             st.int(c"size", f.length);
+            st.int(c"length", f.length);
             st.int(c"pending", f.pending);
             st.int(c"consumers", f.consumers);
             for (name, v) in &f.counters {
