@@ -71,7 +71,9 @@ impl StreamSpec {
         if group.is_empty() {
             return Err("group must not be empty".into());
         }
-        let name = String::from_utf8_lossy(queue);
+        // The name goes into Redis key names as it is.
+        let name = std::str::from_utf8(queue)
+            .map_err(|_| "a queue on redis needs a UTF-8 name".to_string())?;
         let server = format!("{:?}/{}", info.addr(), info.redis_settings().db());
         Ok(StreamSpec {
             shown_url,
