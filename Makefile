@@ -45,18 +45,18 @@ $(MODULE): $(SOURCES) $(HOST_STAMP)
 	cp $(HOST_TARGET)/release/libmqueue.so $(MODULE)
 
 $(PANIC_MODULE): $(SOURCES) $(HOST_STAMP)
-	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET)/panic-inject $(CARGO) build --release --features panic-inject
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET) $(CARGO) build --release --features panic-inject
 	@mkdir -p build
-	cp $(HOST_TARGET)/panic-inject/release/libmqueue.so $(PANIC_MODULE)
+	cp $(HOST_TARGET)/release/libmqueue.so $(PANIC_MODULE)
 
 # The module and its panic-inject twin for the host named by KAMAILIO_BIN
 # and KAMAILIO_SRC, into HOST_DIR (scripts/test-versions.sh).
 build-host:
-	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET) $(CARGO) build --release
-	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET)/panic-inject $(CARGO) build --release --features panic-inject
 	@mkdir -p $(HOST_DIR)
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET) $(CARGO) build --release
 	cp $(HOST_TARGET)/release/libmqueue.so $(HOST_DIR)/mqueue.so
-	cp $(HOST_TARGET)/panic-inject/release/libmqueue.so $(HOST_DIR)/mqueue-panic.so
+	$(HOST_ENV) CARGO_TARGET_DIR=$(HOST_TARGET) $(CARGO) build --release --features panic-inject
+	cp $(HOST_TARGET)/release/libmqueue.so $(HOST_DIR)/mqueue-panic.so
 
 # Kamailio in the foreground with cfg/kamailio.cfg on 127.0.0.1:35060 (MQUEUE_PORT).
 run: build
