@@ -5,12 +5,21 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 port=${MQUEUE_PORT:-35060}
 rundir=$(mktemp -d /tmp/mqueue-run.XXXXXX)
 trap 'rm -rf "$rundir"' EXIT
+bin=${KAMAILIO_BIN:-kamailio}
+# The module directory of that Kamailio (Debian's by default).
+mpath=/usr/lib/x86_64-linux-gnu/kamailio/modules
+if [ -n "${KAMAILIO_BIN:-}" ]; then
+  prefix=$(dirname "$(dirname "$(readlink -f "$KAMAILIO_BIN")")")
+  for d in lib/x86_64-linux-gnu/kamailio/modules lib64/kamailio/modules lib/kamailio/modules; do
+    [ -f "$prefix/$d/sl.so" ] && { mpath="$prefix/$d"; break; }
+  done
+fi
 bash "$here/scripts/render-cfg.sh" "$here/cfg/kamailio.cfg" "$rundir/kamailio.cfg" \
-  "$here/build/mqueue.so" "$port" "$rundir"
+  "$here/build/mqueue.so" "$port" "$rundir" "$mpath"
 echo "mqueue demo: Kamailio on udp:127.0.0.1:$port (Ctrl-C stops it)."
 echo "In a second terminal: make demo   (SIP MESSAGEs with sipp)"
 echo "                      kamcmd -s unix:$rundir/kamailio_ctl mqueue.stats"
-"${KAMAILIO_BIN:-kamailio}" -DD -E -f "$rundir/kamailio.cfg" -w "$rundir" -Y "$rundir" &
+"$bin" -DD -E -f "$rundir/kamailio.cfg" -w "$rundir" -Y "$rundir" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$rundir"' EXIT INT TERM
 wait $pid
