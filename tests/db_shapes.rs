@@ -293,3 +293,38 @@ fn postgres_tables_of_any_shape() {
         assert_eq!(count(&db, t), 0, "table {t} emptied");
     }
 }
+
+/// db_text (no fetch, its own ORDER BY): a table without `id` and a table
+/// whose ids are partly NULL load whole; NULL key or value load as empty.
+#[test]
+fn db_text_tables_of_any_shape() {
+    let dir = common::TempDir::new("dbtext-shapes");
+    std::fs::write(dir.0.join("noid"), "key(str) val(str)\na:1\nb:2\n").unwrap();
+    std::fs::write(
+        dir.0.join("nullid"),
+        "id(int,null) key(str,null) val(str,null)\n2:b:2\n:n:x\n1:a:\n",
+    )
+    .unwrap();
+    let body = format!(
+        "modparam(\"mqueue\", \"db_url\", \"text://{}\")\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=noid;dbmode=2\")\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=nullid;dbmode=2\")\n",
+        dir.0.display()
+    );
+    let cfg = Cfg {
+        modules: &["db_text.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    let mut noid = k.drain("noid");
+    noid.sort();
+    assert_eq!(noid, vec![row("a", "1"), row("b", "2")]);
+    let nullid = k.drain("nullid");
+    assert_eq!(nullid.len(), 3, "{nullid:?}");
+    assert!(
+        nullid.contains(&row("a", ""))
+            && nullid.contains(&row("b", "2"))
+            && nullid.contains(&row("n", "x"))
+    );
+}

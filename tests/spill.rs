@@ -14,8 +14,8 @@ use common::{Cfg, Impl, Kamailio};
 use std::fs;
 use std::path::Path;
 
-const QUEUES: [&str; 9] = [
-    "dé", "d_", "trunc", "flip", "empty", "foreign", "huge", "other", "legacy",
+const QUEUES: [&str; 11] = [
+    "dé", "d_", "trunc", "flip", "empty", "foreign", "huge", "other", "legacy", "fifo", "dir",
 ];
 
 fn cfg_body(db: &Db) -> String {
@@ -121,6 +121,16 @@ fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
     // The earlier text format, with a length no file can hold.
     fs::write(path("legacy"), b"mqueue-spill 1\n999999999999 1\nx\n").unwrap();
 
+    // Not regular files: a FIFO (reading it would block the start) and a
+    // directory.
+    for q in ["fifo", "dir"] {
+        fs::remove_file(path(q)).unwrap();
+    }
+    let c = std::ffi::CString::new(path("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    fs::create_dir(path("dir")).unwrap();
+
     let k = k.restart();
     let expect = [
         ("dé", 2),
@@ -132,6 +142,8 @@ fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
         ("huge", 4),
         ("other", 0),
         ("legacy", 0),
+        ("fifo", 0),
+        ("dir", 0),
     ];
     for (q, n) in expect {
         assert_eq!(k.queue_size(q), n, "queue {q}");

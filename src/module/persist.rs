@@ -223,9 +223,13 @@ fn spill_path(d: &QueueDef) -> PathBuf {
 /// Writes `items` to the spill file, after the items a spill file already
 /// there holds (written whole to a temporary file, then renamed).
 fn write_spill(d: &QueueDef, path: &Path, items: &[&(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    let old = match fs::read(path) {
+    let old = match read_regular(path) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            set_aside(d, path, &e.to_string());
+            None
+        }
         Err(e) => return Err(e),
     };
     let mut all: Vec<(&[u8], &[u8])> = Vec::new();
@@ -242,6 +246,29 @@ fn write_spill(d: &QueueDef, path: &Path, items: &[&(Vec<u8>, Vec<u8>)]) -> io::
     }
     all.extend(items.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
     replace_file(path, &spill::encode(&d.name, &all))
+}
+
+/// Reads a spill file, which must be a regular file: a FIFO, a device or a
+/// directory left under its name is refused, never read (a FIFO would
+/// block the start, `/dev/zero` would never end). At most the size the
+/// file had when opened is read.
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(meta.len()).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, synced, renamed.
@@ -290,9 +317,13 @@ fn set_aside(d: &QueueDef, path: &Path, why: &str) {
 fn load_spill(d: &QueueDef) {
     let path = spill_path(d);
     let name = d.name_lossy();
-    let bytes = match fs::read(&path) {
+    let bytes = match read_regular(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            set_aside(d, &path, &format!("{e}, no item could be read"));
+            return;
+        }
         Err(e) => {
             kerr!(
                 "mqueue {name}: cannot read {}: {e}; the file is left in place",
