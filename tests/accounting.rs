@@ -18,8 +18,7 @@ const QUEUES: usize = 1000;
 
 /// `core.shmmem` real_used (bytes, allocator overhead included).
 fn shm_used(k: &Kamailio) -> i64 {
-    let r = k.rpc(&["core.shmmem"]).expect("core.shmmem");
-    field(&r, "real_used").parse().expect("real_used")
+    k.shm("real_used")
 }
 
 fn set_phase(k: &Kamailio, phase: i32) {

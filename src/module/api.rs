@@ -108,21 +108,19 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> i32 {
             }
         };
     }
-    let outcome = Some(d.queue().lock().add(key, val));
-    match outcome {
-        Some(AddOutcome::Added) | Some(AddOutcome::Duplicate) => {
+    match d.queue().lock().add(key, val) {
+        AddOutcome::Added | AddOutcome::Duplicate => {
             note_add_result(idx, true, "");
             1
         }
-        Some(AddOutcome::NoMemory) => {
+        AddOutcome::NoMemory => {
             note_add_result(idx, false, "no more shared memory");
             -1
         }
-        Some(AddOutcome::TooLarge) => {
+        AddOutcome::TooLarge => {
             note_add_result(idx, false, "item larger than the queue's maxbytes");
             -1
         }
-        None => -1,
     }
 }
 
@@ -161,10 +159,7 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
         let taken = d.queue().lock().fetch_if(|k, v| {
             let fits = reply(k, v);
             if fits {
-                slot.key.clear();
-                slot.key.extend_from_slice(k);
-                slot.val.clear();
-                slot.val.extend_from_slice(v);
+                slot.set(k, v);
             }
             fits
         });
@@ -186,12 +181,7 @@ pub fn fetch(idx: usize) -> i32 {
     }
     with_fetched_slot(idx, |slot| {
         slot.present = false;
-        let found = d.queue().lock().fetch_with(|k, v| {
-            slot.key.clear();
-            slot.key.extend_from_slice(k);
-            slot.val.clear();
-            slot.val.extend_from_slice(v);
-        });
+        let found = d.queue().lock().fetch_with(|k, v| slot.set(k, v));
         slot.present = found;
         if found {
             1

@@ -1,13 +1,14 @@
 //! DB persistence (`dbmode`, `db_url`), with the C module's meaning:
 //! 1 loads at start and saves at shutdown, 2 only loads, 3 only saves; a
-//! load empties the table. The table is named after the queue, with the
-//! columns `id` (order), `key` and `val`.
+//! load moves the rows into the queue. The table is named after the queue,
+//! with the columns `id` (order), `key` and `val`.
 //!
 //! Everything here runs in the main process: the load after every module
-//! is initialised (`child_init(PROC_INIT)`, before the fork), the save in
-//! `mod_destroy`, once every worker has exited. Items the database cannot
-//! take at shutdown go to a spill file in the runtime directory, loaded
-//! back (and removed) at the next start.
+//! is initialised (`child_init(PROC_INIT)`, before the fork), the save at
+//! shutdown once every worker has exited, before any module's destroy
+//! function (`core::run_first_at_destroy`). Items the database cannot take
+//! go to a checked spill file in the runtime directory (`queue::spill`),
+//! loaded back at the next start.
 
 use std::fs;
 use std::io::{self, Write};

@@ -544,6 +544,12 @@ impl Kamailio {
         field(&r, "size").parse().expect("size is a number")
     }
 
+    /// A figure of `core.shmmem` (`used`, `real_used`, ...), in bytes.
+    pub fn shm(&self, name: &str) -> i64 {
+        let r = self.rpc(&["core.shmmem"]).expect("core.shmmem");
+        field(&r, name).trim().parse().expect("a number of bytes")
+    }
+
     /// One counter of `mqueue.stats <queue>` (our module only).
     pub fn stat(&self, queue: &str, name: &str) -> i64 {
         let r = self.rpc(&["mqueue.stats", queue]).expect("mqueue.stats");
