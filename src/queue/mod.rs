@@ -6,6 +6,7 @@
 //! Items are packed into large chunks ([`log`]), so an add costs a copy and
 //! rarely an allocation; unique-key queues keep a hash index ([`index`]).
 
+pub mod counters;
 mod index;
 pub mod lock;
 mod log;
