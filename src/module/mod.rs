@@ -17,4 +17,5 @@ mod remote;
 mod rpc;
 mod script;
 mod stats;
+mod table_load;
 mod tables;

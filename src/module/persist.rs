@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::registry::{self, QueueDef};
+use super::table_load::TableLoad;
 use crate::kamailio::db::Driver;
 use crate::queue::{spill, AddOutcome};
 use crate::{kerr, kinfo};
@@ -138,9 +139,10 @@ fn load_table(p: &Persist, d: &QueueDef) {
     let before = d.queue().lock().len();
     let moved = p.driver.connect().and_then(|mut c| {
         c.use_table(&d.name)?;
-        let taken = c.read_rows(COLS, ORDER, |k, v| add_loaded(d, k, v))?;
+        let mut load = TableLoad::new(&mut c);
+        let taken = load.read(COLS, ORDER, |k, v| add_loaded(d, k, v))?;
         if taken.rows > 0 {
-            c.delete_taken(&taken)?;
+            load.delete_taken(&taken)?;
         }
         Ok(taken)
     });
