@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::registry::{self, Backend, QueueDef};
 use super::remote;
@@ -363,14 +364,42 @@ pub enum Report<'a> {
     },
 }
 
+/// How long a Redis queue's counters read for the statistics framework
+/// are reused: a scrape reads every counter of every queue one by one, and
+/// they all come from one Redis round trip.
+const REMOTE_COUNTERS_TTL: Duration = Duration::from_secs(1);
+
+/// Per queue, in this process: when a Redis queue's counters were read for
+/// the statistics framework, and what was read (None: Redis did not answer).
+static REMOTE_COUNTERS: ProcessLocal<Vec<Option<(Instant, Option<Values>)>>> =
+    ProcessLocal::new(Vec::new());
+
 /// The counters of a queue, for the statistics framework. For a Redis
 /// queue: the counters every instance shares, and this instance's failed
-/// calls; None when Redis does not answer.
+/// calls, read in one round trip and reused for a second by this process
+/// (a scrape reads them one by one); None when Redis does not answer.
 pub fn counters(idx: usize) -> Option<Values> {
     let d = def(idx)?;
-    match report(d) {
+    let shared = |d| match report(d) {
         Report::Memory { values, .. } => Some(values),
         Report::Remote { shared, .. } => shared.ok().map(|(values, _)| values),
+    };
+    match &d.backend {
+        Backend::Memory => shared(d),
+        Backend::Remote(_) => REMOTE_COUNTERS.with(|cache| {
+            if cache.len() <= idx {
+                cache.resize(idx + 1, None);
+            }
+            let now = Instant::now();
+            match cache[idx] {
+                Some((at, values)) if now.duration_since(at) < REMOTE_COUNTERS_TTL => values,
+                _ => {
+                    let values = shared(d);
+                    cache[idx] = Some((now, values));
+                    values
+                }
+            }
+        }),
     }
 }
 
