@@ -369,10 +369,12 @@ pub enum Report<'a> {
 /// they all come from one Redis round trip.
 const REMOTE_COUNTERS_TTL: Duration = Duration::from_secs(1);
 
-/// Per queue, in this process: when a Redis queue's counters were read for
-/// the statistics framework, and what was read (None: Redis did not answer).
-static REMOTE_COUNTERS: ProcessLocal<Vec<Option<(Instant, Option<Values>)>>> =
-    ProcessLocal::new(Vec::new());
+/// When a Redis queue's counters were read for the statistics framework,
+/// and what was read (None: Redis did not answer).
+type CountersRead = (Instant, Option<Values>);
+
+/// Per queue, in this process: the last [`CountersRead`].
+static REMOTE_COUNTERS: ProcessLocal<Vec<Option<CountersRead>>> = ProcessLocal::new(Vec::new());
 
 /// The counters of a queue, for the statistics framework. For a Redis
 /// queue: the counters every instance shares, and this instance's failed
