@@ -303,6 +303,17 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,--allow-shlib-undefined");
 }
 
+/// The machine's multiarch triplet (`x86_64-linux-gnu`, `aarch64-linux-gnu`),
+/// under which Debian installs Kamailio's libraries; None off Debian.
+fn multiarch() -> Option<String> {
+    let out = Command::new("dpkg-architecture")
+        .arg("-qDEB_HOST_MULTIARCH")
+        .output()
+        .ok()?;
+    let triplet = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !triplet.is_empty()).then_some(triplet)
+}
+
 /// The DB API (`db_bind_mod`): Makefile builds (Debian's packages, 5.x,
 /// 6.0) install it as `libsrdb1.so` in Kamailio's private library
 /// directory; CMake builds (6.1) link it into the kamailio binary. The
@@ -316,14 +327,12 @@ fn locate_srdb1(bin: &str) {
         .unwrap_or(Path::new("/usr"));
     let candidates: Vec<PathBuf> = match env::var("KAMAILIO_LIBDIR") {
         Ok(dir) => vec![PathBuf::from(dir)],
-        Err(_) => [
-            "lib/x86_64-linux-gnu/kamailio",
-            "lib64/kamailio",
-            "lib/kamailio",
-        ]
-        .iter()
-        .map(|d| prefix.join(d))
-        .collect(),
+        Err(_) => multiarch()
+            .map(|triplet| format!("lib/{triplet}/kamailio"))
+            .into_iter()
+            .chain(["lib64/kamailio".into(), "lib/kamailio".into()])
+            .map(|d| prefix.join(d))
+            .collect(),
     };
     let found = candidates.iter().find_map(|dir| {
         ["libsrdb1.so.1", "libsrdb1.so"]
