@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, http, Cfg, Impl, Kamailio, BOTH};
+use common::{free_port, jsonrpc, Cfg, Impl, Kamailio, BOTH};
 
 const PARAMS: &str = r#"modparam("mqueue", "mqueue", "name=q1")
 modparam("mqueue", "mqueue", "name=q2;size=5")
@@ -146,24 +146,22 @@ fn json_rpc_replies_the_same() {
         };
         let k = Kamailio::start(&cfg, imp);
         assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)).len(), 1);
-        let r: Vec<String> = calls
+        let r: Vec<serde_json::Value> = calls
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let req = format!(r#"{{"jsonrpc": "2.0", "method": {c}, "id": {i}}}"#);
-                let resp = http(port, "POST", "/RPC", &req);
-                let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or(&resp);
-                body.split_whitespace().collect::<Vec<_>>().join(" ")
+                jsonrpc(port, &req).expect("JSON-RPC reply")
             })
             .collect();
         replies.push(r);
     }
     assert_eq!(replies[0], replies[1], "Rust vs C over JSON-RPC");
     let ours = &replies[0];
-    assert!(ours[0].contains(r#""size": 2"#), "{ours:?}");
-    assert!(ours[1].contains(r#""code": 404"#), "{ours:?}");
-    assert!(ours[3].contains(r#""key": "k1""#), "{ours:?}");
-    assert!(ours[5].contains(r#""message": "Empty queue""#), "{ours:?}");
+    assert_eq!(ours[0]["result"]["size"], 2, "{ours:?}");
+    assert_eq!(ours[1]["error"]["code"], 404, "{ours:?}");
+    assert_eq!(ours[3]["result"]["key"], "k1", "{ours:?}");
+    assert_eq!(ours[5]["error"]["message"], "Empty queue", "{ours:?}");
 }
 
 /// `mqueue.fetch` run from the script (`jsonrpc_exec`): the fetched item
