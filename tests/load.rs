@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{sipp_messages, wait_until, Cfg, Impl, Kamailio};
 
