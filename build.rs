@@ -372,7 +372,8 @@ fn binary_exports(bin: &str, symbol: &str) -> bool {
 ///   `SR_KEMIP_LONG`; its constants come from bindgen either way).
 ///
 /// The other differences need no cfg: the shutdown order works through
-/// `get_loaded_modules()` on every version, srdb1 is found at link time.
+/// `get_loaded_modules()` on every version, and srdb1's `db_bind_mod` is
+/// found at run time (see [`locate_srdb1`]).
 const ABI_CFGS: [(&str, (u32, u32)); 1] = [("kamailio_ge_5_7", (5, 7))];
 
 fn emit_abi_cfgs(info: &CoreInfo) {
