@@ -4,7 +4,7 @@
 
 use std::os::raw::c_void;
 
-use super::ops::{self, Add, Failure, Fetch, Report};
+use super::ops::{self, Add, Fetch, Report};
 use super::registry;
 use crate::host_entry;
 use crate::kamailio::guard::guard;
@@ -185,8 +185,8 @@ rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
 });
 
 /// Fault 500 with the reason of a failed call.
-fn failure_fault(rpc: &Rpc, e: &Failure) {
-    let text = std::ffi::CString::new(e.to_string()).unwrap_or_else(|_| c"Call failed".to_owned());
+fn failure_fault(rpc: &Rpc, e: &str) {
+    let text = std::ffi::CString::new(e).unwrap_or_else(|_| c"Call failed".to_owned());
     rpc.fault(500, &text);
 }
 
