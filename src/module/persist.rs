@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::registry::{self, QueueDef};
 use crate::kamailio::db::Driver;
 use crate::queue::{spill, AddOutcome};
-use crate::{kerr, kinfo};
+use crate::{kerr, kinfo, kwarn};
 
 const COLS: [&[u8]; 2] = [b"key", b"val"];
 const ORDER: &[u8] = b"id";
@@ -168,6 +168,14 @@ fn snapshot(d: &QueueDef) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let mut guard = guard;
+    if guard.interrupted() {
+        let n = guard.repair();
+        kwarn!(
+            "mqueue {}: a process died while changing the queue; repaired, {n} items",
+            d.name_lossy()
+        );
+    }
     let mut items = Vec::with_capacity(guard.len());
     guard.peek(usize::MAX, |k, v| items.push((k.to_vec(), v.to_vec())));
     items

@@ -6,6 +6,8 @@
 //! Items are packed into large chunks ([`log`]), so an add costs a copy and
 //! rarely an allocation; unique-key queues keep a hash index ([`index`]).
 
+#[cfg(test)]
+mod crash;
 mod index;
 pub mod lock;
 mod log;
@@ -83,8 +85,21 @@ impl AddMode {
     }
 }
 
+/// A point between two stores of a mutation of shared queue state, where a
+/// process may die: the compiler keeps each store on its side, so what is
+/// in memory at a death is what the code says (docs/reliability.md). In
+/// unit tests a forked child can be made to die here (`crash`).
+#[inline(always)]
+fn step() {
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    #[cfg(test)]
+    crash::point();
+}
+
 /// A queue as it lives in shared memory: its state under a cross-process lock.
 pub type Queue<A> = lock_api::Mutex<FutexMutex, QueueState<A>>;
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;
