@@ -103,7 +103,7 @@ const fn param(name: &'static std::ffi::CStr, kind: u32, f: ParamFn) -> sys::par
     }
 }
 
-static PARAMS: HostCell<[sys::param_export_t; 8]> = HostCell::new([
+static PARAMS: HostCell<[sys::param_export_t; 9]> = HostCell::new([
     param(c"db_url", sys::PARAM_STRING, params::mq_param_db_url),
     param(c"mqueue", sys::PARAM_STRING, params::mq_param),
     param(c"mqueue_name", sys::PARAM_STRING, params::mq_param_name),
@@ -115,6 +115,11 @@ static PARAMS: HostCell<[sys::param_export_t; 8]> = HostCell::new([
         params::mq_param_redis_timeout,
     ),
     param(c"spill_dir", sys::PARAM_STRING, params::mq_param_spill_dir),
+    param(
+        c"stats_queues",
+        sys::PARAM_INT,
+        params::mq_param_stats_queues,
+    ),
     sys::param_export_t {
         name: null_mut(),
         type_: 0,
@@ -370,10 +375,7 @@ host_entry! {
         if reg.queues.is_empty() {
             kwarn!("no mqueue defined");
         }
-        if let Err(e) = stats::register(&reg.queues) {
-            kerr!("{e}");
-            return -1;
-        }
+        stats::register(&reg.queues);
         if let Err(e) = remote::init(reg) {
             kerr!("{e}");
             return -1;

@@ -212,3 +212,17 @@ host_entry! {
         0
     }
 }
+
+host_entry! {
+    /// `stats_queues` (int): how many queues, the first defined, get
+    /// counters in the statistics framework (default 100; 0 none).
+    pub fn mq_param_stats_queues(_type: u32, val: *mut c_void) -> c_int, "modparam stats_queues", -1 => {
+        let n = int_arg(val);
+        if n < 0 {
+            kerr!("modparam stats_queues: must be 0 or more, not {n}");
+            return -1;
+        }
+        super::stats::EXPORTED_QUEUES.store(n as usize, Ordering::Relaxed);
+        0
+    }
+}
