@@ -200,3 +200,31 @@ host_entry! {
         0
     }
 }
+
+host_entry! {
+    /// `spill_dir` (string): where spill files go (default: the runtime
+    /// directory, `-Y`).
+    pub fn mq_param_spill_dir(_type: u32, val: *mut c_void) -> c_int, "modparam spill_dir", -1 => {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = string_arg(val).unwrap_or_default();
+        if let Ok(mut slot) = super::persist::SPILL_DIR.lock() {
+            *slot = (!dir.is_empty())
+                .then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir)));
+        }
+        0
+    }
+}
+
+host_entry! {
+    /// `stats_queues` (int): how many queues, the first defined, get
+    /// counters in the statistics framework (default 100; 0 none).
+    pub fn mq_param_stats_queues(_type: u32, val: *mut c_void) -> c_int, "modparam stats_queues", -1 => {
+        let n = int_arg(val);
+        if n < 0 {
+            kerr!("modparam stats_queues: must be 0 or more, not {n}");
+            return -1;
+        }
+        super::stats::EXPORTED_QUEUES.store(n as usize, Ordering::Relaxed);
+        0
+    }
+}

@@ -75,7 +75,7 @@ unsafe fn resolve_dynamic(
     };
     registry::lookup(name).ok_or_else(|| {
         if log_unknown {
-            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+            kerr!("mqueue not found: {}", crate::kamailio::log::shown(name));
         }
         -1
     })
