@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::registry::{self, Backend, QueueDef};
 use super::remote;
@@ -163,7 +164,11 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
     };
     let outcome = match &d.backend {
         Backend::Memory => match d.queue().lock().add(key, val) {
-            queue::AddOutcome::Added => Add::Queued,
+            queue::AddOutcome::Added => {
+                // The lock is released: a woken waiter finds the item.
+                d.bell().ring();
+                Add::Queued
+            }
             queue::AddOutcome::Duplicate => Add::Duplicate,
             queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
             queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
@@ -220,6 +225,46 @@ pub fn fetch(idx: usize) -> Fetch {
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
     }
+}
+
+/// How often a wait on a Redis queue asks Redis again.
+const REMOTE_POLL: Duration = Duration::from_millis(10);
+
+/// [`fetch`], waiting up to `timeout` for an item when the queue is empty.
+/// A memory queue sleeps until an add wakes it (see [`queue::doorbell`]);
+/// a Redis queue asks again every few milliseconds.
+pub fn fetch_wait(idx: usize, timeout: Duration) -> Fetch {
+    let first = fetch(idx);
+    if first != Fetch::Empty || timeout.is_zero() {
+        return first;
+    }
+    let Some(d) = def(idx) else {
+        return first;
+    };
+    let mut outcome = Fetch::Empty;
+    let mut take = || match fetch(idx) {
+        Fetch::Empty => None,
+        other => {
+            outcome = other;
+            Some(())
+        }
+    };
+    match &d.backend {
+        Backend::Memory => {
+            d.bell().wait_for(timeout, take);
+        }
+        Backend::Remote(_) => {
+            let deadline = Instant::now() + timeout;
+            while take().is_none() {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::sleep(REMOTE_POLL.min(deadline - now));
+            }
+        }
+    }
+    outcome
 }
 
 /// `mqueue.fetch`: shows the oldest item to `reply`, which answers whether

@@ -7,6 +7,8 @@
 //! rarely an allocation; unique-key queues keep a hash index ([`index`]).
 
 pub mod counters;
+pub mod doorbell;
+mod futex;
 mod index;
 pub mod lock;
 mod log;
@@ -15,6 +17,7 @@ pub mod param;
 pub mod spill;
 mod state;
 
+pub use doorbell::Doorbell;
 pub use lock::FutexMutex;
 pub use state::{AddOutcome, Limits, QueueState, Stats};
 
@@ -109,6 +112,16 @@ pub unsafe trait SharedAlloc: RawAlloc {}
 // state sits behind the futex mutex, which works across processes
 // (non-private futex on shared memory).
 unsafe impl<A: SharedAlloc> ShmSafe for Queue<A> {}
+
+/// A queue and the doorbell its waiting consumers sleep on, in one block.
+pub struct WaitableQueue<A: RawAlloc> {
+    pub queue: Queue<A>,
+    pub bell: Doorbell,
+}
+
+// SAFETY: the queue is ShmSafe (above); the doorbell is two atomic words
+// used only through atomic operations and shared futex calls.
+unsafe impl<A: SharedAlloc> ShmSafe for WaitableQueue<A> {}
 
 #[cfg(test)]
 mod tests;
