@@ -158,7 +158,7 @@ host_table! {
             c"Get sizes of all mqueues.",
             sys::RET_ARRAY
         ),
-        rpc!(c"mqueue.fetch", rpc::mqueue_rpc_fetch, c"Fetch an element from the queue.", 0),
+        rpc!(c"mqueue.fetch", rpc::mqueue_rpc_fetch, c"Fetch an element from the queue; with a count, a list of up to that many.", 0),
         rpc!(
             c"mqueue.stats",
             rpc::mqueue_rpc_stats,
