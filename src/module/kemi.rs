@@ -65,7 +65,7 @@ host_entry! {
         // SAFETY: argument forwarded from KEMI.
         let name = unsafe { arg(q) };
         let Some(idx) = registry::lookup(name) else {
-            kerr!("mqueue {} not found", String::from_utf8_lossy(name));
+            kerr!("mqueue {} not found", crate::kamailio::log::shown(name));
             return -1;
         };
         // Err: a Redis call that failed (logged there).

@@ -192,7 +192,7 @@ pub fn add_by_name(name: &[u8], key: &[u8], val: &[u8]) -> Add {
     match registry::lookup(name) {
         Some(idx) => add(idx, key, val),
         None => {
-            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+            kerr!("mqueue not found: {}", crate::kamailio::log::shown(name));
             Add::Failed(Failure::UnknownQueue)
         }
     }

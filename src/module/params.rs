@@ -200,3 +200,17 @@ host_entry! {
         0
     }
 }
+
+host_entry! {
+    /// `spill_dir` (string): where spill files go (default: the runtime
+    /// directory, `-Y`).
+    pub fn mq_param_spill_dir(_type: u32, val: *mut c_void) -> c_int, "modparam spill_dir", -1 => {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = string_arg(val).unwrap_or_default();
+        if let Ok(mut slot) = super::persist::SPILL_DIR.lock() {
+            *slot = (!dir.is_empty())
+                .then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir)));
+        }
+        0
+    }
+}

@@ -51,8 +51,9 @@ impl QueueDef {
         unsafe { &*self.shared }
     }
 
+    /// The name for a log line (cut to 256 bytes, see `log::shown`).
     pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+        crate::kamailio::log::shown(&self.name)
     }
 
     /// The Redis stream of a queue on Redis.

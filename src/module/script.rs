@@ -70,7 +70,7 @@ unsafe fn resolve_dynamic(
     };
     registry::lookup(name).ok_or_else(|| {
         if log_unknown {
-            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+            kerr!("mqueue not found: {}", crate::kamailio::log::shown(name));
         }
         -1
     })
@@ -219,7 +219,7 @@ host_entry! {
                 return -1;
             };
             let Some(t) = timeout_ms(t) else {
-                kerr!("mq_fetch_wait: the timeout is not a number of milliseconds: {}", String::from_utf8_lossy(t));
+                kerr!("mq_fetch_wait: the timeout is not a number of milliseconds: {}", crate::kamailio::log::shown(t));
                 return -1;
             };
             fetch_code(&ops::fetch_wait(idx, t))

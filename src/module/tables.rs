@@ -110,6 +110,7 @@ host_table! {
         param(c"mqueue_size", sys::PARAM_INT, params::mq_param_size),
         param(c"mqueue_addmode", sys::PARAM_INT, params::mq_param_addmode),
         param(c"redis_timeout", sys::PARAM_INT, params::mq_param_redis_timeout),
+        param(c"spill_dir", sys::PARAM_STRING, params::mq_param_spill_dir),
     ];
 }
 

@@ -2,10 +2,17 @@
 //! The reader takes entries from the head chunk, the writer appends to the
 //! tail chunk; a chunk is freed once the reader has passed it. Removing an
 //! item from the middle (addmode 2) only marks its entry dead.
+//!
+//! The chunk list is the queue's record of its items, kept whole at every
+//! instruction (docs/reliability.md, "Crash consistency"): each change is
+//! published by one store ([`super::step`] marks the points), chunks are
+//! freed only once no longer reachable from `head`, and everything else
+//! (`tail`, `chunk_bytes`, the counters and key index of the state) can be
+//! rebuilt from a walk from `head` ([`Log::rebuild_tail`]).
 
 use std::ptr;
 
-use super::RawAlloc;
+use super::{step, RawAlloc};
 
 /// Payload bytes of the largest ordinary chunk; larger entries get a chunk
 /// of their own.
@@ -19,14 +26,21 @@ const FIRST_CHUNK_PAYLOAD: usize = 32;
 const KEPT_CHUNK_PAYLOAD: usize = 256;
 const CHUNK_HEADER: usize = std::mem::size_of::<Chunk>();
 const ENTRY_HEADER: usize = std::mem::size_of::<Entry>();
+/// Largest entry a chunk can hold (offsets are 32-bit).
+pub const MAX_ENTRY: usize = u32::MAX as usize - CHUNK_HEADER;
 
 #[repr(C)]
 pub struct Chunk {
     next: *mut Chunk,
     /// Payload capacity in bytes.
-    cap: usize,
-    /// Bytes written so far.
-    used: usize,
+    cap: u32,
+    /// Bytes written so far: entries below this offset are whole.
+    used: u32,
+    /// Bytes the reader has passed (only ever non-zero in the head chunk).
+    /// In the chunk, not the list, so that taking an entry and moving to
+    /// the next chunk are one store each.
+    read: u32,
+    _pad: u32,
 }
 
 /// One item: this header, then the key bytes, then the value bytes.
@@ -74,11 +88,11 @@ impl Entry {
 /// The chunk list. All pointers are into memory from the allocator `A`.
 pub struct Log<A: RawAlloc> {
     alloc: A,
+    /// The first chunk: the list from here is the record of the items.
     head: *mut Chunk,
-    /// Read offset inside `head`.
-    head_off: usize,
+    /// The last chunk (derived: the end of the list from `head`).
     tail: *mut Chunk,
-    /// Chunks held, for the memory statistics.
+    /// Chunks held, for the memory statistics (derived).
     chunk_bytes: usize,
 }
 
@@ -87,7 +101,6 @@ impl<A: RawAlloc> Log<A> {
         Log {
             alloc,
             head: ptr::null_mut(),
-            head_off: 0,
             tail: ptr::null_mut(),
             chunk_bytes: 0,
         }
@@ -103,17 +116,22 @@ impl<A: RawAlloc> Log<A> {
             FIRST_CHUNK_PAYLOAD
         } else {
             // SAFETY: tail is a live chunk of this log.
-            (unsafe { (*self.tail).cap } * 2).clamp(FIRST_CHUNK_PAYLOAD, CHUNK_PAYLOAD)
+            (unsafe { (*self.tail).cap } as usize * 2).clamp(FIRST_CHUNK_PAYLOAD, CHUNK_PAYLOAD)
         };
         let cap = min_payload.max(grown);
+        if cap > MAX_ENTRY {
+            return ptr::null_mut();
+        }
         let chunk = self.alloc.alloc(CHUNK_HEADER + cap) as *mut Chunk;
         if !chunk.is_null() {
             // SAFETY: the block is at least CHUNK_HEADER bytes and aligned to 8.
             unsafe {
                 chunk.write(Chunk {
                     next: ptr::null_mut(),
-                    cap,
+                    cap: cap as u32,
                     used: 0,
+                    read: 0,
+                    _pad: 0,
                 })
             };
             self.chunk_bytes += CHUNK_HEADER + cap;
@@ -121,19 +139,32 @@ impl<A: RawAlloc> Log<A> {
         chunk
     }
 
+    /// Frees a chunk that no list reaches any more.
     fn free_chunk(&mut self, chunk: *mut Chunk) {
         // SAFETY: chunks are only freed here, once, after leaving the list.
         unsafe {
-            self.chunk_bytes -= CHUNK_HEADER + (*chunk).cap;
+            self.chunk_bytes -= CHUNK_HEADER + (*chunk).cap as usize;
             self.alloc.free(chunk as *mut u8);
+        }
+    }
+
+    /// Frees the chunks from `chunk` on, up to (not including) `stop`;
+    /// the caller has already unlinked them from the list.
+    fn free_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
+        while !chunk.is_null() && chunk != stop {
+            // SAFETY: walking a detached chain of chunks not yet freed.
+            let next = unsafe { (*chunk).next };
+            self.free_chunk(chunk);
+            chunk = next;
         }
     }
 
     /// Makes room for an entry of `size` bytes at the tail; false when the
     /// allocator has no memory. Nothing changes when it fails.
     pub fn reserve(&mut self, size: usize) -> bool {
-        // SAFETY: tail, when not null, is a live chunk of this log.
-        let fits = !self.tail.is_null() && unsafe { (*self.tail).cap - (*self.tail).used >= size };
+        let fits = !self.tail.is_null()
+            // SAFETY: tail, when not null, is a live chunk of this log.
+            && unsafe { ((*self.tail).cap - (*self.tail).used) as usize >= size };
         if fits {
             return true;
         }
@@ -141,26 +172,29 @@ impl<A: RawAlloc> Log<A> {
         if chunk.is_null() {
             return false;
         }
+        // A new chunk is unreachable (a leak at worst) until linked.
+        step();
         if self.tail.is_null() {
             self.head = chunk;
-            self.head_off = 0;
         } else {
             // SAFETY: tail is a live chunk; linking keeps the list well formed.
             unsafe { (*self.tail).next = chunk };
         }
+        step();
         self.tail = chunk;
         true
     }
 
-    /// Appends an entry; [`Log::reserve`] must have made room for it.
+    /// Appends an entry; [`Log::reserve`] must have made room for it. The
+    /// entry is part of the queue from the store of the tail's `used` on.
     pub fn push(&mut self, key: &[u8], val: &[u8], hash: u32) -> *mut Entry {
         let size = Entry::size_for(key.len(), val.len());
         // SAFETY: reserve guaranteed `size` free bytes at tail.used; the entry
         // header is aligned because every entry size is a multiple of 8.
         unsafe {
             let tail = &mut *self.tail;
-            debug_assert!(tail.cap - tail.used >= size);
-            let base = (self.tail as *mut u8).add(CHUNK_HEADER + tail.used);
+            debug_assert!((tail.cap - tail.used) as usize >= size);
+            let base = (self.tail as *mut u8).add(CHUNK_HEADER + tail.used as usize);
             let entry = base as *mut Entry;
             entry.write(Entry {
                 key_len: key.len() as u32,
@@ -172,7 +206,9 @@ impl<A: RawAlloc> Log<A> {
             let data = base.add(ENTRY_HEADER);
             ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
             ptr::copy_nonoverlapping(val.as_ptr(), data.add(key.len()), val.len());
-            tail.used += size;
+            step();
+            tail.used += size as u32;
+            step();
             entry
         }
     }
@@ -185,11 +221,12 @@ impl<A: RawAlloc> Log<A> {
                 return None;
             }
             // SAFETY: head is a live chunk of this log.
-            let (used, next) = unsafe { ((*self.head).used, (*self.head).next) };
-            if self.head_off < used {
+            let (read, used, next) =
+                unsafe { ((*self.head).read, (*self.head).used, (*self.head).next) };
+            if read < used {
                 // SAFETY: offsets below `used` always start an entry.
                 return Some(
-                    unsafe { (self.head as *mut u8).add(CHUNK_HEADER + self.head_off) }
+                    unsafe { (self.head as *mut u8).add(CHUNK_HEADER + read as usize) }
                         as *mut Entry,
                 );
             }
@@ -198,47 +235,58 @@ impl<A: RawAlloc> Log<A> {
             }
             let done = self.head;
             self.head = next;
-            self.head_off = 0;
+            step();
             self.free_chunk(done);
         }
     }
 
-    /// Moves the read position past the entry [`Log::front`] returned.
+    /// Moves the read position past the entry [`Log::front`] returned: from
+    /// this store on, the entry is no longer in the queue.
     pub fn advance(&mut self, entry_size: usize) {
-        self.head_off += entry_size;
+        // SAFETY: front returned an entry of the head chunk.
+        unsafe { (*self.head).read += entry_size as u32 };
+        step();
     }
 
     /// Drops every entry; keeps the tail chunk for reuse if it is small.
+    /// `head = null` publishes the empty log; the rest only frees.
     pub fn reset(&mut self) {
-        let mut chunk = self.head;
-        while !chunk.is_null() {
-            // SAFETY: walking the list of live chunks, not yet freed.
-            let (next, cap) = unsafe { ((*chunk).next, (*chunk).cap) };
-            let keep = chunk == self.tail && cap <= KEPT_CHUNK_PAYLOAD;
-            if !keep {
-                self.free_chunk(chunk);
-            }
-            chunk = next;
-        }
-        if !self.tail.is_null() && self.chunk_bytes > 0 {
-            // SAFETY: the tail was kept above.
-            unsafe { (*self.tail).used = 0 };
-            self.head = self.tail;
+        let (first, tail) = (self.head, self.tail);
+        // SAFETY: tail, when not null, is a live chunk of this log.
+        let keep = if !tail.is_null() && unsafe { (*tail).cap } as usize <= KEPT_CHUNK_PAYLOAD {
+            tail
         } else {
-            self.head = ptr::null_mut();
-            self.tail = ptr::null_mut();
+            ptr::null_mut()
+        };
+        self.head = ptr::null_mut();
+        step();
+        self.tail = ptr::null_mut();
+        // keep, the tail, is the last chunk of the list from first.
+        self.free_chain(first, keep);
+        if keep.is_null() {
+            return;
         }
-        self.head_off = 0;
+        // SAFETY: keep is a chunk of this log, no longer linked.
+        unsafe {
+            (*keep).used = 0;
+            (*keep).read = 0;
+            (*keep).next = ptr::null_mut();
+        }
+        step();
+        self.tail = keep;
+        self.head = keep;
+        step();
     }
 
     /// Calls `f` for every entry from the read position on, live or dead.
     pub fn for_each(&self, mut f: impl FnMut(*mut Entry) -> bool) {
         let mut chunk = self.head;
-        let mut off = self.head_off;
         while !chunk.is_null() {
-            // SAFETY: walking live chunks; offsets below `used` start entries.
+            // SAFETY: walking live chunks; offsets from `read` below `used`
+            // start entries.
             unsafe {
-                while off < (*chunk).used {
+                let mut off = (*chunk).read as usize;
+                while off < (*chunk).used as usize {
                     let entry = (chunk as *mut u8).add(CHUNK_HEADER + off) as *mut Entry;
                     if !f(entry) {
                         return;
@@ -247,24 +295,63 @@ impl<A: RawAlloc> Log<A> {
                 }
                 chunk = (*chunk).next;
             }
-            off = 0;
         }
     }
 
-    /// Moves this log's chunks out, leaving it empty, for a rewrite.
-    pub fn take(&mut self) -> Log<A> {
-        std::mem::replace(self, Log::new(A::default()))
+    /// Replaces the whole list by `fresh`'s (a rewrite built aside): one
+    /// store of `head` publishes it, then the old chunks are freed.
+    pub fn replace_with(&mut self, fresh: Log<A>) {
+        let fresh = std::mem::ManuallyDrop::new(fresh);
+        let old = self.head;
+        self.head = fresh.head;
+        step();
+        self.tail = fresh.tail;
+        let fresh_bytes = fresh.chunk_bytes;
+        self.free_chain(old, ptr::null_mut());
+        self.chunk_bytes = fresh_bytes;
+    }
+
+    /// Sets the derived fields (`tail`, `chunk_bytes`) from the list, after
+    /// a process died changing it.
+    pub fn rebuild_tail(&mut self) {
+        let mut tail = ptr::null_mut();
+        let mut bytes = 0;
+        let mut chunk = self.head;
+        while !chunk.is_null() {
+            tail = chunk;
+            // SAFETY: the list from head holds only live chunks.
+            unsafe {
+                bytes += CHUNK_HEADER + (*chunk).cap as usize;
+                chunk = (*chunk).next;
+            }
+        }
+        self.tail = tail;
+        self.chunk_bytes = bytes;
+    }
+}
+
+#[cfg(test)]
+impl<A: RawAlloc> Log<A> {
+    /// Panics unless `tail` and `chunk_bytes` agree with the list.
+    pub fn check_derived(&self) {
+        let (tail, bytes) = (self.tail, self.chunk_bytes);
+        let mut copy = Log {
+            alloc: A::default(),
+            head: self.head,
+            tail: ptr::null_mut(),
+            chunk_bytes: 0,
+        };
+        copy.rebuild_tail();
+        let derived = (copy.tail, copy.chunk_bytes);
+        copy.head = ptr::null_mut();
+        assert_eq!((tail, bytes), derived);
     }
 }
 
 impl<A: RawAlloc> Drop for Log<A> {
     fn drop(&mut self) {
-        let mut chunk = self.head;
-        while !chunk.is_null() {
-            // SAFETY: walking then freeing the live chunks once each.
-            let next = unsafe { (*chunk).next };
-            self.free_chunk(chunk);
-            chunk = next;
-        }
+        let head = self.head;
+        self.head = ptr::null_mut();
+        self.free_chain(head, ptr::null_mut());
     }
 }

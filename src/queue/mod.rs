@@ -7,6 +7,8 @@
 //! rarely an allocation; unique-key queues keep a hash index ([`index`]).
 
 pub mod counters;
+#[cfg(test)]
+mod crash;
 pub mod doorbell;
 mod futex;
 mod index;
@@ -87,6 +89,17 @@ impl AddMode {
     }
 }
 
+/// A point between two stores of a mutation of shared queue state, where a
+/// process may die: the compiler keeps each store on its side, so what is
+/// in memory at a death is what the code says (docs/reliability.md). In
+/// unit tests a forked child can be made to die here (`crash`).
+#[inline(always)]
+fn step() {
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    #[cfg(test)]
+    crash::point();
+}
+
 /// A queue as it lives in shared memory: its state under a cross-process lock.
 pub type Queue<A> = lock_api::Mutex<FutexMutex, QueueState<A>>;
 
@@ -123,5 +136,7 @@ pub struct WaitableQueue<A: RawAlloc> {
 // used only through atomic operations and shared futex calls.
 unsafe impl<A: SharedAlloc> ShmSafe for WaitableQueue<A> {}
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;
