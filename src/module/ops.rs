@@ -384,6 +384,20 @@ pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, Failure> {
     }
 }
 
+/// Every second (a core timer): memory queues free the storage they keep
+/// for reuse when no add used it since the last tick. A queue busy at the
+/// moment is left for the next tick.
+pub fn age_all() {
+    let Some(reg) = registry::frozen() else {
+        return;
+    };
+    for d in &reg.queues {
+        if let (Backend::Memory, Some(mut q)) = (&d.backend, d.queue().try_lock()) {
+            q.age();
+        }
+    }
+}
+
 /// Drops every item; how many there were.
 pub fn clear(d: &QueueDef) -> Result<usize, Failure> {
     match &d.backend {

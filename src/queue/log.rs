@@ -9,6 +9,14 @@
 //! freed only once no longer reachable from `head`, and everything else
 //! (`tail`, `chunk_bytes`, the counters and key index of the state) can be
 //! rebuilt from a walk from `head` ([`Log::rebuild_tail`]).
+//!
+//! No allocator churn: a chunk the reader finished, or that a drain
+//! dropped, becomes the log's spare (the largest one is kept), and the next
+//! chunk the writer needs is the spare when it is large enough. A queue
+//! that cycles between empty and a few items then allocates nothing once
+//! its spare holds a cycle. The spare ages out: [`Log::age_spare`] (a timer,
+//! every second) frees a spare no chunk request used since its last call,
+//! so an idle queue returns to one small chunk at most.
 
 use std::ptr;
 
@@ -94,6 +102,10 @@ pub struct Log<A: RawAlloc> {
     tail: *mut Chunk,
     /// Chunks held, for the memory statistics (derived).
     chunk_bytes: usize,
+    /// A chunk out of the list, kept for the next chunk request (or null).
+    spare: *mut Chunk,
+    /// The spare served a request since the last [`Log::age_spare`].
+    spare_fresh: bool,
 }
 
 impl<A: RawAlloc> Log<A> {
@@ -103,15 +115,65 @@ impl<A: RawAlloc> Log<A> {
             head: ptr::null_mut(),
             tail: ptr::null_mut(),
             chunk_bytes: 0,
+            spare: ptr::null_mut(),
+            spare_fresh: false,
         }
     }
 
-    /// Shared memory held by the chunks.
+    /// Shared memory held by the chunks, the spare included.
     pub fn chunk_bytes(&self) -> usize {
-        self.chunk_bytes
+        self.chunk_bytes + self.spare_bytes()
+    }
+
+    fn spare_bytes(&self) -> usize {
+        if self.spare.is_null() {
+            0
+        } else {
+            // SAFETY: the spare is a live chunk owned by this log.
+            CHUNK_HEADER + unsafe { (*self.spare).cap } as usize
+        }
+    }
+
+    /// The spare, emptied, when it holds `min_payload` bytes; it leaves
+    /// the spare slot with one store (a death after it leaks the chunk).
+    fn take_spare(&mut self, min_payload: usize) -> *mut Chunk {
+        let chunk = self.spare;
+        // SAFETY: the spare, when not null, is a live chunk of this log.
+        if chunk.is_null() || (unsafe { (*chunk).cap } as usize) < min_payload {
+            return ptr::null_mut();
+        }
+        self.spare = ptr::null_mut();
+        step();
+        self.spare_fresh = true;
+        // SAFETY: the chunk is ours alone now: in no list, not the spare.
+        unsafe {
+            (*chunk).next = ptr::null_mut();
+            (*chunk).used = 0;
+            (*chunk).read = 0;
+            self.chunk_bytes += CHUNK_HEADER + (*chunk).cap as usize;
+        }
+        chunk
+    }
+
+    /// Frees the spare unless a chunk request used it since the last call
+    /// (a timer calls this every second): a spare outlives its last use by
+    /// one to two calls.
+    pub fn age_spare(&mut self) {
+        if std::mem::take(&mut self.spare_fresh) || self.spare.is_null() {
+            return;
+        }
+        let chunk = self.spare;
+        self.spare = ptr::null_mut();
+        step();
+        // SAFETY: the chunk left the spare slot above; freed once.
+        unsafe { self.alloc.free(chunk as *mut u8) };
     }
 
     fn new_chunk(&mut self, min_payload: usize) -> *mut Chunk {
+        let spare = self.take_spare(min_payload);
+        if !spare.is_null() {
+            return spare;
+        }
         let grown = if self.tail.is_null() {
             FIRST_CHUNK_PAYLOAD
         } else {
@@ -145,6 +207,39 @@ impl<A: RawAlloc> Log<A> {
         unsafe {
             self.chunk_bytes -= CHUNK_HEADER + (*chunk).cap as usize;
             self.alloc.free(chunk as *mut u8);
+        }
+    }
+
+    /// A chunk no list reaches any more becomes the spare when it is
+    /// larger than the spare (whose turn it is to be freed then), else it
+    /// is freed. Chunks of their own for one large entry are freed.
+    fn retire_chunk(&mut self, chunk: *mut Chunk) {
+        // SAFETY: chunk is a live chunk of this log, unlinked by the caller.
+        let cap = unsafe { (*chunk).cap } as usize;
+        // SAFETY: as above, for the spare.
+        let larger = self.spare.is_null() || cap > unsafe { (*self.spare).cap } as usize;
+        if cap > CHUNK_PAYLOAD || !larger {
+            self.free_chunk(chunk);
+            return;
+        }
+        let old = self.spare;
+        self.chunk_bytes -= CHUNK_HEADER + cap;
+        self.spare = chunk;
+        step();
+        if !old.is_null() {
+            // SAFETY: the old spare left the slot above; freed once.
+            unsafe { self.alloc.free(old as *mut u8) };
+        }
+    }
+
+    /// Retires the chunks from `chunk` on, up to (not including) `stop`;
+    /// the caller has already unlinked them from the list.
+    fn retire_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
+        while !chunk.is_null() && chunk != stop {
+            // SAFETY: walking a detached chain of chunks not yet freed.
+            let next = unsafe { (*chunk).next };
+            self.retire_chunk(chunk);
+            chunk = next;
         }
     }
 
@@ -236,7 +331,7 @@ impl<A: RawAlloc> Log<A> {
             let done = self.head;
             self.head = next;
             step();
-            self.free_chunk(done);
+            self.retire_chunk(done);
         }
     }
 
@@ -262,7 +357,7 @@ impl<A: RawAlloc> Log<A> {
         step();
         self.tail = ptr::null_mut();
         // keep, the tail, is the last chunk of the list from first.
-        self.free_chain(first, keep);
+        self.retire_chain(first, keep);
         if keep.is_null() {
             return;
         }
@@ -340,6 +435,8 @@ impl<A: RawAlloc> Log<A> {
             head: self.head,
             tail: ptr::null_mut(),
             chunk_bytes: 0,
+            spare: ptr::null_mut(),
+            spare_fresh: false,
         };
         copy.rebuild_tail();
         let derived = (copy.tail, copy.chunk_bytes);
@@ -353,5 +450,10 @@ impl<A: RawAlloc> Drop for Log<A> {
         let head = self.head;
         self.head = ptr::null_mut();
         self.free_chain(head, ptr::null_mut());
+        let spare = std::mem::replace(&mut self.spare, ptr::null_mut());
+        if !spare.is_null() {
+            // SAFETY: the spare is a live chunk of this log, freed once.
+            unsafe { self.alloc.free(spare as *mut u8) };
+        }
     }
 }

@@ -113,6 +113,15 @@ impl<A: RawAlloc> QueueState<A> {
         }
     }
 
+    /// Frees storage kept for reuse that no add used since the last call
+    /// (a timer calls it every second), so an idle queue gives it back.
+    /// Left to the next mutation when a process died inside one.
+    pub fn age(&mut self) {
+        if !self.interrupted() {
+            self.log.age_spare();
+        }
+    }
+
     /// Counts a call that failed outside the queue (a Redis call).
     pub fn count_failure(&mut self) {
         self.stats.failed += 1;
