@@ -210,7 +210,7 @@ fn a_queue_cycling_between_empty_and_a_few_items_stops_allocating() {
     let mut q = QueueState::<CountingAlloc>::new(AddMode::Append, Limits::default(), 1);
     let start = q.stats().shm_bytes;
     let val = [7u8; 300];
-    let mut cycle = |q: &mut QueueState<CountingAlloc>, n: u32| {
+    let cycle = |q: &mut QueueState<CountingAlloc>, n: u32| {
         for i in 0..n {
             assert_eq!(q.add(&i.to_le_bytes(), &val), AddOutcome::Added);
         }
