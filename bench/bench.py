@@ -112,17 +112,19 @@ def wait_log(log, p, marker, timeout=900):
 
 
 def run(module, params, script, rpc_after=None, extra_args=(), callgrind=False, children=1,
-        loads="", route=ROUTE, during=None):
+        loads="", route=ROUTE, during=None, cg_opts=()):
     """`run_once`, again when a callgrind run lost a process's counts
     (Kamailio 5.6 can leave a child stuck at shutdown until it is killed)."""
     for _ in range(4):
-        r = run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during)
+        r = run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during,
+                     cg_opts)
         if r is not None:
             return r
     sys.exit("callgrind runs keep losing processes' counts")
 
 
-def run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during):
+def run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during,
+             cg_opts=()):
     """Starts Kamailio, waits for B|END, runs `during(dir, pgid)` if given,
     then stops it. Returns the B| lines, the RPC reply, what `during`
     returned, and with callgrind the instruction totals per process."""
@@ -138,7 +140,7 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
             # with debugging) costs tens of thousands of instructions per
             # string assignment, swamping the script baseline; it is the
             # same for both modules. The shm allocator stays as asked.
-            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d] + cmd + ["-X", "tlsf"]
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d, *cg_opts] + cmd + ["-X", "tlsf"]
         p = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         try:
             text = wait_log(log, p, "B|END")
@@ -152,6 +154,7 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
             lines = dict(l.split("B|", 1)[1].split("=", 1) for l in text.splitlines()
                          if "B|" in l and "=" in l.split("B|", 1)[1])
             irs = []
+            run_once.shm_mallocs = 0
             if callgrind:
                 procs = len(group_pids(p.pid))
                 p.send_signal(15)
@@ -159,9 +162,11 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
                 for name in os.listdir(d):
                     if name.startswith("cg."):
                         with open(os.path.join(d, name)) as f:
-                            m = re.search(r"^totals:\s*(\d+)", f.read(), re.M)
+                            cg = f.read()
+                            m = re.search(r"^totals:\s*(\d+)", cg, re.M)
                             if m:
                                 irs.append(int(m.group(1)))
+                            run_once.shm_mallocs += shm_malloc_calls(cg)
                 if len(irs) < procs:
                     return None
             return lines, rpc, got, irs
@@ -323,6 +328,43 @@ def sip_instructions(module):
     _, _, (_, items, _), busy = run(module, SIP_PARAMS, "", children=2, loads=loads, route=SIP_ROUTE,
                                     callgrind=True, during=sip_traffic(n, 100, n))
     return {"Ir/msg": (sum(busy) - sum(idle)) / n, "lost (callgrind run)": n - items}
+
+
+def shm_malloc_calls(cg):
+    """Calls of the shm allocator's malloc in a callgrind output written
+    with --compress-strings=no (qm_shm_malloc, fm_shm_malloc, ...)."""
+    n, callee = 0, None
+    for line in cg.splitlines():
+        if line.startswith("cfn="):
+            callee = line[4:].strip()
+        elif line.startswith("calls=") and callee is not None:
+            if re.fullmatch(r"\w+_shm_malloc", callee):
+                n += int(line[6:].split()[0])
+            callee = None
+    return n
+
+
+# Consumers faster than producers keep the queue near empty: every add
+# refills an empty queue (the pattern of issue 19).
+NEAR_EMPTY_PARAMS = """modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=d1;interval=2000u;mode=1")
+modparam("rtimer", "exec", "timer=d1;route=DRAIN")
+modparam("rtimer", "timer", "name=d2;interval=2000u;mode=1")
+modparam("rtimer", "exec", "timer=d2;route=DRAIN")"""
+
+
+def sip_near_empty(module):
+    """Workload 3b: SIP MESSAGEs at 500/s through mq_add, two rtimer
+    consumers faster than the producers, -m 256, the default shm allocator:
+    instructions inside receive_msg of the SIP workers per message, and
+    shared-memory allocations per message there (callgrind)."""
+    n = int(os.environ.get("BENCH_NEAR_EMPTY_N", "1000"))
+    opts = ("--toggle-collect=receive_msg", "--compress-strings=no")
+    _, _, (_, items, _), irs = run(module, NEAR_EMPTY_PARAMS, "", children=2, loads='loadmodule "rtimer.so"',
+                                   route=SIP_ROUTE, callgrind=True, extra_args=("-m", "256"),
+                                   during=sip_traffic(n, 500, n), cg_opts=opts)
+    return {"Ir/msg in receive_msg": sum(irs) / n, "shm mallocs/msg": run_once.shm_mallocs / n,
+            "lost (callgrind run)": n - items}
 
 
 def median_runs(workload, reps=5):
@@ -566,6 +608,11 @@ def main():
     if os.environ.get("BENCH_ONLY") == "redis":
         redis_figures()
         return
+    if os.environ.get("BENCH_ONLY") == "near-empty":
+        res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
+        for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
+            row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
+        return
     print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
     print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
@@ -578,6 +625,9 @@ def main():
     res = {imp: sip_instructions(path) for imp, path in IMPLS.items()}
     for key in ("Ir/msg", "lost (callgrind run)"):
         row("SIP end to end %s" % key, res["rust"][key], res["c"][key])
+    res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
+    for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
+        row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
     res = median_runs(sip_cpu)
     for key in ("CPU ns/msg", "lost"):
         row("SIP end to end %s (median of 5)" % key, res["rust"][key], res["c"][key])

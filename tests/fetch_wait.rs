@@ -7,6 +7,8 @@
 //! - An idle waiting consumer uses next to no CPU (from `/proc`).
 //! - Kamailio with 8 waiting consumers stops as without them (no shutdown
 //!   timeout), and stops by itself when one waiter is killed with SIGKILL.
+//! - Timeouts from variables, an unknown queue, no wait, a wait an add
+//!   ends, on a memory queue and on a Redis queue.
 //! - The KEMI twin waits and returns as the script function does.
 
 mod common;
@@ -14,6 +16,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::redis::RedisServer;
 use common::{sipp_messages, Cfg, Impl, Kamailio};
 
 /// Logged by Kamailio's main process when children outlive `exit_timeout`.
@@ -217,8 +220,11 @@ fn a_waiter_killed_while_waiting_leaves_nothing_stuck() {
 }
 
 #[test]
-fn timeouts_given_by_variables_and_kemi_wait_and_return_as_mq_fetch() {
-    let body = r#"modparam("mqueue", "mqueue", "name=q")
+fn timeouts_given_by_variables_wait_and_return_as_mq_fetch() {
+    check_timeouts(&start(TIMEOUTS_BODY, 1), "q");
+}
+
+const TIMEOUTS_BODY: &str = r#"modparam("mqueue", "mqueue", "name=q")
 modparam("rtimer", "timer", "name=t;interval=100000u;mode=1;")
 modparam("rtimer", "exec", "timer=t;route=T")
 modparam("pv", "shvset", "go=i:0")
@@ -236,12 +242,22 @@ route[T] {
     xlog("L_INFO", "R|item|$var(rc)|$mqk(q)|$mqv(q)\n");
 }
 "#;
-    let k = start(body, 1);
+
+#[test]
+fn a_redis_queue_waits_too() {
+    let redis = RedisServer::start();
+    let body = TIMEOUTS_BODY.replace("name=q\")", &format!("name=q;redis={}\")", redis.url()));
+    check_timeouts(&start(&body, 1), "q");
+}
+
+/// Runs the TIMEOUTS_BODY script: timeouts, an unknown queue, no wait,
+/// then a wait an add ends.
+fn check_timeouts(k: &Kamailio, q: &str) {
     k.rpc(&["pv.shvSet", "go", "int", "1"]).expect("pv.shvSet");
     let r = k.wait_marked("R|", 3, Duration::from_secs(10));
     assert_eq!(r, ["empty|-2", "unknown|-1", "nowait|-2"], "{}", k.log());
     // The last call is waiting now (or about to): an add ends it.
-    k.rpc(&["mqueue.add", "q", "k1", "v1"]).expect("mqueue.add");
+    k.rpc(&["mqueue.add", q, "k1", "v1"]).expect("mqueue.add");
     let r = k.wait_marked("R|", 4, Duration::from_secs(10));
     assert_eq!(
         r.get(3).map(String::as_str),
