@@ -59,6 +59,13 @@ pub enum Fetch {
     Failed(Failure),
 }
 
+/// Fetched items whose key and value take more than this many bytes are
+/// read in place, in shared memory, instead of copied into the process.
+/// Below it a copy costs less than what reading in place costs: the pin
+/// and its release, and a chunk that cannot be reused meanwhile; the copy
+/// of 1 KB takes about as long as that bookkeeping.
+pub const COPY_MAX: usize = 1024;
+
 /// The item a process fetched last from each queue (`$mqk`/`$mqv`):
 /// process-local, as each Kamailio process runs scripts in one thread.
 #[derive(Default)]
@@ -66,6 +73,9 @@ struct FetchedItem {
     present: bool,
     key: Vec<u8>,
     val: Vec<u8>,
+    /// Memory queues: a large item read in place (then `key` and `val`
+    /// are unused), released by the next fetch or mq_pv_free.
+    in_place: Option<queue::Held>,
     /// Redis queues: the entry this process was delivered last and has
     /// not acknowledged yet (acknowledged by the next fetch or mq_pv_free).
     held: Option<String>,
@@ -217,10 +227,18 @@ pub fn fetch(idx: usize) -> Fetch {
     match &d.backend {
         Backend::Memory => with_fetched_slot(idx, |slot| {
             slot.present = false;
-            if d.queue().lock().fetch_with(|k, v| slot.set(k, v)) {
-                Fetch::Fetched
-            } else {
-                Fetch::Empty
+            let mut q = d.queue().lock();
+            if let Some(h) = slot.in_place.take() {
+                q.release(h);
+            }
+            match q.fetch_or_hold(COPY_MAX, |k, v| slot.set(k, v)) {
+                queue::Taken::Empty => Fetch::Empty,
+                queue::Taken::Copied => Fetch::Fetched,
+                queue::Taken::Held(h) => {
+                    slot.in_place = Some(h);
+                    slot.present = true;
+                    Fetch::Fetched
+                }
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
@@ -279,7 +297,11 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
     match &d.backend {
         Backend::Memory => with_fetched_slot(idx, |slot| {
             slot.present = false;
-            let taken = d.queue().lock().fetch_if(|k, v| {
+            let mut q = d.queue().lock();
+            if let Some(h) = slot.in_place.take() {
+                q.release(h);
+            }
+            let taken = q.fetch_if(|k, v| {
                 let fits = reply(k, v);
                 if fits {
                     slot.set(k, v);
@@ -331,7 +353,13 @@ fn fetch_remote(
 pub fn pv_free(idx: usize) {
     with_fetched_slot(idx, |slot| {
         slot.present = false;
-        let (Some(d), Some(held)) = (def(idx), slot.held.take()) else {
+        let Some(d) = def(idx) else {
+            return;
+        };
+        if let Some(h) = slot.in_place.take() {
+            d.queue().lock().release(h);
+        }
+        let Some(held) = slot.held.take() else {
             return;
         };
         match &d.backend {
@@ -354,7 +382,12 @@ pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R 
         let item = all
             .get(idx)
             .filter(|s| s.present)
-            .map(|s| (s.key.as_slice(), s.val.as_slice()));
+            .map(|s| match &s.in_place {
+                // SAFETY: held items are released only by this process's next
+                // fetch or mq_pv_free on the queue, which also clear `present`.
+                Some(h) => unsafe { h.item() },
+                None => (s.key.as_slice(), s.val.as_slice()),
+            });
         f(item)
     })
 }

@@ -48,7 +48,10 @@ pub struct Chunk {
     /// In the chunk, not the list, so that taking an entry and moving to
     /// the next chunk are one store each.
     read: u32,
-    _pad: u32,
+    /// Fetched entries of this chunk that processes read in place
+    /// ([`Log::pin`]): the chunk is neither reused nor freed before they
+    /// are released.
+    pins: u32,
 }
 
 /// One item: this header, then the key bytes, then the value bytes.
@@ -106,6 +109,9 @@ pub struct Log<A: RawAlloc> {
     spare: *mut Chunk,
     /// The spare served a request since the last [`Log::age_spare`].
     spare_fresh: bool,
+    /// Chunks out of the list that still have pinned entries, linked
+    /// through `next`.
+    held: *mut Chunk,
 }
 
 impl<A: RawAlloc> Log<A> {
@@ -117,12 +123,57 @@ impl<A: RawAlloc> Log<A> {
             chunk_bytes: 0,
             spare: ptr::null_mut(),
             spare_fresh: false,
+            held: ptr::null_mut(),
         }
     }
 
-    /// Shared memory held by the chunks, the spare included.
+    /// Shared memory held by the chunks, the spare and the chunks kept
+    /// for pinned entries included.
     pub fn chunk_bytes(&self) -> usize {
-        self.chunk_bytes + self.spare_bytes()
+        let mut held = 0;
+        let mut chunk = self.held;
+        while !chunk.is_null() {
+            // SAFETY: the held list links live chunks of this log.
+            unsafe {
+                held += CHUNK_HEADER + (*chunk).cap as usize;
+                chunk = (*chunk).next;
+            }
+        }
+        self.chunk_bytes + self.spare_bytes() + held
+    }
+
+    /// Pins the chunk of the entry [`Log::front`] returned last (the head
+    /// chunk), so that the entry stays in place after it left the queue.
+    pub fn pin(&mut self) -> *mut Chunk {
+        // SAFETY: front returned an entry of the head chunk, which is live.
+        unsafe { (*self.head).pins += 1 };
+        step();
+        self.head
+    }
+
+    /// Releases a pin of [`Log::pin`]. Chunks out of the list whose pins
+    /// are all released are retired (also any a process that died here
+    /// left behind).
+    pub fn unpin(&mut self, chunk: *mut Chunk) {
+        // SAFETY: the caller passes a chunk it pinned and has not released.
+        unsafe { (*chunk).pins -= 1 };
+        step();
+        let mut link: *mut *mut Chunk = &mut self.held;
+        // SAFETY: walking the held list of live chunks; each unlink is one
+        // store, so a death leaves the chunk in the list or leaked.
+        unsafe {
+            while !(*link).is_null() {
+                let c = *link;
+                if (*c).pins == 0 {
+                    *link = (*c).next;
+                    step();
+                    self.chunk_bytes += CHUNK_HEADER + (*c).cap as usize;
+                    self.retire_chunk(c);
+                } else {
+                    link = &mut (*c).next;
+                }
+            }
+        }
     }
 
     fn spare_bytes(&self) -> usize {
@@ -193,7 +244,7 @@ impl<A: RawAlloc> Log<A> {
                     cap: cap as u32,
                     used: 0,
                     read: 0,
-                    _pad: 0,
+                    pins: 0,
                 })
             };
             self.chunk_bytes += CHUNK_HEADER + cap;
@@ -215,7 +266,16 @@ impl<A: RawAlloc> Log<A> {
     /// is freed. Chunks of their own for one large entry are freed.
     fn retire_chunk(&mut self, chunk: *mut Chunk) {
         // SAFETY: chunk is a live chunk of this log, unlinked by the caller.
-        let cap = unsafe { (*chunk).cap } as usize;
+        let (cap, pins) = unsafe { ((*chunk).cap as usize, (*chunk).pins) };
+        if pins > 0 {
+            self.chunk_bytes -= CHUNK_HEADER + cap;
+            // SAFETY: as above; linking it first is one store.
+            unsafe { (*chunk).next = self.held };
+            step();
+            self.held = chunk;
+            step();
+            return;
+        }
         // SAFETY: as above, for the spare.
         let larger = self.spare.is_null() || cap > unsafe { (*self.spare).cap } as usize;
         if cap > CHUNK_PAYLOAD || !larger {
@@ -348,7 +408,10 @@ impl<A: RawAlloc> Log<A> {
     pub fn reset(&mut self) {
         let (first, tail) = (self.head, self.tail);
         // SAFETY: tail, when not null, is a live chunk of this log.
-        let keep = if !tail.is_null() && unsafe { (*tail).cap } as usize <= KEPT_CHUNK_PAYLOAD {
+        let keep = if !tail.is_null()
+            // SAFETY: as above.
+            && unsafe { (*tail).pins == 0 && (*tail).cap as usize <= KEPT_CHUNK_PAYLOAD }
+        {
             tail
         } else {
             ptr::null_mut()
@@ -402,7 +465,7 @@ impl<A: RawAlloc> Log<A> {
         step();
         self.tail = fresh.tail;
         let fresh_bytes = fresh.chunk_bytes;
-        self.free_chain(old, ptr::null_mut());
+        self.retire_chain(old, ptr::null_mut());
         self.chunk_bytes = fresh_bytes;
     }
 
@@ -437,6 +500,7 @@ impl<A: RawAlloc> Log<A> {
             chunk_bytes: 0,
             spare: ptr::null_mut(),
             spare_fresh: false,
+            held: ptr::null_mut(),
         };
         copy.rebuild_tail();
         let derived = (copy.tail, copy.chunk_bytes);
@@ -454,6 +518,16 @@ impl<A: RawAlloc> Drop for Log<A> {
         if !spare.is_null() {
             // SAFETY: the spare is a live chunk of this log, freed once.
             unsafe { self.alloc.free(spare as *mut u8) };
+        }
+        let mut held = std::mem::replace(&mut self.held, ptr::null_mut());
+        while !held.is_null() {
+            // SAFETY: the held list links live chunks of this log; the log
+            // goes, so do the entries pinned in them.
+            unsafe {
+                let next = (*held).next;
+                self.alloc.free(held as *mut u8);
+                held = next;
+            }
         }
     }
 }

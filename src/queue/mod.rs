@@ -21,7 +21,7 @@ mod state;
 
 pub use doorbell::Doorbell;
 pub use lock::FutexMutex;
-pub use state::{AddOutcome, Limits, QueueState, Stats};
+pub use state::{AddOutcome, Held, Limits, QueueState, Stats, Taken};
 
 /// Memory for queue data: it must stay valid, at the same address, in every
 /// process that uses the queue.

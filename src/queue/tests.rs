@@ -240,3 +240,53 @@ fn a_queue_cycling_between_empty_and_a_few_items_stops_allocating() {
         q.stats().shm_bytes - start
     );
 }
+
+#[test]
+fn items_read_in_place_keep_their_bytes_through_adds_fetches_and_clears() {
+    let mut q = State::new(AddMode::KeepNewest, Limits::default(), 1);
+    let start = q.stats().shm_bytes;
+    // A large item in place, then traffic, replacements (compaction),
+    // and clears around it.
+    let mut taken = Vec::new();
+    for n in 1..=3u8 {
+        q.clear();
+        let big = vec![n; 4000];
+        assert_eq!(q.add(&[n], &big), AddOutcome::Added);
+        assert_eq!(q.add(b"small", b"x"), AddOutcome::Added);
+        match q.fetch_or_hold(1024, |_, _| panic!("a large item is not copied")) {
+            Taken::Held(h) => taken.push((n, h)),
+            _ => panic!("no item"),
+        }
+        for round in 0..200u32 {
+            let key = (round % 7).to_le_bytes();
+            q.add(&key, &[round as u8; 3000]);
+            q.add(&key, &[round as u8; 100]);
+            if round % 3 == 0 {
+                q.fetch_with(|_, _| {});
+            }
+            if round % 50 == 0 {
+                q.clear();
+            }
+        }
+        for (m, h) in &taken {
+            // SAFETY: not released yet.
+            let (k, v) = unsafe { h.item() };
+            assert_eq!(k, [*m]);
+            assert!(
+                v.len() == 4000 && v.iter().all(|b| b == m),
+                "item {m} damaged"
+            );
+        }
+    }
+    q.clear();
+    for (_, h) in taken {
+        q.release(h);
+    }
+    q.age();
+    q.age();
+    assert!(
+        q.stats().shm_bytes - start <= 512,
+        "{}",
+        q.stats().shm_bytes
+    );
+}
