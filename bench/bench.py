@@ -42,7 +42,8 @@ N = int(os.environ.get("BENCH_N", "100000"))
 CG_N = int(os.environ.get("BENCH_CG_N", "20000"))
 SIP_N = int(os.environ.get("BENCH_SIP_N", "20000"))
 CPU_N = int(os.environ.get("BENCH_CPU_N", "1000000"))
-PORT = 36500
+# BENCH_PORT: another port when benches run side by side.
+PORT = int(os.environ.get("BENCH_PORT", "36500"))
 
 HEAD = """#!KAMAILIO
 debug=2
@@ -258,6 +259,33 @@ def script_loop_instructions(module, extra=()):
     a1 = worker_ir(module, add + base_fetch, extra)
     a2 = worker_ir(module, add + fetch, extra)
     return {"add Ir": (a1 - b) / CG_N, "fetch Ir": (a2 - a1) / CG_N, "pair Ir": (a2 - b) / CG_N}
+
+
+SIZES = (64, 1024, 4096, 8192, 16384)
+SIZE_N = int(os.environ.get("BENCH_SIZE_N", "2000"))
+
+
+def value_sizes(module, size):
+    """Workload 1 with values of `size` bytes (a power of two, built in the
+    script): instructions per add, per fetch (with $mqk/$mqv read into
+    variables) and per pair, as script_loop_instructions."""
+    build = '$var(v) = "x";\nwhile ($(var(v){s.len}) < %d) { $var(v) = $var(v) + $var(v); }\n' % size
+    base_add = loop(SIZE_N, '$var(j) = $var(i);')
+    add = loop(SIZE_N, 'mq_add("q", "key-$var(i)", "$var(v)");')
+    base_fetch = '$var(kk) = "key-00000";\n' + loop(SIZE_N, '$var(k) = $var(kk); $var(x) = $var(v);')
+    fetch = loop(SIZE_N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')
+    extra = ("-m", "256")
+    b = worker_ir(module, build + base_add + base_fetch, extra)
+    a1 = worker_ir(module, build + add + base_fetch, extra)
+    a2 = worker_ir(module, build + add + fetch, extra)
+    return {"add Ir": (a1 - b) / SIZE_N, "fetch Ir": (a2 - a1) / SIZE_N, "pair Ir": (a2 - b) / SIZE_N}
+
+
+def value_size_table():
+    for size in SIZES:
+        res = {imp: value_sizes(path, size) for imp, path in IMPLS.items()}
+        for key in ("add Ir", "fetch Ir", "pair Ir"):
+            row("value %5d B: %s" % (size, key), res["rust"][key], res["c"][key])
 
 
 SIP_ROUTE = """route[DRAIN] {
@@ -608,6 +636,9 @@ def main():
     if os.environ.get("BENCH_ONLY") == "redis":
         redis_figures()
         return
+    if os.environ.get("BENCH_ONLY") == "sizes":
+        value_size_table()
+        return
     if os.environ.get("BENCH_ONLY") == "near-empty":
         res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
         for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
@@ -628,6 +659,7 @@ def main():
     res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
     for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
         row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
+    value_size_table()
     res = median_runs(sip_cpu)
     for key in ("CPU ns/msg", "lost"):
         row("SIP end to end %s (median of 5)" % key, res["rust"][key], res["c"][key])
