@@ -281,6 +281,60 @@ def value_sizes(module, size):
     return {"add Ir": (a1 - b) / SIZE_N, "fetch Ir": (a2 - a1) / SIZE_N, "pair Ir": (a2 - b) / SIZE_N}
 
 
+LATENCY_N = int(os.environ.get("BENCH_LATENCY_N", "3000"))
+
+
+def latency(module, consume):
+    """Add-to-fetch delay: SIP MESSAGEs at 1,000/s, each queued with
+    $TV(Sn), one rtimer consumer running `consume` (a route body that
+    fetches and logs L|added|now). Returns (median ms, p99 ms)."""
+    params = """modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=c;interval=%s;mode=1")
+modparam("rtimer", "exec", "timer=c;route=CONSUME")""" % consume[0]
+    route = """route[CONSUME] {
+%s
+}
+request_route {
+    mq_add("q", "$ci", "$TV(Sn)");
+    sl_send_reply("200", "OK");
+    exit;
+}""" % consume[1]
+
+    def during(d, pgid, log, p):
+        time.sleep(1)
+        sipp(d, LATENCY_N, 1000)
+        deadline = time.time() + 60
+        while True:
+            log.seek(0)
+            lines = [l for l in log.read().splitlines() if "L|" in l]
+            if len(lines) >= LATENCY_N or time.time() > deadline:
+                return lines
+            time.sleep(0.2)
+    _, _, lines, _ = run(module, params, "", children=2, loads='loadmodule "rtimer.so"', route=route,
+                         during=during)
+    delays = sorted((float(b) - float(a)) * 1000 for a, b in
+                    (l.split("L|", 1)[1].split("|")[:2] for l in lines))
+    if not delays:
+        return float("nan"), float("nan")
+    return delays[len(delays) // 2], delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+
+
+LOG_ITEM = 'xlog("L_INFO", "L|$mqv(q)|$TV(Sn)|\\n");'
+CONSUMERS = (
+    ("mq_fetch_wait", ("1000u", 'while (mq_fetch_wait("q", 1000)) { %s }' % LOG_ITEM), ("rust",)),
+    ("poll every 10 ms", ("10000u", 'while (mq_fetch("q")) { %s }' % LOG_ITEM), ("rust", "c")),
+    ("poll every 100 ms", ("100000u", 'while (mq_fetch("q")) { %s }' % LOG_ITEM), ("rust", "c")),
+)
+
+
+def latency_table():
+    for name, consume, impls in CONSUMERS:
+        res = {imp: latency(IMPLS[imp], consume) for imp in impls}
+        for i, key in enumerate(("median ms", "p99 ms")):
+            theirs = res["c"][i] if "c" in res else 0
+            row("add-to-fetch %s, %s" % (name, key), res["rust"][i], theirs, 3)
+
+
 def value_size_table():
     for size in SIZES:
         res = {imp: value_sizes(path, size) for imp, path in IMPLS.items()}
@@ -625,9 +679,9 @@ def redis_figures():
         print("%-44s %12.1f %12.1f" % (key, remote[key], local[key]), flush=True)
 
 
-def row(name, ours, theirs):
+def row(name, ours, theirs, digits=1):
     ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
-    print("%-44s %12.1f %12.1f %s" % (name, ours, theirs, ratio), flush=True)
+    print("%-44s %12.*f %12.*f %s" % (name, digits, ours, digits, theirs, ratio), flush=True)
 
 
 def main():
@@ -635,6 +689,9 @@ def main():
         sys.exit("build/mqueue.so missing: run make build")
     if os.environ.get("BENCH_ONLY") == "redis":
         redis_figures()
+        return
+    if os.environ.get("BENCH_ONLY") == "latency":
+        latency_table()
         return
     if os.environ.get("BENCH_ONLY") == "sizes":
         value_size_table()
@@ -660,6 +717,7 @@ def main():
     for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
         row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
     value_size_table()
+    latency_table()
     res = median_runs(sip_cpu)
     for key in ("CPU ns/msg", "lost"):
         row("SIP end to end %s (median of 5)" % key, res["rust"][key], res["c"][key])
