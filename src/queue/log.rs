@@ -154,6 +154,7 @@ impl<A: RawAlloc> Log<A> {
     /// Releases a pin of [`Log::pin`]. Chunks out of the list whose pins
     /// are all released are retired (also any a process that died here
     /// left behind).
+    #[inline(never)]
     pub fn unpin(&mut self, chunk: *mut Chunk) {
         // SAFETY: the caller passes a chunk it pinned and has not released.
         unsafe { (*chunk).pins -= 1 };
@@ -264,6 +265,7 @@ impl<A: RawAlloc> Log<A> {
     /// A chunk no list reaches any more becomes the spare when it is
     /// larger than the spare (whose turn it is to be freed then), else it
     /// is freed. Chunks of their own for one large entry are freed.
+    #[inline(never)]
     fn retire_chunk(&mut self, chunk: *mut Chunk) {
         // SAFETY: chunk is a live chunk of this log, unlinked by the caller.
         let (cap, pins) = unsafe { ((*chunk).cap as usize, (*chunk).pins) };
@@ -316,6 +318,7 @@ impl<A: RawAlloc> Log<A> {
 
     /// Makes room for an entry of `size` bytes at the tail; false when the
     /// allocator has no memory. Nothing changes when it fails.
+    #[inline]
     pub fn reserve(&mut self, size: usize) -> bool {
         let fits = !self.tail.is_null()
             // SAFETY: tail, when not null, is a live chunk of this log.
@@ -370,6 +373,7 @@ impl<A: RawAlloc> Log<A> {
 
     /// The entry at the read position, live or dead, freeing chunks the
     /// reader has finished; None when the log is empty.
+    #[inline]
     pub fn front(&mut self) -> Option<*mut Entry> {
         loop {
             if self.head.is_null() {
