@@ -41,6 +41,7 @@ route[PRODUCE] {{
         }} else {{
             $var(seq) = $var(seq) - 1;
             $var(i) = 20;
+            xlog("L_INFO", "X|add failed\n");
         }}
         $var(i) = $var(i) + 1;
     }}
@@ -51,6 +52,7 @@ request_route {{
         xlog("L_INFO", "P|{tag}-$pp|$var(seq)\n");
     }} else {{
         $var(seq) = $var(seq) - 1;
+        xlog("L_INFO", "X|add failed\n");
     }}
     sl_send_reply("200", "OK");
     exit;
@@ -244,10 +246,12 @@ fn three_instances_consume_every_item_exactly_once_in_order() {
 fn killed_instance_loses_nothing() {
     let redis = RedisServer::start();
     // a produces and holds what it fetches until its next tick; once it
-    // has consumed a few, it is killed whole, and b and c take over.
+    // has produced everything (a kill between an add and its log line
+    // would leave an acknowledged add unlogged) and consumed a few, it is
+    // killed whole, and b and c take over.
     let mut a = start_instance(&instance_body(&redis.url(), "a", 300, 2, true, ""), 1);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while consumed(&[a.log()]).len() < 4 {
+    while consumed(&[a.log()]).len() < 4 || produced(&[a.log()]).len() < 300 {
         assert!(Instant::now() < deadline, "a consumes nothing");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -333,10 +337,18 @@ fn redis_restart_loses_no_acknowledged_add() {
     redis.resume();
     assert_eq!(sipp_messages(k.port, 100, 100, &k.dir.0), 0, "sipp after");
     let (p, c) = wait_consumed(&[&k], &[], Duration::from_secs(60));
-    let dups = check_every_item(&p, &c);
+    // An add whose reply the restart cut off returned -1 ("not
+    // acknowledged") and may still have been queued: consumed items nobody
+    // acknowledged are bounded by the adds that returned -1.
+    let (dups, phantoms) = check_items(&p, &c);
+    let not_acknowledged = k.marked("F|").len() + k.marked("X|").len();
+    assert!(
+        phantoms <= not_acknowledged,
+        "{phantoms} consumed items nobody acknowledged, {not_acknowledged} adds returned -1"
+    );
     eprintln!(
-        "Redis restart: {} acknowledged adds, all consumed ({dups} duplicated); {} adds failed while down, \
-         the slowest in {} us",
+        "Redis restart: {} acknowledged adds, all consumed ({dups} duplicated, {phantoms} of the \
+         {not_acknowledged} unacknowledged adds queued); {} adds failed while down, the slowest in {} us",
         p.len(),
         failed.len(),
         failed.iter().max().unwrap()
@@ -547,4 +559,127 @@ fn bad_urls_passwords_and_keys_give_clear_errors() {
     assert!(k.log().contains("WRONGTYPE"), "{}", k.log());
     assert!(k.rpc(&["mqueue.fetch", "w"]).is_err());
     assert!(k.rpc(&["core.uptime"]).is_ok(), "Kamailio still serves");
+}
+
+/// Queue `work` on Redis with `claim_ms` 10 minutes (so only a hand-back,
+/// never the claim timer, can redeliver within a test) and an rtimer
+/// consumer that takes one entry and holds it for good.
+fn holder_body(url: &str, tag: &str) -> String {
+    format!(
+        r#"modparam("mqueue", "redis_timeout", 300)
+modparam("mqueue", "mqueue", "name=work;redis={url};claim_ms=600000")
+modparam("rtimer", "timer", "name=hold;interval=100000u;mode=1")
+modparam("rtimer", "exec", "timer=hold;route=HOLD")
+route[HOLD] {{
+    if ($var(held) == 0 && mq_fetch("work")) {{
+        $var(held) = 1;
+        xlog("L_INFO", "C|{tag}-$pp|$mqv(work)\n");
+    }}
+}}
+request_route {{ sl_send_reply("200", "OK"); exit; }}
+"#
+    )
+}
+
+/// Adds `n` items `<tag>|1..n` through RPC; each must be acknowledged.
+fn add_items(k: &Kamailio, tag: &str, n: u64) -> Vec<Produced> {
+    (1..=n)
+        .map(|i| {
+            let r = k.rpc(&["mqueue.add", "work", "k", &format!("{tag}|{i}")]);
+            assert_eq!(r.as_deref().map(str::trim), Ok("1"), "add {i}");
+            (tag.to_string(), i)
+        })
+        .collect()
+}
+
+/// Waits until every entry of `work` is acknowledged (XLEN 0).
+fn wait_empty(k: &Kamailio) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while k.queue_size("work") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "entries stay queued:\n{}",
+            k.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A draining instance with `claim_ms` 10 minutes.
+fn drainer(url: &str, tag: &str) -> Kamailio {
+    start_instance(
+        &instance_body(url, tag, 0, 1, false, "").replace("claim_ms=1000", "claim_ms=600000"),
+        1,
+    )
+}
+
+/// A consumer process killed alone (as a segfault or the OOM killer
+/// would): Kamailio stops the instance, and the entry the process held
+/// goes to another instance at once (claim_ms is 10 minutes), never
+/// acknowledged unseen.
+#[test]
+fn consumer_killed_alone_its_item_goes_to_another_instance() {
+    let redis = RedisServer::start();
+    let mut a = start_instance(&holder_body(&redis.url(), "a"), 1);
+    let p = add_items(&a, "x", 5);
+    let held = a.wait_marked("C|", 1, Duration::from_secs(20));
+    assert_eq!(held.len(), 1, "the holder takes nothing:\n{}", a.log());
+    let (pid, item) = held[0]
+        .trim_start_matches("a-")
+        .split_once('|')
+        .expect("pid|item");
+    let pid: i32 = pid.parse().expect("pid");
+    // SAFETY: signals a process of the Kamailio this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    a.stop();
+    let a_log = a.log();
+    let b = drainer(&redis.url(), "b");
+    wait_empty(&b);
+    let c = consumed(&[a_log.clone(), b.log()]);
+    check_every_item(&p, &c);
+    let again = consumed(&[b.log()])
+        .into_iter()
+        .any(|(_, pr, s)| format!("{pr}|{s}") == item);
+    assert!(
+        again,
+        "the killed process's entry {item} was not delivered to b:\n{a_log}"
+    );
+    let stats = b.rpc(&["mqueue.stats", "work"]).expect("stats");
+    assert_eq!(field(&stats, "size"), "0", "{stats}");
+    assert_eq!(field(&stats, "fetched"), "5", "{stats}");
+}
+
+/// Redis frozen while a consumer polls: its fetches time out, Redis runs
+/// them when it goes on (the entries become pending to that consumer), and
+/// the instance is stopped at once. Every acknowledged add is consumed by
+/// a script (here or by the next instance), and `fetched` counts each once.
+#[test]
+fn frozen_redis_then_stop_acknowledges_nothing_unseen() {
+    let redis = RedisServer::start();
+    let body = instance_body(&redis.url(), "a", 0, 1, true, "")
+        .replace("claim_ms=1000", "claim_ms=600000")
+        .replace("200000u", "50000u");
+    let mut a = start_instance(&body, 1);
+    let p = add_items(&a, "x", 20);
+    redis.freeze();
+    let frozen = Instant::now();
+    // Fetches time out (redis_timeout 300 ms) while it hangs.
+    while frozen.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    redis.thaw();
+    a.stop();
+    let a_log = a.log();
+    let b = drainer(&redis.url(), "b");
+    wait_empty(&b);
+    let c = consumed(&[a_log.clone(), b.log()]);
+    check_every_item(&p, &c);
+    let stats = b.rpc(&["mqueue.stats", "work"]).expect("stats");
+    assert_eq!(field(&stats, "fetched"), "20", "{stats}");
+    eprintln!(
+        "frozen then stopped: 20 acknowledged adds, {} consumed by a, {} by b, redelivered {}",
+        consumed(&[a_log]).len(),
+        consumed(&[b.log()]).len(),
+        field(&stats, "redelivered")
+    );
 }

@@ -112,9 +112,10 @@ pub fn log_error(queue: &str, what: &str, e: &str) {
 }
 
 /// `mod_destroy` (main process, every child exited): entries this
-/// instance's processes still hold are acknowledged, as each process's
-/// fetched item is released when it exits, and their consumers leave the
-/// group.
+/// instance's processes still hold (the last one each script saw, and any
+/// delivered by a call that timed out) go back to the group for immediate
+/// redelivery to any instance, never acknowledged unseen; their consumers
+/// leave the group.
 pub fn release_all(reg: &Registry) {
     let Some(prefix) = INSTANCE.get() else { return };
     let mut session = Session::new(format!("{prefix}main"), timeout());
@@ -122,9 +123,12 @@ pub fn release_all(reg: &Registry) {
         let Some(st) = &d.stream else { continue };
         match session.release_consumers(st, prefix) {
             Ok(0) => {}
-            Ok(n) => kinfo!("mqueue {}: acknowledged {n} entries this instance's processes held", d.name_lossy()),
+            Ok(n) => kinfo!(
+                "mqueue {}: handed back {n} entries this instance's processes held, for redelivery",
+                d.name_lossy()
+            ),
             Err(e) => kerr!(
-                "mqueue {}: cannot release this instance's consumers ({e}); their entries are delivered again after claim_ms",
+                "mqueue {}: cannot hand back this instance's entries ({e}); they are delivered again after claim_ms",
                 d.name_lossy()
             ),
         }

@@ -414,9 +414,12 @@ impl Session {
         })
     }
 
-    /// At shutdown: acknowledges what the consumers whose names start with
-    /// `prefix` (this instance's processes, all exited) still hold, and
-    /// removes them from the group. Returns how many entries.
+    /// At shutdown (every process of this instance exited): what the
+    /// consumers whose names start with `prefix` still hold goes to the
+    /// consumer [`RELEASED`] with an idle time past any `claim_ms`, so the
+    /// next fetch of any instance takes it (first, in order); then those
+    /// consumers leave the group. Nothing is acknowledged: an entry a
+    /// script saw last is delivered again. Returns how many entries.
     pub fn release_consumers(&mut self, spec: &StreamSpec, prefix: &str) -> Result<usize, String> {
         let consumers: Value = self.call(spec, |c, _| {
             redis::cmd("XINFO")
@@ -438,25 +441,43 @@ impl Session {
         }
         let mut released = 0;
         for name in names {
-            let ids: Value = self.call(spec, |c, _| {
-                redis::cmd("XPENDING")
-                    .arg(&spec.stream)
-                    .arg(&spec.group)
-                    .arg("-")
-                    .arg("+")
-                    .arg(10_000)
-                    .arg(&name)
-                    .query(c)
-            })?;
-            if let Value::Array(list) = ids {
-                for p in list {
-                    if let Value::Array(f) = p {
-                        if let Some(id) = f.into_iter().next().and_then(bytes_of) {
-                            self.ack(spec, &String::from_utf8_lossy(&id))?;
-                            released += 1;
-                        }
-                    }
+            loop {
+                let ids: Value = self.call(spec, |c, _| {
+                    redis::cmd("XPENDING")
+                        .arg(&spec.stream)
+                        .arg(&spec.group)
+                        .arg("-")
+                        .arg("+")
+                        .arg(1000)
+                        .arg(&name)
+                        .query(c)
+                })?;
+                let ids: Vec<Vec<u8>> = match ids {
+                    Value::Array(list) => list
+                        .into_iter()
+                        .filter_map(|p| match p {
+                            Value::Array(f) => f.into_iter().next().and_then(bytes_of),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if ids.is_empty() {
+                    break;
                 }
+                let _: Value = self.call(spec, |c, _| {
+                    redis::cmd("XCLAIM")
+                        .arg(&spec.stream)
+                        .arg(&spec.group)
+                        .arg(RELEASED)
+                        .arg(0)
+                        .arg(&ids)
+                        .arg("IDLE")
+                        .arg(RELEASED_IDLE_MS)
+                        .arg("JUSTID")
+                        .query(c)
+                })?;
+                released += ids.len();
             }
             let _: i64 = self.call(spec, |c, _| {
                 redis::cmd("XGROUP")
@@ -470,6 +491,13 @@ impl Session {
         Ok(released)
     }
 }
+
+/// The consumer that holds what stopped instances handed back, for the
+/// next fetch of any instance to take over.
+pub const RELEASED: &str = "released";
+/// The idle time handed-back entries get: past any `claim_ms` (about 34
+/// years), so they are taken over at once.
+const RELEASED_IDLE_MS: u64 = 1 << 40;
 
 fn create_group(c: &mut Connection, spec: &StreamSpec) -> RedisResult<()> {
     let r: RedisResult<()> = redis::cmd("XGROUP")

@@ -49,10 +49,12 @@ return 1
 "#;
 
 /// Acknowledges and deletes the entry this consumer holds (ARGV[3], or
-/// ''), then, unless ARGV[6] is 'ack', delivers the next: an entry another
-/// consumer has held for longer than ARGV[5] ms first (XAUTOCLAIM), else a
-/// new one. ARGV: group, consumer, held id, addmode, claim ms, 'ack'|'fetch'.
-/// Returns {id, key, value} or false.
+/// '') -- the one its script saw last --, then, unless ARGV[6] is 'ack',
+/// delivers the next: first an entry this consumer was delivered but never
+/// saw (a call that timed out after Redis ran it), then an entry another
+/// consumer has held for longer than ARGV[5] ms or handed back at its
+/// shutdown (XAUTOCLAIM), else a new one. ARGV: group, consumer, held id,
+/// addmode, claim ms, 'ack'|'fetch'. Returns {id, key, value} or false.
 pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -64,9 +66,22 @@ if ARGV[6] == 'ack' then
   return false
 end
 local e
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
-if claimed[2] and claimed[2][1] and claimed[2][1][2] then
-  e = claimed[2][1]
+-- This consumer's own pending entries (the held one is acknowledged above).
+-- An entry deleted meanwhile comes back without fields: dropped.
+for _ = 1, 16 do
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '0')
+  local m = r and r[1] and r[1][2][1]
+  if not m then break end
+  if m[2] then e = m break end
+  redis.call('XACK', KEYS[1], ARGV[1], m[1])
+end
+if not e then
+  local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
+  if claimed[2] and claimed[2][1] and claimed[2][1][2] then
+    e = claimed[2][1]
+  end
+end
+if e then
   redis.call('HINCRBY', KEYS[3], 'redelivered', 1)
 else
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
