@@ -274,12 +274,12 @@ pub fn stats(idx: usize) -> Option<crate::queue::Stats> {
     let Some(st) = &d.stream else {
         return Some(local);
     };
-    let f = remote::with(|s| s.figures(st)).ok()?;
+    let f = remote::figures(&d.name_lossy(), st).ok()?;
     let get = |n: &str| {
         f.counters
             .iter()
             .find(|(k, _)| k == n)
-            .map_or(0, |(_, v)| *v as u64)
+            .map_or(0, |(_, v)| *v)
     };
     Some(crate::queue::Stats {
         size: f.length.max(0) as usize,

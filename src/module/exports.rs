@@ -103,7 +103,7 @@ const fn param(name: &'static std::ffi::CStr, kind: u32, f: ParamFn) -> sys::par
     }
 }
 
-static PARAMS: HostCell<[sys::param_export_t; 7]> = HostCell::new([
+static PARAMS: HostCell<[sys::param_export_t; 8]> = HostCell::new([
     param(c"db_url", sys::PARAM_STRING, params::mq_param_db_url),
     param(c"mqueue", sys::PARAM_STRING, params::mq_param),
     param(c"mqueue_name", sys::PARAM_STRING, params::mq_param_name),
@@ -113,6 +113,11 @@ static PARAMS: HostCell<[sys::param_export_t; 7]> = HostCell::new([
         c"redis_timeout",
         sys::PARAM_INT,
         params::mq_param_redis_timeout,
+    ),
+    param(
+        c"redis_backoff",
+        sys::PARAM_INT,
+        params::mq_param_redis_backoff,
     ),
     sys::param_export_t {
         name: null_mut(),

@@ -35,6 +35,9 @@ fn string_arg<'a>(val: *mut c_void) -> Option<&'a [u8]> {
 
 /// `redis_timeout` (ms): the longest a call to Redis may wait.
 pub static REDIS_TIMEOUT_MS: AtomicI64 = AtomicI64::new(500);
+/// `redis_backoff` (ms): how long a process fails its calls on a server
+/// fast after a call there timed out or could not connect.
+pub static REDIS_BACKOFF_MS: AtomicI64 = AtomicI64::new(1000);
 
 /// A queue on Redis Streams: what the C attributes mean there, checked.
 fn stream_spec(s: &QueueSpec) -> Result<Option<StreamSpec>, String> {
@@ -195,6 +198,21 @@ host_entry! {
             return -1;
         }
         REDIS_TIMEOUT_MS.store(n, Ordering::Relaxed);
+        0
+    }
+}
+
+host_entry! {
+    /// `redis_backoff` (int, ms): after a Redis call timed out or could not
+    /// connect, the process fails its calls on that server at once for this
+    /// long; 0 turns it off.
+    pub fn mq_param_redis_backoff(_type: u32, val: *mut c_void) -> c_int, "modparam redis_backoff", -1 => {
+        let n = int_arg(val);
+        if n < 0 {
+            kerr!("modparam redis_backoff: must be 0 or more (ms), not {n}");
+            return -1;
+        }
+        REDIS_BACKOFF_MS.store(n, Ordering::Relaxed);
         0
     }
 }

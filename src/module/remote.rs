@@ -6,11 +6,11 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::params::REDIS_TIMEOUT_MS;
+use super::params::{REDIS_BACKOFF_MS, REDIS_TIMEOUT_MS};
 use super::registry::Registry;
 use crate::kamailio::process_local::ProcessLocal;
 use crate::stream::{CheckError, Session};
-use crate::{kerr, kinfo};
+use crate::{kerr, kinfo, kwarn};
 
 /// `<host>-<random>-`: this instance's consumer name prefix, made in
 /// `mod_init` (before the fork, so every process shares it).
@@ -24,6 +24,16 @@ static LAST_ERROR_LOG: ProcessLocal<Option<Instant>> = ProcessLocal::new(None);
 fn timeout() -> Duration {
     let ms = REDIS_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
     Duration::from_millis(ms.max(1) as u64)
+}
+
+fn backoff() -> Duration {
+    let ms = REDIS_BACKOFF_MS.load(std::sync::atomic::Ordering::Relaxed);
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+/// A session whose calls wait `redis_timeout` and back off `redis_backoff`.
+fn session(consumer: String) -> Session {
+    Session::new(consumer, timeout(), backoff())
 }
 
 fn instance() -> &'static str {
@@ -63,7 +73,7 @@ pub fn init(reg: &Registry) -> Result<(), String> {
         return Ok(());
     }
     let prefix = instance();
-    let check = Session::new(format!("{prefix}main"), timeout());
+    let check = session(format!("{prefix}main"));
     for (d, st) in streams {
         match check.check(st) {
             Ok(()) => kinfo!(
@@ -89,11 +99,23 @@ pub fn init(reg: &Registry) -> Result<(), String> {
 /// Runs `f` with this process's session.
 pub fn with<R>(f: impl FnOnce(&mut Session) -> R) -> R {
     SESSION.with(|s| {
-        let session = s.get_or_insert_with(|| {
-            Session::new(format!("{}{}", instance(), std::process::id()), timeout())
-        });
+        let session =
+            s.get_or_insert_with(|| session(format!("{}{}", instance(), std::process::id())));
         f(session)
     })
+}
+
+/// The figures of a Redis queue (`mqueue.stats`, statistics); damaged
+/// counters are logged.
+pub fn figures(
+    name: &str,
+    st: &crate::stream::StreamSpec,
+) -> Result<crate::stream::Figures, String> {
+    let f = with(|s| s.figures(st))?;
+    for w in &f.warnings {
+        kwarn!("mqueue {name}: {w}");
+    }
+    Ok(f)
 }
 
 /// Logs a failed Redis call, at most every 10 seconds per process.
@@ -118,7 +140,7 @@ pub fn log_error(queue: &str, what: &str, e: &str) {
 /// leave the group.
 pub fn release_all(reg: &Registry) {
     let Some(prefix) = INSTANCE.get() else { return };
-    let mut session = Session::new(format!("{prefix}main"), timeout());
+    let mut session = session(format!("{prefix}main"));
     for d in &reg.queues {
         let Some(st) = &d.stream else { continue };
         match session.release_consumers(st, prefix) {

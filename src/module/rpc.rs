@@ -222,7 +222,7 @@ fn stream_stats(rpc: &Rpc, def: &registry::QueueDef) -> bool {
         return true;
     };
     let failed = def.queue().lock().stats().failed;
-    let figures = super::remote::with(|s| s.figures(spec));
+    let figures = super::remote::figures(&def.name_lossy(), spec);
     let Some(st) = rpc.add_struct() else {
         rpc.fault(500, c"Server error");
         return false;
@@ -242,7 +242,7 @@ fn stream_stats(rpc: &Rpc, def: &registry::QueueDef) -> bool {
             st.int(c"consumers", f.consumers);
             for (name, v) in &f.counters {
                 if let Ok(name) = std::ffi::CString::new(name.as_str()) {
-                    st.int(&name, *v);
+                    st.int(&name, i64::try_from(*v).unwrap_or(i64::MAX));
                 }
             }
         }
