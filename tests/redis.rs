@@ -10,7 +10,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{FaultProxy, RedisServer};
 use common::{field, sipp_messages, Cfg, Impl, Kamailio};
 
 /// A `Cfg` body for one instance: queue `work` on Redis, `children` SIP
@@ -693,5 +693,159 @@ fn frozen_redis_then_stop_acknowledges_nothing_unseen() {
         consumed(&[a_log]).len(),
         consumed(&[b.log()]).len(),
         field(&stats, "redelivered")
+    );
+}
+
+/// A queue `work` on `url` (no timers), `redis_timeout` 500 ms and
+/// `redis_backoff` 300 ms.
+fn plain_instance(url: &str) -> Kamailio {
+    let body = format!(
+        "modparam(\"mqueue\", \"redis_timeout\", 500)\n\
+         modparam(\"mqueue\", \"redis_backoff\", 300)\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=work;redis={url}\")\n\
+         request_route {{ sl_send_reply(\"200\", \"OK\"); exit; }}\n"
+    );
+    let cfg = Cfg {
+        globals: "children=1",
+        modules: &["kex.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    Kamailio::start(&cfg, Impl::Rust)
+}
+
+fn rpc_add(k: &Kamailio, val: &str) -> (Result<String, String>, Duration) {
+    let t = Instant::now();
+    // Non-numeric, so that kamcmd sends a string.
+    let val = format!("v{val}");
+    let r = k.rpc(&["mqueue.add", "work", "k", &val]);
+    (r.map(|s| s.trim().to_string()), t.elapsed())
+}
+
+/// Redis closes idle connections (`timeout 1`) or kills them (`CLIENT
+/// KILL`) between calls, as firewalls and load balancers do: the next call
+/// reopens the connection and succeeds; no call fails.
+#[test]
+fn connections_closed_while_idle_are_reopened() {
+    let redis = RedisServer::start();
+    let k = plain_instance(&redis.url());
+    let clients = || {
+        redis
+            .cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| !l.contains("cmd=client"))
+            .count()
+    };
+    assert_eq!(rpc_add(&k, "1").0.as_deref(), Ok("1"));
+    assert!(clients() >= 1, "the module keeps its connection");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert_eq!(clients(), 0);
+    assert_eq!(rpc_add(&k, "2").0.as_deref(), Ok("1"), "after CLIENT KILL");
+    redis.cli(&["CONFIG", "SET", "timeout", "1"]);
+    for round in 3..5 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while clients() > 0 {
+            assert!(Instant::now() < deadline, "Redis keeps idle clients");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            rpc_add(&k, &round.to_string()).0.as_deref(),
+            Ok("1"),
+            "after an idle timeout"
+        );
+    }
+    assert_eq!(k.queue_size("work"), 4);
+    let fetched = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&fetched, "val"), "v1");
+    assert!(!k.log().contains("failed"), "{}", k.log());
+}
+
+/// Clears the queue once calls succeed again (after the back-off), then
+/// proves the link answers in step: an add, the size, and a fetch that
+/// gives exactly that item.
+fn recovers_in_step(k: &Kamailio, val: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while k.rpc(&["mqueue.clear", "work"]).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "calls keep failing:\n{}",
+            k.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rpc_add(k, val).0.as_deref(), Ok("1"));
+    assert_eq!(k.queue_size("work"), 1);
+    let fetched = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&fetched, "val"), format!("v{val}"), "{fetched}");
+}
+
+/// A Redis that answers each step just under the timeout, trickles its
+/// reply a byte at a time, or sends push frames before it: each call ends
+/// within `redis_timeout` (500 ms) plus a margin for kamcmd; once the
+/// back-off has passed the next call on a good server gets the right
+/// results. A malformed reply drops the connection (the next call is
+/// right at once); a doubled reply is never read as the next answer.
+#[test]
+fn every_call_ends_within_redis_timeout_and_stays_in_step() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let k = plain_instance(&format!("redis://127.0.0.1:{}", proxy.port));
+    assert_eq!(rpc_add(&k, "first").0.as_deref(), Ok("1"));
+    for fault in ["slow 400", "trickle 300", "push 100"] {
+        proxy.set(fault);
+        let (r, took) = rpc_add(&k, fault);
+        assert!(r.is_err(), "{fault}: {r:?}");
+        assert!(
+            took < Duration::from_millis(500 + 300),
+            "{fault}: the add took {took:?} with redis_timeout 500 ms"
+        );
+        proxy.set("pass");
+        recovers_in_step(&k, &format!("after {fault}"));
+    }
+    proxy.set("malformed");
+    assert!(rpc_add(&k, "bad").0.is_err(), "a malformed reply");
+    proxy.set("pass");
+    assert_eq!(rpc_add(&k, "next").0.as_deref(), Ok("1"), "right after");
+    recovers_in_step(&k, "after malformed");
+    // Two entries, then an add answered twice: the size asked next must be
+    // 3, not the stale second answer of the add.
+    k.rpc(&["mqueue.clear", "work"]).expect("clear");
+    for v in ["a", "b"] {
+        assert_eq!(rpc_add(&k, v).0.as_deref(), Ok("1"));
+    }
+    proxy.set("double");
+    assert_eq!(rpc_add(&k, "c").0.as_deref(), Ok("1"), "doubled reply");
+    proxy.set("pass");
+    assert_eq!(k.queue_size("work"), 3);
+    let cleared = k.rpc(&["mqueue.clear", "work"]).expect("clear");
+    assert_eq!(field(&cleared, "cleared"), "3");
+}
+
+/// A counter damaged from outside (negative, not a number) reads as 0 with
+/// a warning, never as a wrapped huge number.
+#[test]
+fn damaged_counters_read_as_zero() {
+    let redis = RedisServer::start();
+    let k = plain_instance(&redis.url());
+    assert_eq!(rpc_add(&k, "1").0.as_deref(), Ok("1"));
+    redis.cli(&[
+        "HSET",
+        "mqueue:work:stats",
+        "fetched",
+        "-40",
+        "evicted",
+        "lots",
+    ]);
+    let stats = k.rpc(&["stats.get_statistics", "mqueue:"]).expect("stats");
+    assert!(stats.contains("work_fetched = 0"), "{stats}");
+    assert!(stats.contains("work_evicted = 0"), "{stats}");
+    assert!(stats.contains("work_added = 1"), "{stats}");
+    let st = k.rpc(&["mqueue.stats", "work"]).expect("stats");
+    assert_eq!(field(&st, "fetched"), "0", "{st}");
+    assert!(
+        k.log()
+            .contains("counter fetched in mqueue:work:stats is \"-40\""),
+        "{}",
+        k.log()
     );
 }

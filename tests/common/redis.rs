@@ -119,3 +119,60 @@ impl Drop for RedisServer {
         }
     }
 }
+
+/// `tests/redis_fault_proxy.py` in front of a real server: a Redis that
+/// answers slowly, trickles, sends push frames, malformed or doubled
+/// replies, as [`FaultProxy::set`] says.
+pub struct FaultProxy {
+    pub port: u16,
+    mode_file: std::path::PathBuf,
+    _dir: TempDir,
+    child: Child,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: u16) -> FaultProxy {
+        use std::io::BufRead;
+        let dir = TempDir::new("proxy");
+        let mode_file = dir.0.join("mode");
+        std::fs::write(&mode_file, "pass").expect("mode file");
+        let port = free_port();
+        let script = format!("{}/tests/redis_fault_proxy.py", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(upstream.to_string())
+            .arg(&mode_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python3: run `make deps` (package python3)");
+        let mut ready = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut ready);
+        }
+        assert_eq!(ready.trim(), "ready", "the fault proxy did not start");
+        FaultProxy {
+            port,
+            mode_file,
+            _dir: dir,
+            child,
+        }
+    }
+
+    /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
+    /// `push MS`, `malformed`, `double`.
+    pub fn set(&self, mode: &str) {
+        let tmp = self.mode_file.with_extension("new");
+        std::fs::write(&tmp, mode).expect("mode file");
+        std::fs::rename(&tmp, &self.mode_file).expect("mode file");
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
