@@ -255,7 +255,7 @@ fn killed_instance_loses_nothing() {
         assert!(Instant::now() < deadline, "a consumes nothing");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pending_before = redis.cli(&["XPENDING", "mqueue:work", "kamailio"]);
+    let pending_before = redis.cli(&["XPENDING", "mqueue:{work}", "kamailio"]);
     a.kill9();
     let a_log = a.log();
     let b = start_instance(&instance_body(&redis.url(), "b", 300, 1, false, ""), 1);
@@ -543,10 +543,10 @@ fn bad_urls_passwords_and_keys_give_clear_errors() {
         &format!("redis=redis://:secret@127.0.0.1:{port};maxbytes=100"),
         "maxbytes is not supported",
     );
-    redis.cli(&["SET", "mqueue:q", "a string"]);
+    redis.cli(&["SET", "mqueue:{q}", "a string"]);
     start_refused(
         &format!("redis=redis://:secret@127.0.0.1:{port}"),
-        "key mqueue:q holds a string, not a stream",
+        "key mqueue:{q} holds a string, not a stream",
     );
 
     // Unreachable at start: Kamailio starts, calls fail fast, SIP answered.
@@ -564,8 +564,8 @@ fn bad_urls_passwords_and_keys_give_clear_errors() {
         k.rpc(&["mqueue.add", "w", "k", "v"]).expect("add").trim(),
         "1"
     );
-    redis.cli(&["DEL", "mqueue:w"]);
-    redis.cli(&["SET", "mqueue:w", "x"]);
+    redis.cli(&["DEL", "mqueue:{w}"]);
+    redis.cli(&["SET", "mqueue:{w}", "x"]);
     let err = k.rpc(&["mqueue.add", "w", "k", "v"]).unwrap_err();
     assert!(err.contains("500"), "{err}");
     assert!(k.log().contains("WRONGTYPE"), "{}", k.log());
@@ -830,7 +830,7 @@ fn damaged_counters_read_as_zero() {
     assert_eq!(rpc_add(&k, "1").0.as_deref(), Ok("1"));
     redis.cli(&[
         "HSET",
-        "mqueue:work:stats",
+        "mqueue:{work}:stats",
         "fetched",
         "-40",
         "evicted",
@@ -844,8 +844,48 @@ fn damaged_counters_read_as_zero() {
     assert_eq!(field(&st, "fetched"), "0", "{st}");
     assert!(
         k.log()
-            .contains("counter fetched in mqueue:work:stats is \"-40\""),
+            .contains("counter fetched in mqueue:{work}:stats is \"-40\""),
         "{}",
         k.log()
     );
+}
+
+/// Every key of a queue carries the hash tag `{<name>}` (one Redis Cluster
+/// slot); a queue of the previous release (`mqueue:<name>`, its entries,
+/// group and counters) is moved to the new names at start.
+#[test]
+fn old_key_names_are_moved_to_hash_tagged_ones() {
+    let redis = RedisServer::start();
+    redis.cli(&[
+        "XGROUP",
+        "CREATE",
+        "mqueue:work",
+        "kamailio",
+        "0",
+        "MKSTREAM",
+    ]);
+    for v in ["old1", "old2"] {
+        redis.cli(&["XADD", "mqueue:work", "*", "k", "k", "v", v]);
+    }
+    redis.cli(&["HSET", "mqueue:work:stats", "added", "2"]);
+    let k = plain_instance(&redis.url());
+    assert!(
+        k.log()
+            .contains("keys of the previous release (mqueue:<name>) were moved"),
+        "{}",
+        k.log()
+    );
+    assert_eq!(redis.cli(&["EXISTS", "mqueue:work"]).trim(), "0");
+    assert_eq!(k.queue_size("work"), 2);
+    assert_eq!(rpc_add(&k, "new").0.as_deref(), Ok("1"));
+    let mut vals = Vec::new();
+    while let Ok(r) = k.rpc(&["mqueue.fetch", "work"]) {
+        vals.push(field(&r, "val"));
+    }
+    assert_eq!(vals, ["old1", "old2", "vnew"]);
+    assert_eq!(k.stat("work", "added"), 3);
+    let keys = redis.cli(&["KEYS", "mqueue:*"]);
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort();
+    assert_eq!(keys, ["mqueue:{work}", "mqueue:{work}:stats"]);
 }

@@ -76,12 +76,17 @@ pub fn init(reg: &Registry) -> Result<(), String> {
     let check = session(format!("{prefix}main"));
     for (d, st) in streams {
         match check.check(st) {
-            Ok(()) => kinfo!(
-                "mqueue {}: on {} (stream {}, group {})",
+            Ok(moved) => kinfo!(
+                "mqueue {}: on {} (stream {}, group {}){}",
                 d.name_lossy(),
                 st.shown_url,
                 st.stream,
-                st.group
+                st.group,
+                if moved {
+                    "; the keys of the previous release (mqueue:<name>) were moved to it"
+                } else {
+                    ""
+                }
             ),
             Err(CheckError::Unreachable(e)) => kerr!(
                 "mqueue {}: {} is unreachable at start ({e}); calls on the queue fail until it answers",

@@ -1,5 +1,5 @@
 //! Queues on Redis Streams, shared by every Kamailio instance configured
-//! with the same URL: the stream `mqueue:<name>` read through a consumer
+//! with the same URL: the stream `mqueue:{<name>}` read through a consumer
 //! group, one consumer per instance and process. Each operation is one
 //! round trip (a Lua script, see [`scripts`]).
 //!
@@ -33,6 +33,8 @@ pub struct StreamSpec {
     pub stream: String,
     keys: String,
     stats: String,
+    /// The stream's name in the previous release, moved at start.
+    old_stream: String,
     pub group: String,
     pub mode: AddMode,
     pub max_items: usize,
@@ -92,9 +94,10 @@ impl StreamSpec {
             shown_url,
             server,
             target,
-            stream: format!("mqueue:{name}"),
-            keys: format!("mqueue:{name}:keys"),
-            stats: format!("mqueue:{name}:stats"),
+            stream: format!("mqueue:{{{name}}}"),
+            keys: format!("mqueue:{{{name}}}:keys"),
+            stats: format!("mqueue:{{{name}}}:stats"),
+            old_stream: format!("mqueue:{name}"),
             group: group.to_string(),
             mode,
             max_items,
@@ -351,9 +354,11 @@ impl Session {
 
     /// Checks the server at start, on a connection of its own that is
     /// closed again, within one deadline: reachable, the password
-    /// accepted, every key of the queue of the right type (or absent), the
-    /// consumer group there.
-    pub fn check(&self, spec: &StreamSpec) -> Result<(), CheckError> {
+    /// accepted, the queue's keys of the previous release (`mqueue:<name>`)
+    /// moved to their new names (not on a cluster, where they live in
+    /// other slots), every key of the queue of the right type (or absent),
+    /// the consumer group there. Ok(true) when old keys were moved.
+    pub fn check(&self, spec: &StreamSpec) -> Result<bool, CheckError> {
         let deadline = Instant::now() + self.timeout;
         let fail = |e: CallError| match e {
             CallError::Link(Failure::Rejected(m)) => CheckError::Refused(m),
@@ -361,6 +366,34 @@ impl Session {
             other => CheckError::Unreachable(other.to_string()),
         };
         let mut link = Link::open(&spec.target, deadline).map_err(|e| fail(e.into()))?;
+        let mut c = redis::cmd("INFO");
+        c.arg("cluster");
+        let info: String = query(&mut link, &c, deadline).map_err(fail)?;
+        let mut moved = false;
+        if !info.contains("cluster_enabled:1") {
+            let old = [
+                spec.old_stream.clone(),
+                format!("{}:keys", spec.old_stream),
+                format!("{}:stats", spec.old_stream),
+            ];
+            let keys = [
+                old[0].as_str(),
+                &old[1],
+                &old[2],
+                &spec.stream,
+                &spec.keys,
+                &spec.stats,
+            ];
+            let n: i64 = eval(
+                &mut link,
+                &Lua::new(scripts::MOVE_OLD),
+                &keys,
+                &|_| {},
+                deadline,
+            )
+            .map_err(fail)?;
+            moved = n == 1;
+        }
         for (key, want) in [
             (&spec.stream, "stream"),
             (&spec.keys, "hash"),
@@ -375,7 +408,8 @@ impl Session {
                 )));
             }
         }
-        create_group(&mut link, spec, deadline).map_err(fail)
+        create_group(&mut link, spec, deadline).map_err(fail)?;
+        Ok(moved)
     }
 
     /// Adds an entry, acknowledged by the server when this returns Ok.
@@ -606,7 +640,7 @@ mod tests {
         assert_eq!(s.server, "10.0.0.5:6380/2");
         assert_eq!(
             (s.stream.as_str(), s.keys.as_str(), s.stats.as_str()),
-            ("mqueue:cdr", "mqueue:cdr:keys", "mqueue:cdr:stats")
+            ("mqueue:{cdr}", "mqueue:{cdr}:keys", "mqueue:{cdr}:stats")
         );
         let s = spec("redis://127.0.0.1:6379").expect("spec");
         assert_eq!((s.target.password, s.target.db), (None, 0));

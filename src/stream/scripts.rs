@@ -1,8 +1,9 @@
 //! The server-side steps of a Redis queue, each one atomic Lua script, so
 //! that every operation costs one round trip and unique keys hold across
-//! every instance. Keys: the stream (`mqueue:<name>`), the key index of
-//! addmode 1 and 2 (`mqueue:<name>:keys`, key -> entry id, undelivered
-//! entries only) and the counters (`mqueue:<name>:stats`).
+//! every instance. Keys: the stream (`mqueue:{<name>}`), the key index of
+//! addmode 1 and 2 (`mqueue:{<name>}:keys`, key -> entry id, undelivered
+//! entries only) and the counters (`mqueue:{<name>}:stats`); the hash tag
+//! `{<name>}` puts them in one Redis Cluster slot, as a script needs.
 //!
 //! Every entry leaves the stream exactly once, and is counted there: taken
 //! by a consumer that acknowledged it (`fetched`), dropped by `size`
@@ -110,4 +111,19 @@ redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
 redis.call('DEL', KEYS[2])
 redis.call('HINCRBY', KEYS[3], 'cleared', n)
 return n
+"#;
+
+/// Moves a queue of the previous release (keys `mqueue:<name>`, KEYS[1..3])
+/// to its hash-tagged names (KEYS[4..6]) when the old stream exists and the
+/// new one does not. Returns 1 when moved.
+pub const MOVE_OLD: &str = r#"
+if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('TYPE', KEYS[1]).ok ~= 'stream' then
+  return 0
+end
+for i = 1, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('RENAME', KEYS[i], KEYS[i + 3])
+  end
+end
+return 1
 "#;
