@@ -208,8 +208,11 @@ fn three_instances_consume_every_item_exactly_once_in_order() {
     let ks: Vec<Kamailio> = ["a", "b", "c"]
         .iter()
         .map(|tag| {
+            // Every add must be acknowledged here: a generous timeout, as
+            // a stall of the loaded test machine must not fail an add.
             start_instance(
-                &instance_body(&redis.url(), tag, timer_items, 2, false, ""),
+                &instance_body(&redis.url(), tag, timer_items, 2, false, "")
+                    .replace("\"redis_timeout\", 300", "\"redis_timeout\", 3000"),
                 2,
             )
         })
@@ -699,10 +702,15 @@ fn frozen_redis_then_stop_acknowledges_nothing_unseen() {
 /// A queue `work` on `url` (no timers), `redis_timeout` 500 ms and
 /// `redis_backoff` 300 ms.
 fn plain_instance(url: &str) -> Kamailio {
+    plain_instance_with(url, "")
+}
+
+/// [`plain_instance`] with more queue attributes (`;a=b...`).
+fn plain_instance_with(url: &str, attrs: &str) -> Kamailio {
     let body = format!(
         "modparam(\"mqueue\", \"redis_timeout\", 500)\n\
          modparam(\"mqueue\", \"redis_backoff\", 300)\n\
-         modparam(\"mqueue\", \"mqueue\", \"name=work;redis={url}\")\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=work;redis={url}{attrs}\")\n\
          request_route {{ sl_send_reply(\"200\", \"OK\"); exit; }}\n"
     );
     let cfg = Cfg {
@@ -888,4 +896,105 @@ fn old_key_names_are_moved_to_hash_tagged_ones() {
     let mut keys: Vec<&str> = keys.lines().collect();
     keys.sort();
     assert_eq!(keys, ["mqueue:{work}", "mqueue:{work}:stats"]);
+}
+
+/// A poison item: delivered to consumers that never acknowledge it (as
+/// processes that die on it would; here redis-cli plays them), it goes to
+/// the dead letters instead of a fourth delivery with `max_deliveries=3`;
+/// `mqueue.dead_list` shows it, `mqueue.dead_requeue` puts it back.
+#[test]
+fn poison_item_goes_to_the_dead_letters_after_max_deliveries() {
+    let redis = RedisServer::start();
+    let k = plain_instance_with(&redis.url(), ";claim_ms=1;max_deliveries=3");
+    assert_eq!(rpc_add(&k, "poison").0.as_deref(), Ok("1"));
+    redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "kamailio",
+        "crash1",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "mqueue:{work}",
+        ">",
+    ]);
+    let pending = redis.cli(&["XPENDING", "mqueue:{work}", "kamailio", "-", "+", "1"]);
+    let id = pending
+        .lines()
+        .next()
+        .expect("a pending entry")
+        .trim()
+        .to_string();
+    for c in ["crash2", "crash3"] {
+        redis.cli(&["XCLAIM", "mqueue:{work}", "kamailio", c, "0", &id]);
+    }
+    let r = k.rpc(&["mqueue.fetch", "work"]);
+    assert!(
+        r.as_ref().is_err_and(|e| e.contains("Empty queue")),
+        "the poison item was delivered a fourth time: {r:?}"
+    );
+    assert_eq!(k.stat("work", "dead"), 1);
+    assert_eq!(k.queue_size("work"), 0);
+    let dead = k
+        .rpc(&["mqueue.dead_list", "work", "5"])
+        .expect("dead_list");
+    assert_eq!(field(&dead, "val"), "vpoison", "{dead}");
+    let r = k
+        .rpc(&["mqueue.dead_requeue", "work"])
+        .expect("dead_requeue");
+    assert_eq!(field(&r, "requeued"), "1", "{r}");
+    let r = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&r, "val"), "vpoison");
+    assert!(k
+        .rpc(&["mqueue.dead_list", "work"])
+        .expect("dead_list")
+        .trim()
+        .is_empty());
+    // Counters balance: added = fetched + dead + size (+ the held one).
+    assert_eq!(k.stat("work", "added"), 2);
+}
+
+/// Consumers that hold nothing and were idle for `consumer_idle_ms` (left
+/// by instances killed long ago) leave the group when an instance starts;
+/// a consumer that holds an entry stays.
+#[test]
+fn idle_empty_consumers_leave_the_group() {
+    let redis = RedisServer::start();
+    redis.cli(&[
+        "XGROUP",
+        "CREATE",
+        "mqueue:{work}",
+        "kamailio",
+        "0",
+        "MKSTREAM",
+    ]);
+    redis.cli(&["XADD", "mqueue:{work}", "*", "k", "k", "v", "held"]);
+    let read = |c: &str| {
+        redis.cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "kamailio",
+            c,
+            "COUNT",
+            "1",
+            "STREAMS",
+            "mqueue:{work}",
+            ">",
+        ])
+    };
+    read("busy");
+    redis.cli(&[
+        "XGROUP",
+        "CREATECONSUMER",
+        "mqueue:{work}",
+        "kamailio",
+        "ghost",
+    ]);
+    let consumers = || redis.cli(&["XINFO", "CONSUMERS", "mqueue:{work}", "kamailio"]);
+    assert!(consumers().contains("ghost"));
+    let k = plain_instance_with(&redis.url(), ";consumer_idle_ms=1");
+    let now = consumers();
+    assert!(!now.contains("ghost"), "{now}");
+    assert!(now.contains("busy"), "{now}");
+    assert!(k.log().contains("removed 1 consumers"), "{}", k.log());
 }

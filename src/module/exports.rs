@@ -148,6 +148,14 @@ rpc_doc!(
 );
 rpc_doc!(DOC_CLEAR, c"Drop all items of a queue; returns how many.");
 rpc_doc!(DOC_ADD, c"Add an item: name key value.");
+rpc_doc!(
+    DOC_DEAD_LIST,
+    c"Show the first n dead letters of a Redis queue (default 1)."
+);
+rpc_doc!(
+    DOC_DEAD_REQUEUE,
+    c"Put the first n dead letters of a Redis queue back on it (default 1)."
+);
 
 const fn rpc_entry(
     name: &'static std::ffi::CStr,
@@ -163,7 +171,7 @@ const fn rpc_entry(
     }
 }
 
-static RPCS: HostCell<[sys::rpc_export_t; 8]> = HostCell::new([
+static RPCS: HostCell<[sys::rpc_export_t; 10]> = HostCell::new([
     rpc_entry(
         c"mqueue.get_size",
         rpc::mqueue_rpc_get_size,
@@ -191,6 +199,18 @@ static RPCS: HostCell<[sys::rpc_export_t; 8]> = HostCell::new([
     ),
     rpc_entry(c"mqueue.clear", rpc::mqueue_rpc_clear, &DOC_CLEAR, 0),
     rpc_entry(c"mqueue.add", rpc::mqueue_rpc_add, &DOC_ADD, 0),
+    rpc_entry(
+        c"mqueue.dead_list",
+        rpc::mqueue_rpc_dead_list,
+        &DOC_DEAD_LIST,
+        sys::RET_ARRAY,
+    ),
+    rpc_entry(
+        c"mqueue.dead_requeue",
+        rpc::mqueue_rpc_dead_requeue,
+        &DOC_DEAD_REQUEUE,
+        0,
+    ),
     sys::rpc_export_t {
         name: std::ptr::null(),
         function: None,

@@ -52,15 +52,21 @@ fn stream_spec(s: &QueueSpec) -> Result<Option<StreamSpec>, String> {
     }
     let group = s.group.as_deref().unwrap_or(DEFAULT_GROUP);
     let claim_ms = s.claim_ms.map_or(DEFAULT_CLAIM_MS, |n| n as u64);
-    StreamSpec::new(
+    let mut st = StreamSpec::new(
         &s.name,
         url,
         group,
         AddMode::from_int(s.addmode as i32),
         s.size.max(0) as usize,
         claim_ms,
-    )
-    .map(Some)
+    )?;
+    if let Some(n) = s.max_deliveries {
+        st.max_deliveries = n as u64;
+    }
+    if let Some(n) = s.consumer_idle_ms {
+        st.consumer_idle_ms = n as u64;
+    }
+    Ok(Some(st))
 }
 
 fn define(param: &str, s: &QueueSpec) -> c_int {

@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::params::{REDIS_BACKOFF_MS, REDIS_TIMEOUT_MS};
-use super::registry::Registry;
+use super::registry::{QueueDef, Registry};
 use crate::kamailio::process_local::ProcessLocal;
-use crate::stream::{CheckError, Session};
+use crate::stream::{CheckError, Session, StreamSpec};
 use crate::{kerr, kinfo, kwarn};
 
 /// `<host>-<random>-`: this instance's consumer name prefix, made in
@@ -73,10 +73,12 @@ pub fn init(reg: &Registry) -> Result<(), String> {
         return Ok(());
     }
     let prefix = instance();
-    let check = session(format!("{prefix}main"));
+    let mut check = session(format!("{prefix}main"));
     for (d, st) in streams {
         match check.check(st) {
-            Ok(moved) => kinfo!(
+            Ok(moved) => {
+                prune(&mut check, d, st);
+                kinfo!(
                 "mqueue {}: on {} (stream {}, group {}){}",
                 d.name_lossy(),
                 st.shown_url,
@@ -87,7 +89,8 @@ pub fn init(reg: &Registry) -> Result<(), String> {
                 } else {
                     ""
                 }
-            ),
+                )
+            }
             Err(CheckError::Unreachable(e)) => kerr!(
                 "mqueue {}: {} is unreachable at start ({e}); calls on the queue fail until it answers",
                 d.name_lossy(),
@@ -99,6 +102,22 @@ pub fn init(reg: &Registry) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Consumer hygiene, at every start and stop of an instance: consumers
+/// that hold nothing and were idle for `consumer_idle_ms` leave the group.
+fn prune(session: &mut Session, d: &QueueDef, st: &StreamSpec) {
+    match session.prune_consumers(st) {
+        Ok(0) => {}
+        Ok(n) => kinfo!(
+            "mqueue {}: removed {n} consumers idle for consumer_idle_ms and holding nothing",
+            d.name_lossy()
+        ),
+        Err(e) => kerr!(
+            "mqueue {}: cannot remove idle consumers: {e}",
+            d.name_lossy()
+        ),
+    }
 }
 
 /// Runs `f` with this process's session.
@@ -159,5 +178,6 @@ pub fn release_all(reg: &Registry) {
                 d.name_lossy()
             ),
         }
+        prune(&mut session, d, st);
     }
 }

@@ -30,6 +30,12 @@ pub struct QueueSpec {
     /// `claim_ms=N` (Redis queues): how long an entry delivered to a
     /// consumer stays pending before another consumer may take it.
     pub claim_ms: Option<i64>,
+    /// `max_deliveries=N` (Redis queues): an entry delivered N times goes
+    /// to the dead letters instead of an N+1th delivery.
+    pub max_deliveries: Option<i64>,
+    /// `consumer_idle_ms=N` (Redis queues): consumers holding nothing and
+    /// idle this long leave the group.
+    pub consumer_idle_ms: Option<i64>,
     /// Values read differently from how they are written (see the module
     /// doc), for a warning at start.
     pub warnings: Vec<String>,
@@ -171,6 +177,8 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
             "redis" => spec.redis = Some(text("redis", value)?),
             "group" => spec.group = Some(text("group", value)?),
             "claim_ms" => spec.claim_ms = Some(number("claim_ms", value)?),
+            "max_deliveries" => spec.max_deliveries = Some(number("max_deliveries", value)?),
+            "consumer_idle_ms" => spec.consumer_idle_ms = Some(number("consumer_idle_ms", value)?),
             _ => {
                 return Err(format!(
                     "unknown attribute: {}",
@@ -182,8 +190,16 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
     if !have_name || spec.name.is_empty() {
         return Err("queue name not defined".into());
     }
-    if spec.redis.is_none() && (spec.group.is_some() || spec.claim_ms.is_some()) {
-        return Err("group and claim_ms apply only to a queue with redis=URL".into());
+    if spec.redis.is_none()
+        && (spec.group.is_some()
+            || spec.claim_ms.is_some()
+            || spec.max_deliveries.is_some()
+            || spec.consumer_idle_ms.is_some())
+    {
+        return Err(
+            "group, claim_ms, max_deliveries and consumer_idle_ms apply only to a queue with redis=URL"
+                .into(),
+        );
     }
     spec.warnings
         .extend(meanings(spec.size, spec.addmode, spec.dbmode));

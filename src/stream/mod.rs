@@ -33,18 +33,27 @@ pub struct StreamSpec {
     pub stream: String,
     keys: String,
     stats: String,
+    /// The dead letters: entries delivered `max_deliveries` times.
+    pub dead: String,
     /// The stream's name in the previous release, moved at start.
     old_stream: String,
     pub group: String,
     pub mode: AddMode,
     pub max_items: usize,
     pub claim_ms: u64,
+    /// `max_deliveries` attribute: 0, no limit.
+    pub max_deliveries: u64,
+    /// `consumer_idle_ms` attribute: consumers that hold nothing and were
+    /// idle this long leave the group.
+    pub consumer_idle_ms: u64,
 }
 
 /// Default `group` attribute.
 pub const DEFAULT_GROUP: &str = "kamailio";
 /// Default `claim_ms` attribute.
 pub const DEFAULT_CLAIM_MS: u64 = 30_000;
+/// Default `consumer_idle_ms` attribute (an hour).
+pub const DEFAULT_CONSUMER_IDLE_MS: u64 = 3_600_000;
 
 /// The password in a URL, masked for logs.
 fn masked(url: &str) -> String {
@@ -97,11 +106,14 @@ impl StreamSpec {
             stream: format!("mqueue:{{{name}}}"),
             keys: format!("mqueue:{{{name}}}:keys"),
             stats: format!("mqueue:{{{name}}}:stats"),
+            dead: format!("mqueue:{{{name}}}:dead"),
             old_stream: format!("mqueue:{name}"),
             group: group.to_string(),
             mode,
             max_items,
             claim_ms,
+            max_deliveries: 0,
+            consumer_idle_ms: DEFAULT_CONSUMER_IDLE_MS,
         })
     }
 }
@@ -125,7 +137,7 @@ pub enum Added {
 }
 
 /// The counters the scripts keep (see [`scripts`]), in the order shown.
-pub const COUNTERS: [&str; 7] = [
+pub const COUNTERS: [&str; 8] = [
     "added",
     "fetched",
     "evicted",
@@ -133,6 +145,7 @@ pub const COUNTERS: [&str; 7] = [
     "rejected",
     "cleared",
     "redelivered",
+    "dead",
 ];
 
 /// The figures `mqueue.stats` shows for a Redis queue.
@@ -169,6 +182,7 @@ struct Ctx {
     add: Lua,
     fetch: Lua,
     clear: Lua,
+    requeue: Lua,
 }
 
 /// This process's connections, one per Redis server, and what every call
@@ -290,6 +304,7 @@ impl Session {
                 add: Lua::new(scripts::ADD),
                 fetch: Lua::new(scripts::FETCH),
                 clear: Lua::new(scripts::CLEAR),
+                requeue: Lua::new(scripts::REQUEUE),
             },
         }
     }
@@ -398,6 +413,7 @@ impl Session {
             (&spec.stream, "stream"),
             (&spec.keys, "hash"),
             (&spec.stats, "hash"),
+            (&spec.dead, "stream"),
         ] {
             let mut c = redis::cmd("TYPE");
             c.arg(key);
@@ -446,7 +462,7 @@ impl Session {
         held: Option<&str>,
         what: &str,
     ) -> Result<Option<Delivered>, String> {
-        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats];
+        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats, &spec.dead];
         let r: Option<(String, Vec<u8>, Vec<u8>)> = self.call(spec, |l, x, d| {
             let args = |c: &mut Cmd| {
                 c.arg(&spec.group)
@@ -454,7 +470,8 @@ impl Session {
                     .arg(held.unwrap_or(""))
                     .arg(spec.mode.as_int())
                     .arg(spec.claim_ms)
-                    .arg(what);
+                    .arg(what)
+                    .arg(spec.max_deliveries);
             };
             // The script's `false` arrives as nil.
             eval(l, &x.fetch, &keys, &args, d)
@@ -493,6 +510,61 @@ impl Session {
                 (field("k"), field("v"))
             })
             .collect())
+    }
+
+    /// Up to `n` dead letters from the oldest on, not removed.
+    pub fn dead_list(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
+        let mut c = redis::cmd("XRANGE");
+        c.arg(&spec.dead)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(n.max(1));
+        let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .take(n)
+            .map(|e| {
+                let field = |name: &str| e.get::<Vec<u8>>(name).unwrap_or_default();
+                (field("k"), field("v"))
+            })
+            .collect())
+    }
+
+    /// Puts up to `n` of the oldest dead letters back on the queue; how
+    /// many.
+    pub fn dead_requeue(&mut self, spec: &StreamSpec, n: usize) -> Result<usize, String> {
+        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats, &spec.dead];
+        let args = |c: &mut Cmd| {
+            c.arg(n).arg(spec.mode.as_int());
+        };
+        self.call(spec, |l, x, d| eval(l, &x.requeue, &keys, &args, d))
+    }
+
+    /// Removes from the group the consumers that hold nothing and have
+    /// been idle for `consumer_idle_ms` (processes of instances that were
+    /// killed or stopped long ago). Returns how many.
+    pub fn prune_consumers(&mut self, spec: &StreamSpec) -> Result<usize, String> {
+        let mut c = redis::cmd("XINFO");
+        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
+        let consumers: redis::streams::StreamInfoConsumersReply =
+            self.call(spec, |l, _, d| query(l, &c, d))?;
+        let mut removed = 0;
+        for gone in consumers
+            .consumers
+            .iter()
+            .filter(|c| c.pending == 0 && c.idle as u64 >= spec.consumer_idle_ms)
+        {
+            let mut c = redis::cmd("XGROUP");
+            c.arg("DELCONSUMER")
+                .arg(&spec.stream)
+                .arg(&spec.group)
+                .arg(&gone.name);
+            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Length, pending entries, consumers of the group, and the counters.

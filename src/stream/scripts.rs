@@ -7,8 +7,10 @@
 //!
 //! Every entry leaves the stream exactly once, and is counted there: taken
 //! by a consumer that acknowledged it (`fetched`), dropped by `size`
-//! (`evicted`), replaced under addmode 2 (`replaced`) or by `mqueue.clear`
-//! (`cleared`). So `added = fetched + evicted + replaced + cleared + XLEN`.
+//! (`evicted`), replaced under addmode 2 (`replaced`), by `mqueue.clear`
+//! (`cleared`) or moved to the dead letters after `max_deliveries`
+//! (`dead`; `mqueue.dead_requeue` adds it again, counted as `added`). So
+//! `added = fetched + evicted + replaced + cleared + dead + XLEN`.
 
 /// ARGV: addmode, size (0: none), key, value. Returns 1 added, 2 kept (the
 /// key is queued already, addmode 1).
@@ -54,8 +56,10 @@ return 1
 /// delivers the next: first an entry this consumer was delivered but never
 /// saw (a call that timed out after Redis ran it), then an entry another
 /// consumer has held for longer than ARGV[5] ms or handed back at its
-/// shutdown (XAUTOCLAIM), else a new one. ARGV: group, consumer, held id,
-/// addmode, claim ms, 'ack'|'fetch'. Returns {id, key, value} or false.
+/// shutdown (XAUTOCLAIM), else a new one. An entry about to be delivered
+/// more than ARGV[7] times (0: no limit) goes to the dead-letter stream
+/// KEYS[4] instead. ARGV: group, consumer, held id, addmode, claim ms,
+/// 'ack'|'fetch', max deliveries. Returns {id, key, value} or false.
 pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -66,37 +70,59 @@ end
 if ARGV[6] == 'ack' then
   return false
 end
-local e
--- This consumer's own pending entries (the held one is acknowledged above).
--- An entry deleted meanwhile comes back without fields: dropped.
-for _ = 1, 16 do
-  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '0')
-  local m = r and r[1] and r[1][2][1]
-  if not m then break end
-  if m[2] then e = m break end
-  redis.call('XACK', KEYS[1], ARGV[1], m[1])
+local max = tonumber(ARGV[7])
+local function fields(e)
+  local f, key, val = e[2], '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
+  end
+  return key, val
 end
-if not e then
+-- A delivered entry again: this consumer's own pending one (the held one
+-- is acknowledged above; one deleted meanwhile comes without fields and is
+-- dropped), else one idle past claim_ms.
+local function again()
+  for _ = 1, 16 do
+    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '0')
+    local m = r and r[1] and r[1][2][1]
+    if not m then break end
+    if m[2] then return m end
+    redis.call('XACK', KEYS[1], ARGV[1], m[1])
+  end
   local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
   if claimed[2] and claimed[2][1] and claimed[2][1][2] then
-    e = claimed[2][1]
+    return claimed[2][1]
   end
+  return nil
 end
-if e then
-  redis.call('HINCRBY', KEYS[3], 'redelivered', 1)
-else
+local e, key, val
+for _ = 1, 64 do
+  e = again()
+  if not e then break end
+  key, val = fields(e)
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+  if max == 0 or not p[1] or p[1][4] <= max then
+    redis.call('HINCRBY', KEYS[3], 'redelivered', 1)
+    break
+  end
+  redis.call('XADD', KEYS[4], '*', 'k', key, 'v', val, 'id', e[1], 'deliveries', p[1][4] - 1)
+  redis.call('XACK', KEYS[1], ARGV[1], e[1])
+  redis.call('XDEL', KEYS[1], e[1])
+  redis.call('HINCRBY', KEYS[3], 'dead', 1)
+  if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
+    redis.call('HDEL', KEYS[2], key)
+  end
+  e = nil
+end
+if not e then
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
   if r and r[1] and r[1][2][1] then
     e = r[1][2][1]
+    key, val = fields(e)
   end
 end
 if not e then
   return false
-end
-local f = e[2]
-local key, val = '', ''
-for i = 1, #f, 2 do
-  if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
 end
 if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
   redis.call('HDEL', KEYS[2], key)
@@ -126,4 +152,24 @@ for i = 1, 3 do
   end
 end
 return 1
+"#;
+
+/// Puts up to ARGV[1] of the oldest dead letters (KEYS[4]) back on the
+/// queue, as new entries (counted as `added`, indexed under addmode
+/// ARGV[2] != 0). Returns how many.
+pub const REQUEUE: &str = r#"
+local dead = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', tonumber(ARGV[1]))
+for _, e in ipairs(dead) do
+  local f, key, val = e[2], '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
+  end
+  local id = redis.call('XADD', KEYS[1], '*', 'k', key, 'v', val)
+  if tonumber(ARGV[2]) ~= 0 then
+    redis.call('HSET', KEYS[2], key, id)
+  end
+  redis.call('XDEL', KEYS[4], e[1])
+  redis.call('HINCRBY', KEYS[3], 'added', 1)
+end
+return #dead
 "#;
