@@ -67,7 +67,7 @@ pub fn init(reg: &Registry) -> Result<(), String> {
     let streams: Vec<_> = reg
         .queues
         .iter()
-        .filter_map(|d| d.stream.as_ref().map(|s| (d, s)))
+        .filter_map(|d| d.remote().map(|s| (d, s)))
         .collect();
     if streams.is_empty() {
         return Ok(());
@@ -166,7 +166,7 @@ pub fn release_all(reg: &Registry) {
     let Some(prefix) = INSTANCE.get() else { return };
     let mut session = session(format!("{prefix}main"));
     for d in &reg.queues {
-        let Some(st) = &d.stream else { continue };
+        let Some(st) = d.remote() else { continue };
         match session.release_consumers(st, prefix) {
             Ok(0) => {}
             Ok(n) => kinfo!(

@@ -136,17 +136,9 @@ pub enum Added {
     Kept,
 }
 
-/// The counters the scripts keep (see [`scripts`]), in the order shown.
-pub const COUNTERS: [&str; 8] = [
-    "added",
-    "fetched",
-    "evicted",
-    "replaced",
-    "rejected",
-    "cleared",
-    "redelivered",
-    "dead",
-];
+/// The counters the scripts keep (see [`scripts`]), in the order shown:
+/// the storage counters of the one counter table.
+pub const COUNTERS: [&str; 8] = crate::queue::counters::STORAGE_NAMES;
 
 /// The figures `mqueue.stats` shows for a Redis queue.
 #[derive(Debug, Default)]
