@@ -998,3 +998,42 @@ fn idle_empty_consumers_leave_the_group() {
     assert!(now.contains("busy"), "{now}");
     assert!(k.log().contains("removed 1 consumers"), "{}", k.log());
 }
+
+/// `replicas=1`: an add returns 1 only once a replica has the entry
+/// (`WAIT`, pipelined: still one round trip); with the replica gone, adds
+/// return -1 within `redis_timeout`.
+#[test]
+fn replicas_have_every_acknowledged_add() {
+    let master = RedisServer::start();
+    let mut replica = RedisServer::start_replica_of(master.port);
+    let k = plain_instance_with(&master.url(), ";replicas=1");
+    for i in 1..=20 {
+        assert_eq!(rpc_add(&k, &i.to_string()).0.as_deref(), Ok("1"));
+        assert_eq!(
+            replica.cli(&["XLEN", "mqueue:{work}"]).trim(),
+            i.to_string(),
+            "the replica lacks an acknowledged add"
+        );
+    }
+    replica.pause();
+    let (r, took) = rpc_add(&k, "alone");
+    assert!(r.is_err(), "acknowledged without a replica: {r:?}");
+    assert!(took < Duration::from_millis(500 + 300), "{took:?}");
+    assert!(k.log().contains("only 0 of 1 replicas"), "{}", k.log());
+}
+
+/// The URL leads to a replica (a demoted master): Kamailio starts, adds
+/// fail with READONLY logged; once it is promoted, adds succeed again
+/// without a restart.
+#[test]
+fn a_replica_promoted_to_master_is_used_without_a_restart() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(master.port);
+    let k = plain_instance(&replica.url());
+    assert!(k.log().contains("is unreachable at start"), "{}", k.log());
+    assert!(rpc_add(&k, "1").0.is_err(), "an add on a replica");
+    assert!(k.log().contains("read only replica"), "{}", k.log());
+    replica.cli(&["REPLICAOF", "NO", "ONE"]);
+    assert_eq!(rpc_add(&k, "2").0.as_deref(), Ok("1"), "{}", k.log());
+    assert_eq!(k.queue_size("work"), 1);
+}

@@ -68,6 +68,9 @@ fn backend(s: &QueueSpec) -> Result<Backend, String> {
     if let Some(n) = s.consumer_idle_ms {
         st.consumer_idle_ms = n as u64;
     }
+    if let Some(n) = s.replicas {
+        st.replicas = n as u64;
+    }
     Ok(Backend::Remote(Box::new(st)))
 }
 

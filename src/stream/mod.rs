@@ -46,6 +46,9 @@ pub struct StreamSpec {
     /// `consumer_idle_ms` attribute: consumers that hold nothing and were
     /// idle this long leave the group.
     pub consumer_idle_ms: u64,
+    /// `replicas` attribute: an add is acknowledged once this many
+    /// replicas have it (`WAIT`); 0, once the server has it.
+    pub replicas: u64,
 }
 
 /// Default `group` attribute.
@@ -114,6 +117,7 @@ impl StreamSpec {
             claim_ms,
             max_deliveries: 0,
             consumer_idle_ms: DEFAULT_CONSUMER_IDLE_MS,
+            replicas: 0,
         })
     }
 }
@@ -268,6 +272,51 @@ fn eval<T: FromRedisValue>(
     }
 }
 
+/// [`eval`] with `WAIT replicas ms` pipelined after it, in one round trip:
+/// the script's reply and how many replicas acknowledged the write. WAIT
+/// gets most of what is left of the deadline, so that Redis answers
+/// before it.
+fn eval_and_wait<T: FromRedisValue>(
+    link: &mut Link,
+    script: &Lua,
+    keys: &[&str],
+    args: &dyn Fn(&mut Cmd),
+    replicas: u64,
+    deadline: Instant,
+) -> CallResult<(T, i64)> {
+    let wait_ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        * 9
+        / 10;
+    if wait_ms == 0 {
+        return Err(CallError::Link(Failure::Timeout));
+    }
+    for (verb, s) in [("EVALSHA", script.sha.as_str()), ("EVAL", script.body)] {
+        let mut c = redis::cmd(verb);
+        c.arg(s).arg(keys.len()).arg(keys);
+        args(&mut c);
+        let mut p = redis::pipe();
+        p.add_command(c)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(wait_ms as u64);
+        let mut replies = link
+            .exchange(&p.get_packed_pipeline(), 2, deadline)?
+            .into_iter();
+        let (reply, waited) = (
+            replies.next().unwrap_or(Value::Nil),
+            replies.next().unwrap_or(Value::Nil),
+        );
+        let acked: i64 = decode(waited)?;
+        match reply {
+            Value::ServerError(e) if verb == "EVALSHA" && e.code() == "NOSCRIPT" => continue,
+            reply => return Ok((decode(reply)?, acked)),
+        }
+    }
+    Err(CallError::Link(Failure::Broken("script not loaded".into())))
+}
+
 fn create_group(link: &mut Link, spec: &StreamSpec, deadline: Instant) -> CallResult<()> {
     let mut c = redis::cmd("XGROUP");
     c.arg("CREATE")
@@ -353,7 +402,12 @@ impl Session {
                     create_group(link, spec, deadline).and_then(|()| f(link, &self.ctx, deadline));
             }
         }
-        if matches!(result, Err(CallError::Link(_))) || link.has_leftover() {
+        // A demoted master (READONLY) or one cut off from its own master
+        // (MASTERDOWN): the next call connects again, so that a host name
+        // or address that follows the master is looked up anew.
+        let demoted = matches!(&result, Err(CallError::Reply(e))
+            if matches!(e.code(), Some("READONLY" | "MASTERDOWN")));
+        if matches!(result, Err(CallError::Link(_))) || demoted || link.has_leftover() {
             self.links.remove(&spec.server);
         }
         result
@@ -369,6 +423,12 @@ impl Session {
         let deadline = Instant::now() + self.timeout;
         let fail = |e: CallError| match e {
             CallError::Link(Failure::Rejected(m)) => CheckError::Refused(m),
+            // A replica (or a master still loading) may become the master.
+            CallError::Reply(e)
+                if matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING")) =>
+            {
+                CheckError::Unreachable(e.to_string())
+            }
             CallError::Reply(e) => CheckError::Refused(e.to_string()),
             other => CheckError::Unreachable(other.to_string()),
         };
@@ -429,7 +489,20 @@ impl Session {
                 .arg(val);
         };
         let keys = [spec.stream.as_str(), &spec.keys, &spec.stats];
-        let r: i64 = self.call(spec, |l, x, d| eval(l, &x.add, &keys, &args, d))?;
+        let r: i64 = if spec.replicas == 0 {
+            self.call(spec, |l, x, d| eval(l, &x.add, &keys, &args, d))?
+        } else {
+            let (r, acked) = self.call(spec, |l, x, d| {
+                eval_and_wait(l, &x.add, &keys, &args, spec.replicas, d)
+            })?;
+            if acked < spec.replicas as i64 {
+                return Err(format!(
+                    "only {acked} of {} replicas have the entry within redis_timeout",
+                    spec.replicas
+                ));
+            }
+            r
+        };
         Ok(if r == 2 { Added::Kept } else { Added::Added })
     }
 

@@ -11,6 +11,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: TempDir,
     password: Option<String>,
+    /// A replica of the server on this port.
+    replica_of: Option<u16>,
     child: Option<Child>,
 }
 
@@ -25,9 +27,31 @@ impl RedisServer {
             port: free_port(),
             dir: TempDir::new("redis"),
             password: password.map(str::to_string),
+            replica_of: None,
             child: None,
         };
         r.resume();
+        r
+    }
+
+    /// A replica of the server on `master`, once its link is up.
+    pub fn start_replica_of(master: u16) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            password: None,
+            replica_of: Some(master),
+            child: None,
+        };
+        r.resume();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !r
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica does not connect");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         r
     }
 
@@ -58,6 +82,9 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if let Some(m) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
         }
         let child = cmd
             .spawn()
