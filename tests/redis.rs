@@ -10,7 +10,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::redis::{FaultProxy, RedisServer};
+use common::redis::{FaultProxy, RedisServer, Sentinel};
 use common::{field, sipp_messages, Cfg, Impl, Kamailio};
 
 /// A `Cfg` body for one instance: queue `work` on Redis, `children` SIP
@@ -1036,4 +1036,91 @@ fn a_replica_promoted_to_master_is_used_without_a_restart() {
     replica.cli(&["REPLICAOF", "NO", "ONE"]);
     assert_eq!(rpc_add(&k, "2").0.as_deref(), Ok("1"), "{}", k.log());
     assert_eq!(k.queue_size("work"), 1);
+}
+
+/// Sentinel failover under load: a master, two replicas, a sentinel
+/// (`down-after-milliseconds` 1000), the queue on
+/// `redis+sentinel://.../mq` with `replicas=1` and an rtimer producer. The
+/// master hangs (SIGSTOP); the sentinel promotes a replica; adds succeed
+/// again on it, and every acknowledged add is on the new master.
+#[test]
+fn sentinel_failover_loses_no_acknowledged_add() {
+    let master = RedisServer::start();
+    let replicas = [
+        RedisServer::start_replica_of(master.port),
+        RedisServer::start_replica_of(master.port),
+    ];
+    let sentinel = Sentinel::start(master.port, "mq", 1000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sentinel
+        .cli(&["SENTINEL", "replicas", "mq"])
+        .contains(&replicas[1].port.to_string())
+        || !sentinel
+            .cli(&["SENTINEL", "replicas", "mq"])
+            .contains(&replicas[0].port.to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sentinel does not see the replicas"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = format!(
+        r#"modparam("mqueue", "redis_timeout", 300)
+modparam("mqueue", "redis_backoff", 200)
+modparam("mqueue", "mqueue", "name=work;replicas=1;redis=redis+sentinel://127.0.0.1:{}/mq")
+modparam("rtimer", "timer", "name=prod;interval=20000u;mode=1")
+modparam("rtimer", "exec", "timer=prod;route=PRODUCE")
+route[PRODUCE] {{
+    if ($var(n) < 500) {{
+        $var(n) = $var(n) + 1;
+        if (mq_add("work", "k", "p|$var(n)")) {{
+            xlog("L_INFO", "P|p|$var(n)\n");
+        }} else {{
+            xlog("L_INFO", "X|$var(n)\n");
+        }}
+    }}
+}}
+request_route {{ sl_send_reply("200", "OK"); exit; }}
+"#,
+        sentinel.port
+    );
+    let k = start_instance(&body, 1);
+    k.wait_marked("P|", 50, Duration::from_secs(30));
+    master.freeze();
+    let frozen = Instant::now();
+    let before = k.marked("P|").len();
+    // Adds fail while the master hangs, then succeed on the new master.
+    let mut back = None;
+    while back.is_none() {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(30),
+            "no add succeeded after the failover:\n{}",
+            k.log()
+        );
+        if k.marked("P|").len() > before + 5 {
+            back = Some(frozen.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new_master = sentinel.master_port("mq");
+    assert_ne!(new_master, Some(master.port), "no failover");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while k.marked("P|").len() + k.marked("X|").len() < 500 {
+        assert!(Instant::now() < deadline, "the producer does not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let acknowledged: HashSet<String> = k.marked("P|").into_iter().collect();
+    let on_new: HashSet<String> = k.drain("work").into_iter().map(|(_, v)| v).collect();
+    let lost: Vec<_> = acknowledged.difference(&on_new).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged adds lost: {lost:?}",
+        lost.len()
+    );
+    eprintln!(
+        "sentinel failover: {} acknowledged adds, 0 lost, {} failed; adds succeed again {back:?} after the master hung",
+        acknowledged.len(),
+        k.marked("X|").len()
+    );
 }

@@ -18,15 +18,33 @@ use std::time::Instant;
 
 use redis::Value;
 
-/// Where and how to connect: a plain TCP server with an optional password
-/// and database.
+/// Where and how to connect: a server, or the master the sentinels name,
+/// with an optional password and database.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub host: String,
-    pub port: u16,
+    pub endpoint: Endpoint,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Direct(String, u16),
+    /// Asked of each sentinel in turn at every connect.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Direct(h, p) => write!(f, "{h}:{p}"),
+            Endpoint::Sentinel { master, .. } => write!(f, "sentinel:{master}"),
+        }
+    }
 }
 
 /// Why an exchange failed.
@@ -82,27 +100,11 @@ impl Link {
     /// Connects and, with a password or a database, authenticates and
     /// selects it, all before `deadline`.
     pub fn open(t: &Target, deadline: Instant) -> Result<Link, Failure> {
-        let addrs = (t.host.as_str(), t.port)
-            .to_socket_addrs()
-            .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let mut last = Failure::Unreachable("no address".into());
-        let mut sock = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, left(deadline)?) {
-                Ok(s) => {
-                    sock = Some(s);
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = Failure::Timeout,
-                Err(e) => last = Failure::Unreachable(e.to_string()),
-            }
-        }
-        let sock = sock.ok_or(last)?;
-        sock.set_nodelay(true).map_err(io_failure)?;
-        let mut link = Link {
-            sock,
-            buf: Vec::with_capacity(512),
+        let (host, port) = match &t.endpoint {
+            Endpoint::Direct(h, p) => (h.clone(), *p),
+            Endpoint::Sentinel { sentinels, master } => ask_sentinels(sentinels, master, deadline)?,
         };
+        let mut link = Link::connect(&host, port, deadline)?;
         let mut hello = redis::pipe();
         if let Some(pw) = &t.password {
             let auth = hello.cmd("AUTH");
@@ -123,6 +125,31 @@ impl Link {
             }
         }
         Ok(link)
+    }
+
+    /// A TCP connection, no handshake.
+    fn connect(host: &str, port: u16, deadline: Instant) -> Result<Link, Failure> {
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let mut last = Failure::Unreachable("no address".into());
+        let mut sock = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, left(deadline)?) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = Failure::Timeout,
+                Err(e) => last = Failure::Unreachable(e.to_string()),
+            }
+        }
+        let sock = sock.ok_or(last)?;
+        sock.set_nodelay(true).map_err(io_failure)?;
+        Ok(Link {
+            sock,
+            buf: Vec::with_capacity(512),
+        })
     }
 
     /// True when the server closed the connection (idle timeout, `CLIENT
@@ -208,6 +235,34 @@ impl Link {
     pub fn has_leftover(&self) -> bool {
         !self.buf.is_empty()
     }
+}
+
+/// The master's address, from the first sentinel that knows it, all
+/// before `deadline`.
+fn ask_sentinels(
+    sentinels: &[(String, u16)],
+    master: &str,
+    deadline: Instant,
+) -> Result<(String, u16), Failure> {
+    let mut ask = redis::cmd("SENTINEL");
+    ask.arg("get-master-addr-by-name").arg(master);
+    let packed = ask.get_packed_command();
+    let mut last = Failure::Unreachable(format!("no sentinel knows master {master}"));
+    for (host, port) in sentinels {
+        let reply =
+            Link::connect(host, *port, deadline).and_then(|mut l| l.exchange(&packed, 1, deadline));
+        match reply.map(|mut r| r.pop()) {
+            Ok(Some(v @ Value::Array(_))) => {
+                if let Ok((h, p)) = redis::from_redis_value::<(String, u16)>(v) {
+                    return Ok((h, p));
+                }
+            }
+            Ok(_) => {}
+            Err(Failure::Timeout) => return Err(Failure::Timeout),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Nesting a reply may have (Redis's own replies nest a few levels).

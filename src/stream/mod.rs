@@ -14,6 +14,7 @@
 
 mod link;
 mod scripts;
+mod url;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,16 +59,8 @@ pub const DEFAULT_CLAIM_MS: u64 = 30_000;
 /// Default `consumer_idle_ms` attribute (an hour).
 pub const DEFAULT_CONSUMER_IDLE_MS: u64 = 3_600_000;
 
-/// The password in a URL, masked for logs.
-fn masked(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
 impl StreamSpec {
-    /// Checks the URL (`redis://[user:password@]host:port[/db]`).
+    /// Checks the URL (see [`url`]).
     pub fn new(
         queue: &[u8],
         url: &str,
@@ -76,32 +69,15 @@ impl StreamSpec {
         max_items: usize,
         claim_ms: u64,
     ) -> Result<StreamSpec, String> {
-        let shown_url = masked(url);
-        if !url.starts_with("redis://") {
-            return Err(format!(
-                "redis={shown_url}: the URL must start with redis://"
-            ));
-        }
-        let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| format!("redis={shown_url}: malformed URL ({e})"))?;
-        let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-            return Err(format!("redis={shown_url}: not a TCP address"));
-        };
-        let settings = info.redis_settings();
-        let target = Target {
-            host,
-            port,
-            username: settings.username().map(str::to_string),
-            password: settings.password().map(str::to_string),
-            db: settings.db(),
-        };
+        let shown_url = url::masked(url);
+        let target = url::target(url).map_err(|e| format!("redis={shown_url}: {e}"))?;
         if group.is_empty() {
             return Err("group must not be empty".into());
         }
         // The name goes into Redis key names as it is.
         let name = std::str::from_utf8(queue)
             .map_err(|_| "a queue on redis needs a UTF-8 name".to_string())?;
-        let server = format!("{}:{}/{}", target.host, target.port, target.db);
+        let server = format!("{}/{}", target.endpoint, target.db);
         Ok(StreamSpec {
             shown_url,
             server,
@@ -496,6 +472,9 @@ impl Session {
                 eval_and_wait(l, &x.add, &keys, &args, spec.replicas, d)
             })?;
             if acked < spec.replicas as i64 {
+                // Maybe no longer the master: the next call connects (and
+                // asks the sentinels) again.
+                self.links.remove(&spec.server);
                 return Err(format!(
                     "only {acked} of {} replicas have the entry within redis_timeout",
                     spec.replicas
@@ -768,10 +747,8 @@ mod tests {
     fn urls_give_target_keys_and_a_masked_form() {
         let s = spec("redis://user:s3cret@10.0.0.5:6380/2").expect("spec");
         assert_eq!(s.shown_url, "redis://***@10.0.0.5:6380/2");
-        assert_eq!(
-            (s.target.host.as_str(), s.target.port, s.target.db),
-            ("10.0.0.5", 6380, 2)
-        );
+        assert_eq!(s.target.db, 2);
+        assert!(matches!(&s.target.endpoint, link::Endpoint::Direct(h, 6380) if h == "10.0.0.5"));
         assert_eq!(s.target.username.as_deref(), Some("user"));
         assert_eq!(s.target.password.as_deref(), Some("s3cret"));
         assert_eq!(s.server, "10.0.0.5:6380/2");

@@ -203,3 +203,77 @@ impl Drop for FaultProxy {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis Sentinel (`redis-server --sentinel`) watching master `name` on
+/// `master` (quorum 1, `down-after-milliseconds` as given), killed on drop.
+pub struct Sentinel {
+    pub port: u16,
+    _dir: TempDir,
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(master: u16, name: &str, down_after_ms: u64) -> Sentinel {
+        let dir = TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.0.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                 sentinel failover-timeout {name} 10000\n\
+                 sentinel parallel-syncs {name} 2\n",
+                dir = dir.0.display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
+        let s = Sentinel {
+            port,
+            _dir: dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.master_port(name) != Some(master) {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel does not watch the master"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli: run `make deps` (package redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
