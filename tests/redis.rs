@@ -221,6 +221,14 @@ fn three_instances_consume_every_item_exactly_once_in_order() {
         assert_eq!(sipp_messages(k.port, messages, 300, &k.dir.0), 0, "sipp");
     }
     let refs: Vec<&Kamailio> = ks.iter().collect();
+    // The producers first: consumers may catch up with them for a moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while produced(&ks.iter().map(|k| k.log()).collect::<Vec<_>>()).len()
+        < 3 * (messages + timer_items)
+    {
+        assert!(Instant::now() < deadline, "the producers do not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (p, c) = wait_consumed(&refs, &[], Duration::from_secs(60));
     assert_eq!(p.len(), 3 * (messages + timer_items), "acknowledged adds");
     let dups = check_every_item(&p, &c);
@@ -1019,7 +1027,12 @@ fn replicas_have_every_acknowledged_add() {
     let (r, took) = rpc_add(&k, "alone");
     assert!(r.is_err(), "acknowledged without a replica: {r:?}");
     assert!(took < Duration::from_millis(500 + 300), "{took:?}");
-    assert!(k.log().contains("only 0 of 1 replicas"), "{}", k.log());
+    // WAIT answered 0 (or, on a loaded machine, not within the deadline).
+    let log = k.log();
+    assert!(
+        log.contains("only 0 of 1 replicas") || log.contains("did not answer in time"),
+        "{log}"
+    );
 }
 
 /// The URL leads to a replica (a demoted master): Kamailio starts, adds

@@ -250,8 +250,8 @@ fn eval<T: FromRedisValue>(
 
 /// [`eval`] with `WAIT replicas ms` pipelined after it, in one round trip:
 /// the script's reply and how many replicas acknowledged the write. WAIT
-/// gets most of what is left of the deadline, so that Redis answers
-/// before it.
+/// gets three quarters of what is left of the deadline, so that Redis
+/// answers before it.
 fn eval_and_wait<T: FromRedisValue>(
     link: &mut Link,
     script: &Lua,
@@ -263,8 +263,8 @@ fn eval_and_wait<T: FromRedisValue>(
     let wait_ms = deadline
         .saturating_duration_since(Instant::now())
         .as_millis()
-        * 9
-        / 10;
+        * 3
+        / 4;
     if wait_ms == 0 {
         return Err(CallError::Link(Failure::Timeout));
     }
