@@ -166,6 +166,9 @@ pub struct Session {
     /// Servers whose last call timed out or could not connect, with the
     /// end of their back-off.
     down_until: HashMap<String, Instant>,
+    /// Streams on which a fetch or acknowledgement of this process failed
+    /// since its last successful fetch.
+    unsure: std::collections::HashSet<String>,
     ctx: Ctx,
 }
 
@@ -316,6 +319,7 @@ impl Session {
             backoff,
             links: HashMap::new(),
             down_until: HashMap::new(),
+            unsure: std::collections::HashSet::new(),
             ctx: Ctx {
                 consumer,
                 add: Lua::new(scripts::ADD),
@@ -507,7 +511,14 @@ impl Session {
         what: &str,
     ) -> Result<Option<Delivered>, String> {
         let keys = [spec.stream.as_str(), &spec.keys, &spec.stats, &spec.dead];
-        let r: Option<(String, Vec<u8>, Vec<u8>)> = self.call(spec, |l, x, d| {
+        // Only a failed call can have left entries delivered to this
+        // consumer that it never saw: the script looks for them then.
+        let unsure = if self.unsure.contains(&spec.stream) {
+            "1"
+        } else {
+            "0"
+        };
+        let r: Result<Option<(String, Vec<u8>, Vec<u8>)>, String> = self.call(spec, |l, x, d| {
             let args = |c: &mut Cmd| {
                 c.arg(&spec.group)
                     .arg(&x.consumer)
@@ -515,12 +526,22 @@ impl Session {
                     .arg(spec.mode.as_int())
                     .arg(spec.claim_ms)
                     .arg(what)
-                    .arg(spec.max_deliveries);
+                    .arg(spec.max_deliveries)
+                    .arg(unsure);
             };
             // The script's `false` arrives as nil.
             eval(l, &x.fetch, &keys, &args, d)
-        })?;
-        Ok(r.map(|(id, key, val)| Delivered { id, key, val }))
+        });
+        match &r {
+            Err(_) => {
+                self.unsure.insert(spec.stream.clone());
+            }
+            Ok(_) if unsure == "1" && what == "fetch" => {
+                self.unsure.remove(&spec.stream);
+            }
+            Ok(_) => {}
+        }
+        Ok(r?.map(|(id, key, val)| Delivered { id, key, val }))
     }
 
     /// Entries in the stream not yet acknowledged (`XLEN`).

@@ -54,12 +54,14 @@ return 1
 /// Acknowledges and deletes the entry this consumer holds (ARGV[3], or
 /// '') -- the one its script saw last --, then, unless ARGV[6] is 'ack',
 /// delivers the next: first an entry this consumer was delivered but never
-/// saw (a call that timed out after Redis ran it), then an entry another
+/// saw (a call that timed out after Redis ran it; looked for only when
+/// ARGV[8] is '1', after a failed call), then an entry another
 /// consumer has held for longer than ARGV[5] ms or handed back at its
 /// shutdown (XAUTOCLAIM), else a new one. An entry about to be delivered
 /// more than ARGV[7] times (0: no limit) goes to the dead-letter stream
 /// KEYS[4] instead. ARGV: group, consumer, held id, addmode, claim ms,
-/// 'ack'|'fetch', max deliveries. Returns {id, key, value} or false.
+/// 'ack'|'fetch', max deliveries, '1'|'0' (own pending entries possible).
+/// Returns {id, key, value} or false.
 pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -82,7 +84,7 @@ end
 -- is acknowledged above; one deleted meanwhile comes without fields and is
 -- dropped), else one idle past claim_ms.
 local function again()
-  for _ = 1, 16 do
+  for _ = 1, (ARGV[8] == '1' and 16 or 0) do
     local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '0')
     local m = r and r[1] and r[1][2][1]
     if not m then break end
