@@ -100,6 +100,8 @@ impl StreamSpec {
 
 /// A queued item: key and value.
 pub type Item = (Vec<u8>, Vec<u8>);
+/// The fetch script's reply: id, key, value.
+type Entry = (String, Vec<u8>, Vec<u8>);
 
 /// An entry delivered to this process.
 pub struct Delivered {
@@ -518,7 +520,7 @@ impl Session {
         } else {
             "0"
         };
-        let r: Result<Option<(String, Vec<u8>, Vec<u8>)>, String> = self.call(spec, |l, x, d| {
+        let r: Result<Option<Entry>, String> = self.call(spec, |l, x, d| {
             let args = |c: &mut Cmd| {
                 c.arg(&spec.group)
                     .arg(&x.consumer)
