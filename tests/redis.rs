@@ -843,6 +843,20 @@ fn every_call_ends_within_redis_timeout_and_stays_in_step() {
     assert_eq!(k.queue_size("work"), 3);
     let cleared = k.rpc(&["mqueue.clear", "work"]).expect("clear");
     assert_eq!(field(&cleared, "cleared"), "3");
+    // The start-up check is bounded the same way: a trickled reply makes
+    // the server "unreachable at start", within redis_timeout.
+    proxy.set("trickle 300");
+    let started = Instant::now();
+    let late = plain_instance(&format!("redis://127.0.0.1:{}", proxy.port));
+    let log = late.log();
+    assert!(
+        log.contains("is unreachable at start") && log.contains("did not answer in time"),
+        "{log}"
+    );
+    eprintln!(
+        "start with a trickling Redis: ready after {:?}",
+        started.elapsed()
+    );
 }
 
 /// A counter damaged from outside (negative, not a number) reads as 0 with
