@@ -690,7 +690,8 @@ impl Session {
             .map(|c| c.name)
             .filter(|n| n.starts_with(prefix))
         {
-            loop {
+            // 1000 at a time; bounded, should a server keep them pending.
+            for _ in 0..1000 {
                 let mut c = redis::cmd("XPENDING");
                 c.arg(&spec.stream)
                     .arg(&spec.group)
