@@ -527,7 +527,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
             mode,
         },
         Backend::Remote(spec) => {
-            let shared = remote::with(|s| s.figures(spec)).map(|f| {
+            let shared = remote::figures(&d.name_lossy(), spec).map(|f| {
                 let mut shared = Values::default();
                 for c in &counters::ALL {
                     let v = match c.keeper {
@@ -535,7 +535,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
                             .counters
                             .iter()
                             .find(|(k, _)| k == c.name)
-                            .map_or(0, |(_, v)| *v as u64),
+                            .map_or(0, |(_, v)| *v),
                         Keeper::Length => f.length.max(0) as u64,
                         Keeper::Instance => values.get(c.id),
                         Keeper::SharedMemory => 0,
