@@ -104,8 +104,18 @@ lint:
 
 # The Debian package for the Kamailio the module is built against:
 # build/kamailio-mqueue-rs_<version>+kamailio<kamailio version>_<arch>.deb
-deb: build
+# (this machine's Debian and kamailio); DEBIAN=13 builds the one for
+# Debian 13's kamailio inside a Debian 13 root (scripts/deb-debian13.sh).
+DEBIAN ?=
+deb:
+ifeq ($(DEBIAN),13)
+	bash scripts/deb-debian13.sh
+else
+	@[ -z "$(DEBIAN)" ] || [ "$(DEBIAN)" = "$$(. /etc/os-release; echo $$VERSION_ID)" ] \
+		|| { echo "deb: DEBIAN=$(DEBIAN): this machine builds for its own Debian, or DEBIAN=13" >&2; exit 1; }
+	@$(MAKE) --no-print-directory build
 	$(HOST_ENV) bash scripts/deb.sh $(MODULE)
+endif
 
 install: build
 	install -m 0644 $(MODULE) $(DESTDIR)$(MODDIR)/mqueue.so
