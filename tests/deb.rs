@@ -19,12 +19,12 @@ fn run(cmd: &mut Command, what: &str) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: {e}: run `make deps`"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{what} failed:\n{text}");
     text
 }
 

@@ -76,12 +76,13 @@ CFG
     sleep 0.1
   done
   kamcmd -s "unix:$dir/ctl.sock" mqueue.stats q 2>&1 || true
-  local body="hello-lifecycle" msg
-  msg=$(printf 'MESSAGE sip:bob@127.0.0.1:%s SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-lc%s\r\nFrom: <sip:alice@example.org>;tag=lc\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: lifecycle-%s\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s' \
-        "$port" "$RANDOM" "$RANDOM" "${#body}" "$body")
+  local body="hello-lifecycle"
+  # One write, one datagram (bash's printf writes line by line).
+  printf 'MESSAGE sip:bob@127.0.0.1:%s SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-lc%s\r\nFrom: <sip:alice@example.org>;tag=lc\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: lifecycle-%s\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s' \
+    "$port" "$RANDOM" "$RANDOM" "${#body}" "$body" > "$dir/message"
   # UDP: sent again until the fetch shows in the log (at most 30 s).
   for i in $(seq 1 300); do
-    [ $((i % 20)) = 1 ] && printf '%s' "$msg" > "/dev/udp/127.0.0.1/$port"
+    [ $((i % 20)) = 1 ] && cat "$dir/message" > "/dev/udp/127.0.0.1/$port"
     grep -q "FETCHED key=alice value=$body" "$dir/log" && break
     sleep 0.1
   done
