@@ -66,14 +66,21 @@ run: build
 demo:
 	bash scripts/demo.sh
 
-# Lint, unit tests (also under ASan), fuzz smoke, then every integration
-# test on Debian's Kamailio and on each release in ../shared/kamailio-src.
+# Lint, unit tests (also under ASan), fuzz smoke, then the integration tests
+# on six hosts: Debian's Kamailio (every test), each release in
+# ../shared/kamailio-src and master in ../shared/kamailio-next (the host ABI
+# and differential tests), the Debian 13 package (scripts/test-versions.sh).
 test: build
 	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	@$(MAKE) --no-print-directory lint
 	$(CARGO) test --release --no-default-features --lib
 	@$(MAKE) --no-print-directory asan
 	bash scripts/fuzz.sh $${FUZZ_TEST_SECS:-20} temp
+	bash scripts/test-versions.sh
+
+# The integration tests alone, on the six hosts.
+test-versions: build
+	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	bash scripts/test-versions.sh
 
 # Side-by-side workloads on build/mqueue.so and the C mqueue.so of the same
