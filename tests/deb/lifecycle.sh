@@ -26,6 +26,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 moddir=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)/kamailio/modules
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# grep that reads all of its input: `cmd | grep -q` under pipefail fails
+# whenever cmd is still writing when grep has its match (SIGPIPE).
+has() { grep "$@" >/dev/null; }
 # apt wants a path it reads as a file: ./name or an absolute one.
 apt_install() { apt-get install -y -q --no-install-recommends "$@" >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; return 1; }; }
 
@@ -94,11 +97,11 @@ CFG
 #    answers, carries the SIP MESSAGE, its files and the diversion are there.
 (cd "$(dirname "$ours")" && apt_install "./$(basename "$ours")")
 reply=$(run_kamailio)
-echo "$reply" | grep -q "name: q" || fail "step 1: mqueue.stats does not answer: ours is not loaded: $reply"
-echo "$reply" | grep -q "FETCHED key=alice" || fail "step 1: the MESSAGE was not queued and fetched: $(cat "$work/run/log")"
-dpkg -L kamailio-mqueue-rs | grep -qx "$moddir/mqueue.so" || fail "step 1: dpkg -L lacks mqueue.so"
-dpkg -L kamailio-mqueue-rs | grep -q "/usr/share/doc/kamailio-mqueue-rs/schema/" || fail "step 1: no schemas"
-dpkg-divert --list | grep -q "diversion of $moddir/mqueue.so to $moddir/mqueue-c.so by kamailio-mqueue-rs" \
+echo "$reply" | has "name: q" || fail "step 1: mqueue.stats does not answer: ours is not loaded: $reply"
+echo "$reply" | has "FETCHED key=alice" || fail "step 1: the MESSAGE was not queued and fetched: $(cat "$work/run/log")"
+dpkg -L kamailio-mqueue-rs | has -x "$moddir/mqueue.so" || fail "step 1: dpkg -L lacks mqueue.so"
+dpkg -L kamailio-mqueue-rs | has "/usr/share/doc/kamailio-mqueue-rs/schema/" || fail "step 1: no schemas"
+dpkg-divert --list | has "diversion of $moddir/mqueue.so to $moddir/mqueue-c.so by kamailio-mqueue-rs" \
   || fail "step 1: no diversion"
 [ "$(sha256sum "$moddir/mqueue-c.so" | cut -d' ' -f1)" = "$c_sum" ] || fail "step 1: C module not kept"
 echo "STEP 1 ok"
@@ -106,8 +109,8 @@ echo "STEP 1 ok"
 # 2. Reinstall kamailio: ours stays, the C module goes aside.
 dpkg -i "$theirs" >/dev/null
 reply=$(run_kamailio)
-echo "$reply" | grep -q "name: q" || fail "step 2: ours no longer loads after the kamailio reinstall"
-echo "$reply" | grep -q "FETCHED key=alice" || fail "step 2: the MESSAGE was not queued and fetched"
+echo "$reply" | has "name: q" || fail "step 2: ours no longer loads after the kamailio reinstall"
+echo "$reply" | has "FETCHED key=alice" || fail "step 2: the MESSAGE was not queued and fetched"
 [ "$(sha256sum "$moddir/mqueue-c.so" | cut -d' ' -f1)" = "$c_sum" ] || fail "step 2: the C module is not at mqueue-c.so"
 echo "STEP 2 ok"
 
@@ -115,17 +118,17 @@ echo "STEP 2 ok"
 #    (it has no mqueue.stats).
 dpkg -r kamailio-mqueue-rs >/dev/null
 reply=$(run_kamailio)
-echo "$reply" | grep -q "name: q" && fail "step 3: mqueue.stats still answers"
-echo "$reply" | grep -qi "not found\|command" || fail "step 3: unexpected reply: $reply"
-echo "$reply" | grep -q "FETCHED key=alice" || fail "step 3: the C module did not queue and fetch the MESSAGE"
+echo "$reply" | has "name: q" && fail "step 3: mqueue.stats still answers"
+echo "$reply" | has -i "not found\|command" || fail "step 3: unexpected reply: $reply"
+echo "$reply" | has "FETCHED key=alice" || fail "step 3: the C module did not queue and fetch the MESSAGE"
 [ "$(sha256sum "$moddir/mqueue.so" | cut -d' ' -f1)" = "$c_sum" ] || fail "step 3: mqueue.so is not the C module"
 [ ! -e "$moddir/mqueue-c.so" ] || fail "step 3: mqueue-c.so left behind"
-dpkg-divert --list | grep -q "mqueue" && fail "step 3: diversion left"
+dpkg-divert --list | has "mqueue" && fail "step 3: diversion left"
 echo "STEP 3 ok"
 
 # 4. Purge: nothing of ours is left.
 dpkg --purge kamailio-mqueue-rs >/dev/null
 dpkg -L kamailio-mqueue-rs >/dev/null 2>&1 && fail "step 4: package still known"
 [ ! -e /usr/share/doc/kamailio-mqueue-rs ] || fail "step 4: doc dir left"
-dpkg-divert --list | grep -q "mqueue" && fail "step 4: diversion left"
+dpkg-divert --list | has "mqueue" && fail "step 4: diversion left"
 echo "STEP 4 ok"
