@@ -75,7 +75,7 @@ prepare() {
   fi
 }
 set -m
-prepare &
+prepare </dev/null &
 prep=$!
 set +m
 trap 'kill -- -"$prep" 2>/dev/null; rm -rf "$state"' EXIT
