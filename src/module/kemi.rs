@@ -3,6 +3,7 @@
 //! where the C module returns a plain null.
 
 use std::os::raw::c_int;
+use std::time::Duration;
 
 use super::script::{add_code, fetch_code};
 use super::{ops, registry};
@@ -32,6 +33,24 @@ host_entry! {
         // SAFETY: argument forwarded from KEMI.
         match registry::lookup(unsafe { arg(q) }) {
             Some(idx) => fetch_code(&ops::fetch(idx)),
+            None => -1,
+        }
+    }
+}
+
+host_entry! {
+    /// As `mq_fetch`, waiting up to `timeout_ms` for an item.
+    pub fn ki_mq_fetch_wait(
+        _m: *mut sys::sip_msg,
+        q: *mut sys::str_,
+        timeout_ms: c_int,
+    ) -> c_int, "KSR.mqueue.mq_fetch_wait", -1 => {
+        // SAFETY: argument forwarded from KEMI.
+        match registry::lookup(unsafe { arg(q) }) {
+            Some(idx) => {
+                let t = Duration::from_millis(timeout_ms.max(0) as u64);
+                fetch_code(&ops::fetch_wait(idx, t))
+            }
             None => -1,
         }
     }

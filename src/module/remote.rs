@@ -28,23 +28,16 @@ fn timeout() -> Duration {
 
 fn instance() -> &'static str {
     INSTANCE.get_or_init(|| {
-        let mut host = [0u8; 64];
-        // SAFETY: gethostname writes at most host.len() bytes.
-        let ok =
-            unsafe { libc::gethostname(host.as_mut_ptr() as *mut libc::c_char, host.len()) } == 0;
-        let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
-        let host = if ok {
-            String::from_utf8_lossy(&host[..end]).into_owned()
-        } else {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let host = if host.is_empty() {
             "kamailio".into()
+        } else {
+            host
         };
-        let mut rnd = [0u8; 4];
-        // SAFETY: getrandom writes at most 4 bytes into the buffer.
-        unsafe { libc::getrandom(rnd.as_mut_ptr() as *mut libc::c_void, 4, 0) };
-        format!(
-            "{host}-{:08x}-",
-            u32::from_ne_bytes(rnd) ^ std::process::id()
-        )
+        // Without random bytes, the process id still tells instances on
+        // one host apart.
+        let rnd = getrandom::u32().unwrap_or(0);
+        format!("{host}-{:08x}-", rnd ^ std::process::id())
     })
 }
 

@@ -4,11 +4,11 @@
 
 use std::os::raw::c_void;
 
-use super::ops::{self, Add, Failure, Fetch, Report};
+use super::ops::{self, Add, Fetch, Report};
 use super::registry;
 use crate::host_entry;
 use crate::kamailio::guard::guard;
-use crate::kamailio::rpc::{Rpc, RpcStruct};
+use crate::kamailio::rpc::{Rpc, RpcArray, RpcStruct};
 use crate::queue::counters::{Id, Keeper};
 use crate::sys;
 
@@ -90,6 +90,15 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
     let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
         return;
     };
+    match rpc.scan_int(true) {
+        None => fetch_one(&rpc, idx),
+        Some(n) if n >= 1 => fetch_many(&rpc, idx, n as usize),
+        Some(_) => rpc.fault(400, c"Invalid count"),
+    }
+});
+
+/// `mqueue.fetch` without a count: one struct, the C module's reply.
+fn fetch_one(rpc: &Rpc, idx: usize) {
     // Unlike the C module, an empty key or value is returned as an
     // empty string, and an item whose reply cannot be built (larger
     // than the transport's reply buffer) stays queued.
@@ -97,13 +106,52 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
         rpc.add_struct()
             .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
     });
+    fetch_fault(rpc, &outcome);
+}
+
+/// Past the first item, a list stops before an item whose key and value
+/// take more than this: a member that does not fit leaves half an entry in
+/// a binrpc reply (ctl's structs hold 8 KB by default), which cannot be
+/// taken back. Such an item comes first in the next call.
+const LIST_ITEM_MAX: usize = 4096;
+
+/// `mqueue.fetch` with a count: up to `n` items, a list of the structs a
+/// fetch without count returns. It stops at the first item the reply
+/// cannot take (that item stays queued); an empty queue answers as
+/// without count.
+fn fetch_many(rpc: &Rpc, idx: usize, n: usize) {
+    let mut list = None;
+    for taken in 0..n {
+        let outcome = ops::fetch_for_reply(idx, |k, v| {
+            if taken > 0 && k.len() + v.len() > LIST_ITEM_MAX {
+                return false;
+            }
+            if list.is_none() {
+                list = rpc.add_array();
+            }
+            list.as_ref().is_some_and(|l: &RpcArray| {
+                l.add_struct()
+                    .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
+            })
+        });
+        if outcome != Fetch::Fetched {
+            if taken == 0 {
+                fetch_fault(rpc, &outcome);
+            }
+            return;
+        }
+    }
+}
+
+/// The fault of a fetch that gave nothing.
+fn fetch_fault(rpc: &Rpc, outcome: &Fetch) {
     match outcome {
         Fetch::Fetched => {}
         Fetch::Empty => rpc.fault(404, c"Empty queue"),
         Fetch::Kept => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
         Fetch::Failed(_) => rpc.fault(500, c"Cannot fetch (see the log)"),
     }
-});
+}
 
 rpc_handler!(mqueue_rpc_stats, "mqueue.stats", |rpc| {
     let Some(reg) = registry::frozen() else {
@@ -185,8 +233,8 @@ rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
 });
 
 /// Fault 500 with the reason of a failed call.
-fn failure_fault(rpc: &Rpc, e: &Failure) {
-    let text = std::ffi::CString::new(e.to_string()).unwrap_or_else(|_| c"Call failed".to_owned());
+fn failure_fault(rpc: &Rpc, e: &str) {
+    let text = std::ffi::CString::new(e).unwrap_or_else(|_| c"Call failed".to_owned());
     rpc.fault(500, &text);
 }
 

@@ -1,7 +1,9 @@
-//! Config-script functions `mq_add`, `mq_fetch`, `mq_size`, `mq_pv_free`
+//! Config-script functions `mq_add`, `mq_fetch`, `mq_fetch_wait`, `mq_size`,
+//! `mq_pv_free`
 //! and their fixups. A constant queue name is resolved once, at fixup.
 
 use std::os::raw::{c_char, c_int, c_void};
+use std::time::Duration;
 
 use super::ops::{self, Add, Fetch};
 use super::registry;
@@ -38,6 +40,10 @@ struct QueueParam {
 /// The queue a call names: Ok(index), or Err(-1). An unknown name is
 /// logged when `log_unknown` (the C module's `mq_fetch` and `mq_pv_free`
 /// fail silently there).
+///
+/// # Safety
+/// `param` is the queue parameter [`fixup_mq`] fixed for this call site;
+/// `msg` is the message being processed.
 #[inline(always)]
 unsafe fn resolve(
     msg: *mut sys::sip_msg,
@@ -54,6 +60,9 @@ unsafe fn resolve(
 }
 
 /// `resolve` for a queue name given by a variable.
+///
+/// # Safety
+/// `qp.gp` was made by `fix_spve`; `msg` is the message being processed.
 #[cold]
 #[inline(never)]
 unsafe fn resolve_dynamic(
@@ -187,6 +196,40 @@ host_entry! {
             }
             Err(-1) => 1,
             Err(rc) => rc,
+        }
+    }
+}
+
+/// A timeout in milliseconds as the script gives it: a number, possibly
+/// from a variable; negative waits nothing.
+pub(super) fn timeout_ms(text: &[u8]) -> Option<Duration> {
+    let ms: i64 = std::str::from_utf8(text).ok()?.trim().parse().ok()?;
+    Some(Duration::from_millis(ms.max(0) as u64))
+}
+
+host_entry! {
+    /// `mq_fetch_wait(queue, timeout_ms)`: as `mq_fetch`, waiting up to
+    /// `timeout_ms` for an item when the queue is empty.
+    pub fn w_mq_fetch_wait(
+        msg: *mut sys::sip_msg,
+        q: *mut c_char,
+        timeout: *mut c_char,
+    ) -> c_int, "mq_fetch_wait", -1 => {
+        // SAFETY: q and timeout are the parameters fixed by fixup_mq.
+        unsafe {
+            let idx = match resolve(msg, q, false) {
+                Ok(i) => i,
+                Err(rc) => return rc,
+            };
+            let Some(t) = fixup::value(msg, timeout as *mut sys::gparam_t) else {
+                kerr!("cannot get the timeout");
+                return -1;
+            };
+            let Some(t) = timeout_ms(t) else {
+                kerr!("mq_fetch_wait: the timeout is not a number of milliseconds: {}", crate::kamailio::log::shown(t));
+                return -1;
+            };
+            fetch_code(&ops::fetch_wait(idx, t))
         }
     }
 }

@@ -76,6 +76,8 @@ enum Op {
     Add(Vec<u8>, Vec<u8>),
     Fetch,
     FetchIf,
+    /// A fetch read in place, then its release.
+    FetchHeld,
     Clear,
 }
 
@@ -85,6 +87,7 @@ impl std::fmt::Debug for Op {
             Op::Add(k, v) => write!(f, "add({}, {} bytes)", String::from_utf8_lossy(k), v.len()),
             Op::Fetch => write!(f, "fetch"),
             Op::FetchIf => write!(f, "fetch_if"),
+            Op::FetchHeld => write!(f, "fetch held, release"),
             Op::Clear => write!(f, "clear"),
         }
     }
@@ -100,6 +103,11 @@ fn apply(q: &mut QueueState<Shared>, op: &Op) {
         }
         Op::FetchIf => {
             q.fetch_if(|_, _| true);
+        }
+        Op::FetchHeld => {
+            if let crate::queue::Taken::Held(h) = q.fetch_or_hold(0, |_, _| {}) {
+                q.release(h);
+            }
         }
         Op::Clear => {
             q.clear();
@@ -303,6 +311,11 @@ fn fetches() {
     let setup = [add("a", 1), add("b", 1), add("a", 2)];
     every_step(AddMode::KeepNewest, NONE, &setup, Op::Fetch);
     every_step(AddMode::KeepNewest, NONE, &setup, Op::FetchIf);
+    // Read in place and released: the pinned chunk waits on the held
+    // list (the last item resets the storage), then is retired.
+    every_step(AddMode::Append, NONE, &[add("a", 1)], Op::FetchHeld);
+    let setup = [add("a", 1), add("b", 100), Op::Fetch];
+    every_step(AddMode::Append, NONE, &setup, Op::FetchHeld);
 }
 
 #[test]

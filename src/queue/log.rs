@@ -9,6 +9,14 @@
 //! freed only once no longer reachable from `head`, and everything else
 //! (`tail`, `chunk_bytes`, the counters and key index of the state) can be
 //! rebuilt from a walk from `head` ([`Log::rebuild_tail`]).
+//!
+//! No allocator churn: a chunk the reader finished, or that a drain
+//! dropped, becomes the log's spare (the largest one is kept), and the next
+//! chunk the writer needs is the spare when it is large enough. A queue
+//! that cycles between empty and a few items then allocates nothing once
+//! its spare holds a cycle. The spare ages out: [`Log::age_spare`] (a timer,
+//! every second) frees a spare no chunk request used since its last call,
+//! so an idle queue returns to one small chunk at most.
 
 use std::ptr;
 
@@ -40,7 +48,10 @@ pub struct Chunk {
     /// In the chunk, not the list, so that taking an entry and moving to
     /// the next chunk are one store each.
     read: u32,
-    _pad: u32,
+    /// Fetched entries of this chunk that processes read in place
+    /// ([`Log::pin`]): the chunk is neither reused nor freed before they
+    /// are released.
+    pins: u32,
 }
 
 /// One item: this header, then the key bytes, then the value bytes.
@@ -94,6 +105,13 @@ pub struct Log<A: RawAlloc> {
     tail: *mut Chunk,
     /// Chunks held, for the memory statistics (derived).
     chunk_bytes: usize,
+    /// A chunk out of the list, kept for the next chunk request (or null).
+    spare: *mut Chunk,
+    /// The spare served a request since the last [`Log::age_spare`].
+    spare_fresh: bool,
+    /// Chunks out of the list that still have pinned entries, linked
+    /// through `next`.
+    held: *mut Chunk,
 }
 
 impl<A: RawAlloc> Log<A> {
@@ -103,15 +121,111 @@ impl<A: RawAlloc> Log<A> {
             head: ptr::null_mut(),
             tail: ptr::null_mut(),
             chunk_bytes: 0,
+            spare: ptr::null_mut(),
+            spare_fresh: false,
+            held: ptr::null_mut(),
         }
     }
 
-    /// Shared memory held by the chunks.
+    /// Shared memory held by the chunks, the spare and the chunks kept
+    /// for pinned entries included.
     pub fn chunk_bytes(&self) -> usize {
-        self.chunk_bytes
+        let mut held = 0;
+        let mut chunk = self.held;
+        while !chunk.is_null() {
+            // SAFETY: the held list links live chunks of this log.
+            unsafe {
+                held += CHUNK_HEADER + (*chunk).cap as usize;
+                chunk = (*chunk).next;
+            }
+        }
+        self.chunk_bytes + self.spare_bytes() + held
+    }
+
+    /// Pins the chunk of the entry [`Log::front`] returned last (the head
+    /// chunk), so that the entry stays in place after it left the queue.
+    pub fn pin(&mut self) -> *mut Chunk {
+        // SAFETY: front returned an entry of the head chunk, which is live.
+        unsafe { (*self.head).pins += 1 };
+        step();
+        self.head
+    }
+
+    /// Releases a pin of [`Log::pin`]. Chunks out of the list whose pins
+    /// are all released are retired (also any a process that died here
+    /// left behind).
+    #[inline(never)]
+    pub fn unpin(&mut self, chunk: *mut Chunk) {
+        // SAFETY: the caller passes a chunk it pinned and has not released.
+        unsafe { (*chunk).pins -= 1 };
+        step();
+        let mut link: *mut *mut Chunk = &mut self.held;
+        // SAFETY: walking the held list of live chunks; each unlink is one
+        // store, so a death leaves the chunk in the list or leaked.
+        unsafe {
+            while !(*link).is_null() {
+                let c = *link;
+                if (*c).pins == 0 {
+                    *link = (*c).next;
+                    step();
+                    self.chunk_bytes += CHUNK_HEADER + (*c).cap as usize;
+                    self.retire_chunk(c);
+                } else {
+                    link = &mut (*c).next;
+                }
+            }
+        }
+    }
+
+    fn spare_bytes(&self) -> usize {
+        if self.spare.is_null() {
+            0
+        } else {
+            // SAFETY: the spare is a live chunk owned by this log.
+            CHUNK_HEADER + unsafe { (*self.spare).cap } as usize
+        }
+    }
+
+    /// The spare, emptied, when it holds `min_payload` bytes; it leaves
+    /// the spare slot with one store (a death after it leaks the chunk).
+    fn take_spare(&mut self, min_payload: usize) -> *mut Chunk {
+        let chunk = self.spare;
+        // SAFETY: the spare, when not null, is a live chunk of this log.
+        if chunk.is_null() || (unsafe { (*chunk).cap } as usize) < min_payload {
+            return ptr::null_mut();
+        }
+        self.spare = ptr::null_mut();
+        step();
+        self.spare_fresh = true;
+        // SAFETY: the chunk is ours alone now: in no list, not the spare.
+        unsafe {
+            (*chunk).next = ptr::null_mut();
+            (*chunk).used = 0;
+            (*chunk).read = 0;
+            self.chunk_bytes += CHUNK_HEADER + (*chunk).cap as usize;
+        }
+        chunk
+    }
+
+    /// Frees the spare unless a chunk request used it since the last call
+    /// (a timer calls this every second): a spare outlives its last use by
+    /// one to two calls.
+    pub fn age_spare(&mut self) {
+        if std::mem::take(&mut self.spare_fresh) || self.spare.is_null() {
+            return;
+        }
+        let chunk = self.spare;
+        self.spare = ptr::null_mut();
+        step();
+        // SAFETY: the chunk left the spare slot above; freed once.
+        unsafe { self.alloc.free(chunk as *mut u8) };
     }
 
     fn new_chunk(&mut self, min_payload: usize) -> *mut Chunk {
+        let spare = self.take_spare(min_payload);
+        if !spare.is_null() {
+            return spare;
+        }
         let grown = if self.tail.is_null() {
             FIRST_CHUNK_PAYLOAD
         } else {
@@ -131,7 +245,7 @@ impl<A: RawAlloc> Log<A> {
                     cap: cap as u32,
                     used: 0,
                     read: 0,
-                    _pad: 0,
+                    pins: 0,
                 })
             };
             self.chunk_bytes += CHUNK_HEADER + cap;
@@ -148,6 +262,49 @@ impl<A: RawAlloc> Log<A> {
         }
     }
 
+    /// A chunk no list reaches any more becomes the spare when it is
+    /// larger than the spare (whose turn it is to be freed then), else it
+    /// is freed. Chunks of their own for one large entry are freed.
+    #[inline(never)]
+    fn retire_chunk(&mut self, chunk: *mut Chunk) {
+        // SAFETY: chunk is a live chunk of this log, unlinked by the caller.
+        let (cap, pins) = unsafe { ((*chunk).cap as usize, (*chunk).pins) };
+        if pins > 0 {
+            self.chunk_bytes -= CHUNK_HEADER + cap;
+            // SAFETY: as above; linking it first is one store.
+            unsafe { (*chunk).next = self.held };
+            step();
+            self.held = chunk;
+            step();
+            return;
+        }
+        // SAFETY: as above, for the spare.
+        let larger = self.spare.is_null() || cap > unsafe { (*self.spare).cap } as usize;
+        if cap > CHUNK_PAYLOAD || !larger {
+            self.free_chunk(chunk);
+            return;
+        }
+        let old = self.spare;
+        self.chunk_bytes -= CHUNK_HEADER + cap;
+        self.spare = chunk;
+        step();
+        if !old.is_null() {
+            // SAFETY: the old spare left the slot above; freed once.
+            unsafe { self.alloc.free(old as *mut u8) };
+        }
+    }
+
+    /// Retires the chunks from `chunk` on, up to (not including) `stop`;
+    /// the caller has already unlinked them from the list.
+    fn retire_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
+        while !chunk.is_null() && chunk != stop {
+            // SAFETY: walking a detached chain of chunks not yet freed.
+            let next = unsafe { (*chunk).next };
+            self.retire_chunk(chunk);
+            chunk = next;
+        }
+    }
+
     /// Frees the chunks from `chunk` on, up to (not including) `stop`;
     /// the caller has already unlinked them from the list.
     fn free_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
@@ -161,6 +318,7 @@ impl<A: RawAlloc> Log<A> {
 
     /// Makes room for an entry of `size` bytes at the tail; false when the
     /// allocator has no memory. Nothing changes when it fails.
+    #[inline]
     pub fn reserve(&mut self, size: usize) -> bool {
         let fits = !self.tail.is_null()
             // SAFETY: tail, when not null, is a live chunk of this log.
@@ -215,6 +373,7 @@ impl<A: RawAlloc> Log<A> {
 
     /// The entry at the read position, live or dead, freeing chunks the
     /// reader has finished; None when the log is empty.
+    #[inline]
     pub fn front(&mut self) -> Option<*mut Entry> {
         loop {
             if self.head.is_null() {
@@ -236,7 +395,7 @@ impl<A: RawAlloc> Log<A> {
             let done = self.head;
             self.head = next;
             step();
-            self.free_chunk(done);
+            self.retire_chunk(done);
         }
     }
 
@@ -253,7 +412,10 @@ impl<A: RawAlloc> Log<A> {
     pub fn reset(&mut self) {
         let (first, tail) = (self.head, self.tail);
         // SAFETY: tail, when not null, is a live chunk of this log.
-        let keep = if !tail.is_null() && unsafe { (*tail).cap } as usize <= KEPT_CHUNK_PAYLOAD {
+        let keep = if !tail.is_null()
+            // SAFETY: as above.
+            && unsafe { (*tail).pins == 0 && (*tail).cap as usize <= KEPT_CHUNK_PAYLOAD }
+        {
             tail
         } else {
             ptr::null_mut()
@@ -262,7 +424,7 @@ impl<A: RawAlloc> Log<A> {
         step();
         self.tail = ptr::null_mut();
         // keep, the tail, is the last chunk of the list from first.
-        self.free_chain(first, keep);
+        self.retire_chain(first, keep);
         if keep.is_null() {
             return;
         }
@@ -307,7 +469,7 @@ impl<A: RawAlloc> Log<A> {
         step();
         self.tail = fresh.tail;
         let fresh_bytes = fresh.chunk_bytes;
-        self.free_chain(old, ptr::null_mut());
+        self.retire_chain(old, ptr::null_mut());
         self.chunk_bytes = fresh_bytes;
     }
 
@@ -340,6 +502,9 @@ impl<A: RawAlloc> Log<A> {
             head: self.head,
             tail: ptr::null_mut(),
             chunk_bytes: 0,
+            spare: ptr::null_mut(),
+            spare_fresh: false,
+            held: ptr::null_mut(),
         };
         copy.rebuild_tail();
         let derived = (copy.tail, copy.chunk_bytes);
@@ -353,5 +518,20 @@ impl<A: RawAlloc> Drop for Log<A> {
         let head = self.head;
         self.head = ptr::null_mut();
         self.free_chain(head, ptr::null_mut());
+        let spare = std::mem::replace(&mut self.spare, ptr::null_mut());
+        if !spare.is_null() {
+            // SAFETY: the spare is a live chunk of this log, freed once.
+            unsafe { self.alloc.free(spare as *mut u8) };
+        }
+        let mut held = std::mem::replace(&mut self.held, ptr::null_mut());
+        while !held.is_null() {
+            // SAFETY: the held list links live chunks of this log; the log
+            // goes, so do the entries pinned in them.
+            unsafe {
+                let next = (*held).next;
+                self.alloc.free(held as *mut u8);
+                held = next;
+            }
+        }
     }
 }

@@ -9,6 +9,8 @@
 pub mod counters;
 #[cfg(test)]
 mod crash;
+pub mod doorbell;
+mod futex;
 mod index;
 pub mod lock;
 mod log;
@@ -17,8 +19,9 @@ pub mod param;
 pub mod spill;
 mod state;
 
+pub use doorbell::Doorbell;
 pub use lock::FutexMutex;
-pub use state::{AddOutcome, Limits, QueueState, Stats};
+pub use state::{AddOutcome, Held, Limits, QueueState, Stats, Taken};
 
 /// Memory for queue data: it must stay valid, at the same address, in every
 /// process that uses the queue.
@@ -122,6 +125,16 @@ pub unsafe trait SharedAlloc: RawAlloc {}
 // state sits behind the futex mutex, which works across processes
 // (non-private futex on shared memory).
 unsafe impl<A: SharedAlloc> ShmSafe for Queue<A> {}
+
+/// A queue and the doorbell its waiting consumers sleep on, in one block.
+pub struct WaitableQueue<A: RawAlloc> {
+    pub queue: Queue<A>,
+    pub bell: Doorbell,
+}
+
+// SAFETY: the queue is ShmSafe (above); the doorbell is two atomic words
+// used only through atomic operations and shared futex calls.
+unsafe impl<A: SharedAlloc> ShmSafe for WaitableQueue<A> {}
 
 #[cfg(test)]
 mod crash_tests;

@@ -10,7 +10,7 @@
 //! ([`QueueState::repair`]).
 
 use super::index::{hash_key, Index};
-use super::log::{Entry, Log, CHUNK_PAYLOAD, MAX_ENTRY};
+use super::log::{Chunk, Entry, Log, CHUNK_PAYLOAD, MAX_ENTRY};
 use super::{step, AddMode, RawAlloc};
 
 /// Configured bounds; 0 means unbounded.
@@ -51,6 +51,39 @@ pub enum AddOutcome {
     NoMemory,
     /// The item alone is larger than the queue's byte limit.
     TooLarge,
+}
+
+/// A fetched item read in place: its entry, in a chunk pinned for it until
+/// [`QueueState::release`]. It is out of the queue: adds, fetches and
+/// clears in other processes leave its bytes alone.
+pub struct Held {
+    entry: *const Entry,
+    chunk: *mut Chunk,
+}
+
+impl Held {
+    /// The key and value.
+    ///
+    /// # Safety
+    /// The `Held` has not been passed to [`QueueState::release`], and the
+    /// queue it came from still exists.
+    pub unsafe fn item(&self) -> (&[u8], &[u8]) {
+        // SAFETY: the pinned chunk keeps the entry whole until release.
+        unsafe { ((*self.entry).key(), (*self.entry).val()) }
+    }
+}
+
+// SAFETY: the entry and chunk are in the queue's shared memory, valid in
+// every thread and process until released; the pin is released once.
+unsafe impl Send for Held {}
+
+/// What [`QueueState::fetch_or_hold`] did.
+pub enum Taken {
+    Empty,
+    /// A small item, shown to the caller to copy.
+    Copied,
+    /// A large item, left in place.
+    Held(Held),
 }
 
 pub struct QueueState<A: RawAlloc> {
@@ -110,6 +143,15 @@ impl<A: RawAlloc> QueueState<A> {
             item_bytes: self.live_bytes,
             shm_bytes: self.log.chunk_bytes() + self.index.bytes(),
             ..self.stats
+        }
+    }
+
+    /// Frees storage kept for reuse that no add used since the last call
+    /// (a timer calls it every second), so an idle queue gives it back.
+    /// Left to the next mutation when a process died inside one.
+    pub fn age(&mut self) {
+        if !self.interrupted() {
+            self.log.age_spare();
         }
     }
 
@@ -296,6 +338,16 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Removes the oldest item and shows it to `f`; false when empty.
     fn pop_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+        self.pop_entry(|_, e| {
+            // SAFETY: the entry's chunk is not freed before the next front
+            // call.
+            unsafe { f(e.key(), e.val()) }
+        })
+    }
+
+    /// Removes the oldest item and shows its entry to `f`, with the log
+    /// (whose head chunk holds the entry); false when empty.
+    fn pop_entry(&mut self, f: impl FnOnce(&mut Log<A>, &Entry)) -> bool {
         while self.live > 0 {
             let Some(entry) = self.log.front() else { break };
             // SAFETY: front returns an entry of this log, valid until advance
@@ -313,9 +365,7 @@ impl<A: RawAlloc> QueueState<A> {
             // The item leaves the queue with the advance: a process that
             // dies before `f` has copied it loses this one item only.
             self.log.advance(size);
-            // SAFETY: the entry's chunk is not freed before the next front
-            // call.
-            unsafe { f(e.key(), e.val()) };
+            f(&mut self.log, e);
             self.live -= 1;
             self.live_bytes -= size;
             if self.live == 0 {
@@ -324,6 +374,44 @@ impl<A: RawAlloc> QueueState<A> {
             return true;
         }
         false
+    }
+
+    /// Takes the oldest item out: one whose key and value take up to
+    /// `copy_max` bytes is shown to `copy`; a larger one stays where it is,
+    /// pinned, until [`QueueState::release`].
+    pub fn fetch_or_hold(&mut self, copy_max: usize, copy: impl FnOnce(&[u8], &[u8])) -> Taken {
+        self.begin();
+        let mut held = None;
+        let found = self.pop_entry(|log, e| {
+            if e.key_len as usize + e.val_len as usize <= copy_max {
+                // SAFETY: the entry's chunk is not freed before the next
+                // front call.
+                unsafe { copy(e.key(), e.val()) };
+            } else {
+                // pop_entry calls us right after the advance: the entry is
+                // in the head chunk, which `pin` pins.
+                let chunk = log.pin();
+                held = Some(Held {
+                    entry: e as *const Entry,
+                    chunk,
+                });
+            }
+        });
+        if found {
+            self.stats.fetched += 1;
+        }
+        self.end();
+        match (found, held) {
+            (false, _) => Taken::Empty,
+            (true, None) => Taken::Copied,
+            (true, Some(h)) => Taken::Held(h),
+        }
+    }
+
+    /// Ends a [`Held`] item: its chunk is reused or freed once no other
+    /// process holds an item in it.
+    pub fn release(&mut self, held: Held) {
+        self.log.unpin(held.chunk);
     }
 
     /// Takes the oldest item out, handing its key and value to `f` (which
