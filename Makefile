@@ -4,7 +4,9 @@
 # KAMAILIO_BIN and KAMAILIO_SRC (environment or `make VAR=...`) point the
 # build at another Kamailio; by default Debian's binary and the source that
 # `make deps` fetches into kamailio-headers/src.
-MODDIR ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
+# Debian's module directory, under the machine's multiarch triplet.
+MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null)
+MODDIR ?= /usr/lib/$(MULTIARCH)/kamailio/modules
 CARGO ?= cargo
 
 # The host: empty for Debian's Kamailio; each other host builds in a cargo
@@ -92,7 +94,7 @@ stress: build
 asan:
 	@rustup toolchain list | grep -q '^nightly' || { echo "asan: the nightly Rust toolchain is missing (rustup toolchain install nightly)" >&2; exit 1; }
 	RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan $(CARGO) +nightly test --release \
-		--no-default-features --lib --target x86_64-unknown-linux-gnu
+		--no-default-features --lib --target $$(rustc -vV | sed -n 's/^host: //p')
 
 # Fuzz each target for FUZZ_SECS seconds (default 300), growing fuzz/corpus.
 fuzz:

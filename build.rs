@@ -260,24 +260,17 @@ fn main() {
         .layout_tests(false)
         .allowlist_type("module_exports|cmd_export_t|param_export_t|pv_export_t|rpc_export_t")
         .allowlist_type("sr_kemi_t|sr_kemi_xval_t|rpc_t|gparam_t|pv_spec_t|pv_value_t")
-        .allowlist_type("db_cap_t|db_func_t|db1_con_t|db_key_t|db_val_t|db1_res_t|db_row_t")
-        .allowlist_type("stat_var|counter_handle_t|sr_module_t")
+        .allowlist_type("db_cap_t|db_func_t|db1_con_t|db_key_t|db_val_t|db1_res_t")
+        .allowlist_type("counter_handle_t|destroy_function")
         .allowlist_var("runtime_dir")
         .allowlist_function("get_loaded_modules")
-        .allowlist_type("destroy_function")
         .allowlist_function("mqrs_.*|pv_get_null|pv_get_strval|pv_get_sintval|pv_cache_get")
         .allowlist_function("pv_get_spec_value|pv_locate_name|fixup_spve_null|fixup_free_spve_null")
-        .allowlist_function("fixup_spve_all|fixup_free_spve_all")
-        .allowlist_function("sr_kemi_modules_add|rpc_register_array|faked_msg_init|faked_msg_next")
-        .allowlist_function("register_stat|get_stat_val|shm_initialized|register_timer")
-        .allowlist_function("db_str2val|db_val2str|counter_register")
+        .allowlist_function("sr_kemi_modules_add|faked_msg_init|faked_msg_next")
+        .allowlist_function("shm_initialized|counter_register|register_timer|sr_kemi_xval_null")
         .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
-        .allowlist_var("PARAM_INT|GPARAM_TYPE_.*|PROC_.*|L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR")
-        .allowlist_var(
-            "L_WARN|L_NOTICE|L_INFO|L_DBG|RET_ARRAY|DB_.*|STAT_.*|E_UNSPEC|E_CFG|CNT_F_.*",
-        )
-        .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|is_main|dont_fork|FPARAM_.*")
-        .allowlist_function("sr_kemi_xval_null")
+        .allowlist_var("PARAM_INT|PROC_.*|L_ERR|L_WARN|L_NOTICE|L_INFO|L_DBG|DB_.*|CNT_F_.*")
+        .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|FPARAM_.*")
         .opaque_type("sip_msg")
         .generate()
         .unwrap_or_else(|e| {
@@ -303,6 +296,17 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,--allow-shlib-undefined");
 }
 
+/// The machine's multiarch triplet (`x86_64-linux-gnu`, `aarch64-linux-gnu`),
+/// under which Debian installs Kamailio's libraries; None off Debian.
+fn multiarch() -> Option<String> {
+    let out = Command::new("dpkg-architecture")
+        .arg("-qDEB_HOST_MULTIARCH")
+        .output()
+        .ok()?;
+    let triplet = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !triplet.is_empty()).then_some(triplet)
+}
+
 /// The DB API (`db_bind_mod`): Makefile builds (Debian's packages, 5.x,
 /// 6.0) install it as `libsrdb1.so` in Kamailio's private library
 /// directory; CMake builds (6.1) link it into the kamailio binary. The
@@ -316,14 +320,12 @@ fn locate_srdb1(bin: &str) {
         .unwrap_or(Path::new("/usr"));
     let candidates: Vec<PathBuf> = match env::var("KAMAILIO_LIBDIR") {
         Ok(dir) => vec![PathBuf::from(dir)],
-        Err(_) => [
-            "lib/x86_64-linux-gnu/kamailio",
-            "lib64/kamailio",
-            "lib/kamailio",
-        ]
-        .iter()
-        .map(|d| prefix.join(d))
-        .collect(),
+        Err(_) => multiarch()
+            .map(|triplet| format!("lib/{triplet}/kamailio"))
+            .into_iter()
+            .chain(["lib64/kamailio".into(), "lib/kamailio".into()])
+            .map(|d| prefix.join(d))
+            .collect(),
     };
     let found = candidates.iter().find_map(|dir| {
         ["libsrdb1.so.1", "libsrdb1.so"]
@@ -363,7 +365,8 @@ fn binary_exports(bin: &str, symbol: &str) -> bool {
 ///   `SR_KEMIP_LONG`; its constants come from bindgen either way).
 ///
 /// The other differences need no cfg: the shutdown order works through
-/// `get_loaded_modules()` on every version, srdb1 is found at link time.
+/// `get_loaded_modules()` on every version, and srdb1's `db_bind_mod` is
+/// found at run time (see [`locate_srdb1`]).
 const ABI_CFGS: [(&str, (u32, u32)); 1] = [("kamailio_ge_5_7", (5, 7))];
 
 fn emit_abi_cfgs(info: &CoreInfo) {

@@ -29,7 +29,11 @@ def modules_dir():
     if os.environ.get("BENCH_KAMAILIO_MODULES"):
         return os.environ["BENCH_KAMAILIO_MODULES"]
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(KAMAILIO)))
-    for sub in ("lib/x86_64-linux-gnu/kamailio/modules", "lib64/kamailio/modules", "lib/kamailio/modules"):
+    triplet = subprocess.run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"],
+                             capture_output=True, text=True).stdout.strip()
+    subs = (["lib/%s/kamailio/modules" % triplet] if triplet else []) + ["lib64/kamailio/modules",
+                                                                        "lib/kamailio/modules"]
+    for sub in subs:
         if os.path.exists(os.path.join(prefix, sub, "mqueue.so")):
             return os.path.join(prefix, sub)
     sys.exit("no kamailio/modules/mqueue.so under %s: set BENCH_KAMAILIO_MODULES" % prefix)

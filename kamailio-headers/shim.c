@@ -1,7 +1,6 @@
 /* C shim over the Kamailio macros the module needs (see shim.h). */
 #include "core/dprint.h"
 #include "core/mem/shm_mem.h"
-#include "core/ver_defs.h"
 #include "shim.h"
 
 void mqrs_log(int level, const char *text, int len)
@@ -24,22 +23,7 @@ void mqrs_shm_free(void *p)
 	shm_free(p);
 }
 
-unsigned long mqrs_shm_available(void)
-{
-	return shm_available();
-}
-
 int mqrs_get_svalue(struct sip_msg *msg, gparam_t *gp, str *out)
 {
 	return fixup_get_svalue(msg, gp, out);
-}
-
-const char *mqrs_full_version(void)
-{
-	return SER_FULL_VERSION;
-}
-
-const char *mqrs_compile_flags(void)
-{
-	return SER_COMPILE_FLAGS;
 }

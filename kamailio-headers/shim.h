@@ -14,12 +14,7 @@ int mqrs_log_enabled(int level);
 /* shm_malloc / shm_free (macros that carry the call site). */
 void *mqrs_shm_malloc(size_t size);
 void mqrs_shm_free(void *p);
-/* Bytes of shared memory still available. */
-unsigned long mqrs_shm_available(void);
 /* fixup_get_svalue: the string value of a fixed-up parameter. */
 int mqrs_get_svalue(struct sip_msg *msg, gparam_t *gp, str *out);
-/* The version and flags strings the core was compiled with (build probe). */
-const char *mqrs_full_version(void);
-const char *mqrs_compile_flags(void);
 
 #endif

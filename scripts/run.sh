@@ -7,10 +7,11 @@ rundir=$(mktemp -d /tmp/mqueue-run.XXXXXX)
 trap 'rm -rf "$rundir"' EXIT
 bin=${KAMAILIO_BIN:-kamailio}
 # The module directory of that Kamailio (Debian's by default).
-mpath=/usr/lib/x86_64-linux-gnu/kamailio/modules
+triplet=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || true)
+mpath=/usr/lib/$triplet/kamailio/modules
 if [ -n "${KAMAILIO_BIN:-}" ]; then
   prefix=$(dirname "$(dirname "$(readlink -f "$KAMAILIO_BIN")")")
-  for d in lib/x86_64-linux-gnu/kamailio/modules lib64/kamailio/modules lib/kamailio/modules; do
+  for d in ${triplet:+lib/$triplet/kamailio/modules} lib64/kamailio/modules lib/kamailio/modules; do
     [ -f "$prefix/$d/sl.so" ] && { mpath="$prefix/$d"; break; }
   done
 fi

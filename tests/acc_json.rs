@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, Cfg, Impl, Kamailio, BOTH};
+use common::{free_port, wait_until, Cfg, Impl, Kamailio, BOTH};
 
 const CALLS: usize = 30;
 
@@ -84,14 +84,12 @@ fn run_on(imp: Impl, attr: &str) -> Vec<String> {
         .spawn()
         .expect("run sipp: run `make deps` (package sip-tester)"));
     // The UAS listens once its port is taken.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::UdpSocket::bind(("127.0.0.1", uas_port)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sipp uas does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let listening = wait_until(Duration::from_secs(10), || {
+        std::net::UdpSocket::bind(("127.0.0.1", uas_port))
+            .is_err()
+            .then_some(())
+    });
+    assert!(listening.is_some(), "sipp uas does not listen");
     let uac = sipp(&[
         &format!("127.0.0.1:{}", k.port),
         "-sn",
@@ -111,18 +109,11 @@ fn run_on(imp: Impl, attr: &str) -> Vec<String> {
     let lines = k.wait_marked("ACC|", CALLS, Duration::from_secs(10));
     // Nothing more arrives later: no transaction is left to make a record,
     // and the queue is drained.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let settled = wait_until(Duration::from_secs(10), || {
         let tm = k.rpc(&["tm.stats"]).expect("tm.stats");
-        if common::field(&tm, "current") == "0" && k.queue_size("acc") == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{imp:?}: transactions or records left"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        (common::field(&tm, "current") == "0" && k.queue_size("acc") == 0).then_some(())
+    });
+    assert!(settled.is_some(), "{imp:?}: transactions or records left");
     assert_eq!(k.marked("ACC|").len(), lines.len(), "{imp:?}: late records");
     lines
 }

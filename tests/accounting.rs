@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{field, Cfg, Impl, Kamailio};
+use common::{field, wait_until, Cfg, Impl, Kamailio};
 
 const QUEUES: usize = 1000;
 
@@ -166,11 +166,10 @@ route[CONSUME] {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
         .sum();
     // Let the consumers drain what is left.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while k.queue_size("q") > 0 {
-        assert!(Instant::now() < deadline, "queue does not drain");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let drained = wait_until(Duration::from_secs(20), || {
+        (k.queue_size("q") == 0).then_some(())
+    });
+    assert!(drained.is_some(), "queue does not drain");
     let fetched_now = k.stat("q", "fetched") as usize;
     let got = k.wait_marked("T|GOT ", fetched_now, Duration::from_secs(10));
     let distinct: std::collections::HashSet<&String> = got.iter().collect();

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{sipp_messages, Cfg, Kamailio, BOTH};
+use common::{sipp_messages, wait_until, Cfg, Kamailio, BOTH};
 
 const MESSAGES: usize = 300;
 const BACK_ITEMS: usize = 40;
@@ -54,14 +54,10 @@ fn workers_and_timers_share_queues() {
         };
         let k = Kamailio::start(&cfg, imp);
         // The timer has produced every "back" item before SIP traffic.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while k.queue_size("back") < BACK_ITEMS {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{imp:?}: the timer does not produce"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let produced = wait_until(Duration::from_secs(10), || {
+            (k.queue_size("back") >= BACK_ITEMS).then_some(())
+        });
+        assert!(produced.is_some(), "{imp:?}: the timer does not produce");
         let rc = sipp_messages(k.port, MESSAGES, 200, &k.dir.0);
         assert_eq!(rc, 0, "{imp:?}: sipp failed (rc {rc})");
         let consumed = k.wait_marked("C|", MESSAGES, Duration::from_secs(20));

@@ -9,7 +9,7 @@
 mod common;
 
 use common::db::Db;
-use common::{Cfg, Impl, Kamailio};
+use common::{wait_until, Cfg, Impl, Kamailio};
 use std::time::{Duration, Instant};
 
 /// (table, CREATE TABLE columns, rows as SQL VALUES lists for (id, key, val)
@@ -247,16 +247,17 @@ route[DRAIN] {
         ..Cfg::default()
     };
     let k = Kamailio::start_with(&cfg, Impl::Rust, &["-M", "8"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let lines = k.marked("T|DRAINED ");
-        if lines.last().is_some_and(|l| l.starts_with("200000 ")) {
-            assert_eq!(lines.last().unwrap(), "200000 bad=0");
-            break;
-        }
-        assert!(Instant::now() < deadline, "not drained: {lines:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let last = wait_until(Duration::from_secs(120), || {
+        k.marked("T|DRAINED ")
+            .pop()
+            .filter(|l| l.starts_with("200000 "))
+    });
+    assert_eq!(
+        last.as_deref(),
+        Some("200000 bad=0"),
+        "not drained: {:?}",
+        k.marked("T|DRAINED ")
+    );
     assert_eq!(count(&db, "big"), 0);
     assert!(k
         .log()

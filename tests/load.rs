@@ -7,9 +7,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{sipp_messages, Cfg, Impl, Kamailio};
+use common::{sipp_messages, wait_until, Cfg, Impl, Kamailio};
 
 const BATCH: u64 = 50;
 
@@ -92,22 +92,20 @@ fn every_item_consumed_exactly_once_in_producer_order() {
         "sipp failed"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(120 + total / 5_000);
-    let (made, consumed) = loop {
+    let (made, consumed) = wait_until(Duration::from_secs(120 + total / 5_000), || {
         let made = produced(&k);
         let want: u64 = made.values().sum();
         let consumed = k.marked("C|");
         let timer_done = made.values().any(|&n| n == timer_items);
-        if timer_done && want >= total && consumed.len() as u64 >= want {
-            break (made, consumed);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out: produced {want} of {total}, consumed {}",
-            consumed.len()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+        (timer_done && want >= total && consumed.len() as u64 >= want).then_some((made, consumed))
+    })
+    .unwrap_or_else(|| {
+        let made: u64 = produced(&k).values().sum();
+        panic!(
+            "timed out: produced {made} of {total}, consumed {}",
+            k.marked("C|").len()
+        )
+    });
     assert!(k.marked("T|ADDFAIL").is_empty(), "adds failed");
 
     // Exactly once per (producer, seq); increasing per (consumer, producer).

@@ -136,6 +136,7 @@ fn ours(kill: bool) {
     let mut rng = Rng(seed);
     let mut saved = Vec::new();
     let mut repaired = 0;
+    let mut lock_held = 0;
     for stop in stops(&mut rng, 20, kill) {
         // Ours must exit by itself: the shutdown is not waiting on a lock.
         let (keys, log) = run(Impl::Rust, &stop, Duration::from_secs(30));
@@ -147,10 +148,12 @@ fn ours(kill: bool) {
         assert!(log.contains("mqueue q: saved "), "{log}");
         saved.push(keys);
         repaired += usize::from(log.contains("a process died while changing the queue"));
+        lock_held += usize::from(log.contains("queue lock still held at shutdown"));
     }
     eprintln!(
         "process death ({}), seed {seed}: keys saved per run {saved:?}; \
-         {repaired} runs found the queue mid-change and repaired it",
+         {repaired} runs found the queue mid-change and repaired it, {lock_held} took over the \
+         lock a dead process held",
         if kill {
             "SIGKILL of an adder"
         } else {

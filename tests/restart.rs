@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::db::Db;
-use common::{Cfg, Impl, Kamailio};
+use common::{wait_until, Cfg, Impl, Kamailio};
 
 const QUEUED: u64 = 100_000;
 
@@ -51,20 +51,17 @@ route[CONSUME] {{
         ..Cfg::default()
     };
     let mut k = Kamailio::start(&cfg, Impl::Rust);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let acked_before_stop = loop {
-        let acked: u64 = k
-            .marked("P|")
+    let acked = |k: &Kamailio| -> u64 {
+        k.marked("P|")
             .last()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let fetched = k.marked("C|").len() as u64;
-        if acked >= QUEUED + fetched {
-            break acked;
-        }
-        assert!(Instant::now() < deadline, "producer too slow: {acked}");
-        std::thread::sleep(Duration::from_millis(20));
+            .unwrap_or(0)
     };
+    let acked_before_stop = wait_until(Duration::from_secs(60), || {
+        let acked = acked(&k);
+        (acked >= QUEUED + k.marked("C|").len() as u64).then_some(acked)
+    })
+    .unwrap_or_else(|| panic!("producer too slow: {}", acked(&k)));
     k.stop();
     assert!(k.marked("T|ADDFAIL").is_empty());
     let log = k.log();
@@ -97,10 +94,9 @@ route[CONSUME] {{
 
     let k = k.restart();
     let loaded = format!("mqueue q: loaded {} items from the database", rows.len());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !k.log().contains(&loaded) {
-        assert!(Instant::now() < deadline, "no '{loaded}':\n{}", k.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let seen = wait_until(Duration::from_secs(10), || {
+        k.log().contains(&loaded).then_some(())
+    });
+    assert!(seen.is_some(), "no '{loaded}':\n{}", k.log());
     drop(k);
 }

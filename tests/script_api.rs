@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cfg, Impl, Kamailio, BOTH};
+use common::{wait_until, Cfg, Impl, Kamailio, BOTH};
 
 /// Runs `script` once in the first SIP worker and returns its `T|` lines.
 fn run(imp: Impl, params: &str, script: &str) -> Vec<String> {
@@ -19,17 +19,11 @@ fn run(imp: Impl, params: &str, script: &str) -> Vec<String> {
         ..Cfg::default()
     };
     let k = Kamailio::start(&cfg, imp);
-    let mut lines = k.wait_marked("T|", usize::MAX, Duration::from_secs(0));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !lines.iter().any(|l| l == "END") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{imp:?}: no END:\n{}",
-            k.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-        lines = k.marked("T|");
-    }
+    let mut lines = wait_until(Duration::from_secs(15), || {
+        let lines = k.marked("T|");
+        lines.iter().any(|l| l == "END").then_some(lines)
+    })
+    .unwrap_or_else(|| panic!("{imp:?}: no END:\n{}", k.log()));
     lines.retain(|l| l != "END");
     lines
 }

@@ -7,14 +7,23 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{sipp_messages, Cfg, Impl, Kamailio};
+use common::{sipp_messages, wait_until, Cfg, Impl, Kamailio};
 
 fn shm_used(k: &Kamailio) -> i64 {
     k.shm("used")
 }
 
-fn size(k: &Kamailio) -> String {
-    k.rpc(&["mqueue.get_size", "q"]).unwrap()
+/// Waits until the consumers have drained both queues.
+fn wait_drained(k: &Kamailio, when: &str) {
+    let drained = wait_until(Duration::from_secs(30), || {
+        (k.queue_size("q") == 0 && k.queue_size("u") == 0).then_some(())
+    });
+    assert!(
+        drained.is_some(),
+        "{when}: queues do not drain: q {}, u {}",
+        k.queue_size("q"),
+        k.queue_size("u")
+    );
 }
 
 #[test]
@@ -50,7 +59,7 @@ request_route {
     // Warm-up: a drained queue keeps one small storage chunk (at most
     // 256 bytes) for its next items; the baseline includes it.
     assert_eq!(sipp_messages(k.port, 200, rate, &k.dir.0), 0, "sipp failed");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_drained(&k, "warm-up");
     let before = shm_used(&k);
     let started = Instant::now();
     assert_eq!(
@@ -59,25 +68,14 @@ request_route {
         "sipp failed"
     );
     let ran = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !size(&k).contains("size: 0") {
-        assert!(
-            Instant::now() < deadline,
-            "queue does not drain: {}",
-            size(&k)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    while !k
-        .rpc(&["mqueue.get_size", "u"])
-        .unwrap()
-        .contains("size: 0")
-    {
-        assert!(Instant::now() < deadline, "queue u does not drain");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let after = shm_used(&k);
+    wait_drained(&k, "soak");
+    // What the drained queues held goes back to shm as they drain: wait
+    // for it rather than for a fixed time.
+    let after = wait_until(Duration::from_secs(30), || {
+        let used = shm_used(&k);
+        ((used - before).abs() <= 1024).then_some(used)
+    })
+    .unwrap_or_else(|| shm_used(&k));
     let stats = k.rpc(&["mqueue.stats", "q"]).unwrap();
     let drift = after - before;
     eprintln!(

@@ -71,11 +71,9 @@ event_route[core:worker-one-init] {
         .expect("q_shm_bytes");
     assert!(shm > 0, "{stats}");
 
-    let metrics = http(http_port, "GET", "/metrics", "");
-    assert!(
-        metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
-        "{metrics}"
-    );
+    let metrics = http(http_port, "GET", "/metrics", "").expect("scrape");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let metrics = metrics.body;
     for (name, v) in want {
         let prefix = format!("kamailio_mqueue_{name} {v}");
         assert!(
@@ -83,4 +81,48 @@ event_route[core:worker-one-init] {
             "no '{prefix}' in:\n{metrics}"
         );
     }
+}
+
+/// A Redis queue's statistics: the counters every instance shares, read
+/// for a whole scrape in one Redis round trip (`HGETALL` of the counter
+/// hash), not one per statistic.
+#[test]
+fn redis_queue_statistics_cost_one_round_trip_per_scrape() {
+    let redis = common::redis::RedisServer::start();
+    let body = format!(
+        r#"modparam("mqueue", "mqueue", "name=r;redis={}")
+"#,
+        redis.url()
+    );
+    let cfg = Cfg {
+        modules: &["kex.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    for key in ["a", "b"] {
+        k.rpc(&["mqueue.add", "r", key, "v"]).expect("add");
+    }
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let stats = k.rpc(&["stats.get_statistics", "mqueue:"]).expect("stats");
+    for line in [
+        "mqueue:r_size = 2",
+        "mqueue:r_added = 2",
+        "mqueue:r_failed = 0",
+    ] {
+        assert!(stats.contains(line), "no '{line}' in:\n{stats}");
+    }
+    let statistics = stats.matches("mqueue:r_").count();
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let hgetall: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no HGETALL in:\n{info}"));
+    eprintln!("one scrape of {statistics} statistics: {hgetall} HGETALL");
+    assert!(
+        hgetall >= 1 && hgetall < statistics,
+        "{hgetall} HGETALL for {statistics} statistics:\n{stats}"
+    );
 }

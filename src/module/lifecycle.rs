@@ -37,10 +37,7 @@ host_entry! {
         if reg.queues.is_empty() {
             kwarn!("no mqueue defined");
         }
-        if let Err(e) = stats::register(&reg.queues) {
-            kerr!("{e}");
-            return -1;
-        }
+        stats::register(&reg.queues);
         if let Err(e) = remote::init(reg) {
             kerr!("{e}");
             return -1;

@@ -14,8 +14,9 @@ use crate::queue::{self, AddMode, Limits};
 use crate::stream::{self, StreamSpec};
 use crate::{kerr, kinfo};
 
-/// Why an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an operation failed. Plain values (the hot path returns them): a
+/// Redis error's text is logged where it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// No queue has this name or index.
     UnknownQueue,
@@ -23,23 +24,23 @@ pub enum Failure {
     NoMemory,
     /// The item alone is larger than the queue's `maxbytes`.
     TooLarge,
-    /// A Redis call failed (the reason).
-    Remote(String),
+    /// A Redis call failed (logged with Redis's error).
+    Remote,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::UnknownQueue => f.write_str("no such queue"),
-            Failure::NoMemory => f.write_str("no more shared memory"),
-            Failure::TooLarge => f.write_str("item larger than the queue's maxbytes"),
-            Failure::Remote(e) => write!(f, "Redis: {e}"),
-        }
+        f.write_str(match self {
+            Failure::UnknownQueue => "no such queue",
+            Failure::NoMemory => "no more shared memory",
+            Failure::TooLarge => "item larger than the queue's maxbytes",
+            Failure::Remote => "a Redis call failed",
+        })
     }
 }
 
 /// What an add did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Add {
     Queued,
     /// addmode 1: the key is queued already; nothing changed.
@@ -48,7 +49,7 @@ pub enum Add {
 }
 
 /// What a fetch did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetch {
     /// The item is this process's fetched item now (`$mqk`/`$mqv`).
     Fetched,
@@ -114,22 +115,19 @@ fn name_of(idx: usize) -> String {
 }
 
 #[inline(always)]
-fn note_add_result(idx: usize, outcome: &Add) {
-    let failure = match outcome {
-        Add::Failed(f) => Some(f),
-        _ => None,
-    };
-    if failure.is_none() && !ANY_STREAK.load(Ordering::Relaxed) {
+fn note_add_result(idx: usize, outcome: Add, why: impl FnOnce() -> String) {
+    let failed = matches!(outcome, Add::Failed(_));
+    if !failed && !ANY_STREAK.load(Ordering::Relaxed) {
         return;
     }
-    note_streak(idx, failure);
+    note_streak(idx, failed.then(why).as_deref());
 }
 
 /// Failure-streak bookkeeping: the first failure of a burst logs, the
 /// first success after it logs how many failed.
 #[cold]
 #[inline(never)]
-fn note_streak(idx: usize, failure: Option<&Failure>) {
+fn note_streak(idx: usize, failure: Option<&str>) {
     FAIL_STREAK.with(|s| {
         if s.len() <= idx {
             s.resize(idx + 1, 0);
@@ -155,14 +153,15 @@ fn note_streak(idx: usize, failure: Option<&Failure>) {
 }
 
 /// A Redis call failed: counted in this instance's `failed`, logged (at
-/// most every few seconds), and handed back as a [`Failure`].
-fn remote_failed(d: &QueueDef, what: &str, e: String) -> Failure {
+/// most every few seconds).
+fn remote_failed(d: &QueueDef, what: &str, e: &str) -> Failure {
     d.queue().lock().count_failure();
-    remote::log_error(&d.name_lossy(), what, &e);
-    Failure::Remote(e)
+    remote::log_error(&d.name_lossy(), what, e);
+    Failure::Remote
 }
 
 /// Adds an item.
+#[inline]
 pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
     // Test builds only: proves every entry point survives a panic.
     #[cfg(feature = "panic-inject")]
@@ -172,29 +171,44 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
     let Some(d) = def(idx) else {
         return Add::Failed(Failure::UnknownQueue);
     };
-    let outcome = match &d.backend {
-        Backend::Memory => match d.queue().lock().add(key, val) {
-            queue::AddOutcome::Added => {
-                // The lock is released: a woken waiter finds the item.
-                d.bell().ring();
-                Add::Queued
-            }
-            queue::AddOutcome::Duplicate => Add::Duplicate,
-            queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
-            queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
-        },
-        // Logged by the streak bookkeeping below, not by remote_failed.
-        Backend::Remote(st) => match remote::with(|s| s.add(st, key, val)) {
-            Ok(stream::Added::Added) => Add::Queued,
-            Ok(stream::Added::Kept) => Add::Duplicate,
-            Err(e) => {
-                d.queue().lock().count_failure();
-                Add::Failed(Failure::Remote(e))
-            }
-        },
-    };
-    note_add_result(idx, &outcome);
-    outcome
+    match &d.backend {
+        Backend::Memory => {
+            // The guard drops at the end of this statement, so a waiter
+            // woken below finds the queue unlocked.
+            let added = d.queue().lock().add(key, val);
+            let outcome = match added {
+                queue::AddOutcome::Added => {
+                    d.bell().ring();
+                    Add::Queued
+                }
+                queue::AddOutcome::Duplicate => Add::Duplicate,
+                queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
+                queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
+            };
+            note_add_result(idx, outcome, || match outcome {
+                Add::Failed(f) => f.to_string(),
+                _ => String::new(),
+            });
+            outcome
+        }
+        // Logged by the streak bookkeeping, not by remote_failed.
+        Backend::Remote(st) => {
+            let result = remote::with(|s| s.add(st, key, val));
+            let outcome = match &result {
+                Ok(stream::Added::Added) => Add::Queued,
+                Ok(stream::Added::Kept) => Add::Duplicate,
+                Err(_) => {
+                    d.queue().lock().count_failure();
+                    Add::Failed(Failure::Remote)
+                }
+            };
+            note_add_result(idx, outcome, || match &result {
+                Err(e) => format!("Redis did not acknowledge it: {e}"),
+                Ok(_) => String::new(),
+            });
+            outcome
+        }
+    }
 }
 
 /// Adds an item to the queue named `name`; an unknown name is logged.
@@ -220,6 +234,7 @@ fn with_fetched_slot<R>(idx: usize, f: impl FnOnce(&mut FetchedItem) -> R) -> R 
 /// Takes the oldest item into this process's slot. The previous fetched
 /// item is dropped first, as in the C module (a Redis entry is
 /// acknowledged).
+#[inline]
 pub fn fetch(idx: usize) -> Fetch {
     let Some(d) = def(idx) else {
         return Fetch::Failed(Failure::UnknownQueue);
@@ -344,7 +359,7 @@ fn fetch_remote(
                 slot.held = None;
                 Fetch::Empty
             }
-            Err(e) => Fetch::Failed(remote_failed(d, "fetch", e)),
+            Err(e) => Fetch::Failed(remote_failed(d, "fetch", &e)),
         }
     })
 }
@@ -366,7 +381,7 @@ pub fn pv_free(idx: usize) {
             Backend::Memory => {}
             Backend::Remote(st) => {
                 if let Err(e) = remote::with(|s| s.ack(st, &held)) {
-                    remote_failed(d, "acknowledge", e);
+                    remote_failed(d, "acknowledge", &e);
                     slot.held = Some(held);
                 }
             }
@@ -397,13 +412,15 @@ pub fn size(idx: usize) -> Result<usize, Failure> {
     let d = def(idx).ok_or(Failure::UnknownQueue)?;
     match &d.backend {
         Backend::Memory => Ok(d.queue().lock().len()),
-        Backend::Remote(st) => remote::with(|s| s.len(st)).map_err(|e| remote_failed(d, "size", e)),
+        Backend::Remote(st) => {
+            remote::with(|s| s.len(st)).map_err(|e| remote_failed(d, "size", &e))
+        }
     }
 }
 
 /// Up to `n` items from the oldest on, not removed (Redis: delivered or
-/// not).
-pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, Failure> {
+/// not); Err with the reason a Redis call failed.
+pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, String> {
     match &d.backend {
         Backend::Memory => {
             // Copied out under the lock, replied after releasing it.
@@ -413,7 +430,7 @@ pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, Failure> {
                 .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
             Ok(items)
         }
-        Backend::Remote(st) => remote::with(|s| s.peek(st, n)).map_err(Failure::Remote),
+        Backend::Remote(st) => remote::with(|s| s.peek(st, n)).map_err(|e| format!("Redis: {e}")),
     }
 }
 
@@ -431,11 +448,12 @@ pub fn age_all() {
     }
 }
 
-/// Drops every item; how many there were.
-pub fn clear(d: &QueueDef) -> Result<usize, Failure> {
+/// Drops every item; how many there were. Err with the reason a Redis
+/// call failed.
+pub fn clear(d: &QueueDef) -> Result<usize, String> {
     match &d.backend {
         Backend::Memory => Ok(d.queue().lock().clear()),
-        Backend::Remote(st) => remote::with(|s| s.clear(st)).map_err(Failure::Remote),
+        Backend::Remote(st) => remote::with(|s| s.clear(st)).map_err(|e| format!("Redis: {e}")),
     }
 }
 
@@ -455,14 +473,44 @@ pub enum Report<'a> {
     },
 }
 
+/// How long a Redis queue's counters read for the statistics framework
+/// are reused: a scrape reads every counter of every queue one by one, and
+/// they all come from one Redis round trip.
+const REMOTE_COUNTERS_TTL: Duration = Duration::from_secs(1);
+
+/// When a Redis queue's counters were read for the statistics framework,
+/// and what was read (None: Redis did not answer).
+type CountersRead = (Instant, Option<Values>);
+
+/// Per queue, in this process: the last [`CountersRead`].
+static REMOTE_COUNTERS: ProcessLocal<Vec<Option<CountersRead>>> = ProcessLocal::new(Vec::new());
+
 /// The counters of a queue, for the statistics framework. For a Redis
 /// queue: the counters every instance shares, and this instance's failed
-/// calls; None when Redis does not answer.
+/// calls, read in one round trip and reused for a second by this process
+/// (a scrape reads them one by one); None when Redis does not answer.
 pub fn counters(idx: usize) -> Option<Values> {
     let d = def(idx)?;
-    match report(d) {
+    let shared = |d| match report(d) {
         Report::Memory { values, .. } => Some(values),
         Report::Remote { shared, .. } => shared.ok().map(|(values, _)| values),
+    };
+    match &d.backend {
+        Backend::Memory => shared(d),
+        Backend::Remote(_) => REMOTE_COUNTERS.with(|cache| {
+            if cache.len() <= idx {
+                cache.resize(idx + 1, None);
+            }
+            let now = Instant::now();
+            match cache[idx] {
+                Some((at, values)) if now.duration_since(at) < REMOTE_COUNTERS_TTL => values,
+                _ => {
+                    let values = shared(d);
+                    cache[idx] = Some((now, values));
+                    values
+                }
+            }
+        }),
     }
 }
 
@@ -479,7 +527,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
             mode,
         },
         Backend::Remote(spec) => {
-            let shared = remote::with(|s| s.figures(spec)).map(|f| {
+            let shared = remote::figures(&d.name_lossy(), spec).map(|f| {
                 let mut shared = Values::default();
                 for c in &counters::ALL {
                     let v = match c.keeper {
@@ -487,7 +535,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
                             .counters
                             .iter()
                             .find(|(k, _)| k == c.name)
-                            .map_or(0, |(_, v)| *v as u64),
+                            .map_or(0, |(_, v)| *v),
                         Keeper::Length => f.length.max(0) as u64,
                         Keeper::Instance => values.get(c.id),
                         Keeper::SharedMemory => 0,

@@ -57,6 +57,10 @@ host_entry! {
 }
 
 /// The queue the variable names; None after logging when there is none.
+///
+/// # Safety
+/// `param` is the parameter of a spec [`pv_parse_mq_name`] parsed; `msg`
+/// is the message being processed (or null).
 #[inline(always)]
 unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Option<usize> {
     // SAFETY: pv_parse_mq_name stored a PvQueueName for this spec.
@@ -69,6 +73,9 @@ unsafe fn queue_of(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t) -> Optio
 }
 
 /// `queue_of` for a name given by a variable, or met the first time.
+///
+/// # Safety
+/// `msg` is the message being processed (or null).
 #[cold]
 #[inline(never)]
 unsafe fn lookup_queue(msg: *mut sys::sip_msg, parsed: &PvQueueName) -> Option<usize> {
@@ -103,6 +110,11 @@ unsafe fn lookup_queue(msg: *mut sys::sip_msg, parsed: &PvQueueName) -> Option<u
     }
 }
 
+/// `$mqk(q)` (`want_key`) or `$mqv(q)` into `res`.
+///
+/// # Safety
+/// The arguments are those of the core's getter call for a spec
+/// [`pv_parse_mq_name`] parsed.
 unsafe fn get_item(
     msg: *mut sys::sip_msg,
     param: *mut sys::pv_param_t,

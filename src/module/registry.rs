@@ -80,18 +80,16 @@ impl Registry {
 static PENDING: Mutex<Option<Registry>> = Mutex::new(None);
 static FROZEN: OnceLock<Registry> = OnceLock::new();
 
+/// A seed for a queue's key hash; from the clock and the process id if
+/// the kernel has no random bytes to give (it always has, after boot).
 fn random_seed() -> u64 {
-    let mut seed = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into the buffer.
-    let n = unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 8, 0) };
-    if n != 8 {
+    getrandom::u64().unwrap_or_else(|_| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        return t ^ (std::process::id() as u64).rotate_left(32);
-    }
-    u64::from_ne_bytes(seed)
+        t ^ (std::process::id() as u64).rotate_left(32)
+    })
 }
 
 /// Defines a queue (module parameters). Errors name the problem.

@@ -1,10 +1,11 @@
 //! RPC commands: the C module's `mqueue.get_size`, `mqueue.get_sizes`,
 //! `mqueue.fetch` (same replies and faults), and for operators
-//! `mqueue.stats`, `mqueue.peek`, `mqueue.clear`, `mqueue.add`.
+//! `mqueue.stats`, `mqueue.peek`, `mqueue.clear`, `mqueue.add`, and for
+//! Redis queues `mqueue.dead_list`, `mqueue.dead_requeue`.
 
 use std::os::raw::c_void;
 
-use super::ops::{self, Add, Failure, Fetch, Report};
+use super::ops::{self, Add, Fetch, Report};
 use super::registry;
 use crate::host_entry;
 use crate::kamailio::guard::guard;
@@ -233,8 +234,8 @@ rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
 });
 
 /// Fault 500 with the reason of a failed call.
-fn failure_fault(rpc: &Rpc, e: &Failure) {
-    let text = std::ffi::CString::new(e.to_string()).unwrap_or_else(|_| c"Call failed".to_owned());
+fn failure_fault(rpc: &Rpc, e: &str) {
+    let text = std::ffi::CString::new(e).unwrap_or_else(|_| c"Call failed".to_owned());
     rpc.fault(500, &text);
 }
 
@@ -261,7 +262,7 @@ fn stats_entry(rpc: &Rpc, def: &registry::QueueDef) -> bool {
             st.int(c"addmode", mode.as_int() as i64);
             st.int(c"dbmode", def.dbmode.as_int() as i64);
             for (c, v) in values.iter() {
-                if c.id != Id::Size && c.id != Id::Redelivered {
+                if !matches!(c.id, Id::Size | Id::Redelivered | Id::Dead) {
                     counter(&st, c.name, v);
                 }
             }
@@ -303,3 +304,46 @@ fn counter(st: &RpcStruct<'_>, name: &str, v: u64) {
         st.int(&name, v as i64);
     }
 }
+
+/// The Redis queue named by the first parameter and the count in the
+/// second (default 1); a fault for a memory queue.
+fn dead_params(rpc: &Rpc) -> Option<(&'static crate::stream::StreamSpec, usize)> {
+    let (_, idx) = queue_param(rpc, (400, 400, 404))?;
+    let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
+    let def = registry::frozen().and_then(|r| r.queues.get(idx))?;
+    let st = def.remote();
+    if st.is_none() {
+        rpc.fault(400, c"Not a queue on Redis");
+    }
+    st.map(|st| (st, n))
+}
+
+rpc_handler!(mqueue_rpc_dead_list, "mqueue.dead_list", |rpc| {
+    let Some((st, n)) = dead_params(&rpc) else {
+        return;
+    };
+    match super::remote::with(|s| s.dead_list(st, n)) {
+        Ok(items) => {
+            for (k, v) in items {
+                let Some(item) = rpc.add_struct() else { return };
+                item.str(c"key", &k);
+                item.str(c"val", &v);
+            }
+        }
+        Err(e) => failure_fault(&rpc, &e),
+    }
+});
+
+rpc_handler!(mqueue_rpc_dead_requeue, "mqueue.dead_requeue", |rpc| {
+    let Some((st, n)) = dead_params(&rpc) else {
+        return;
+    };
+    match super::remote::with(|s| s.dead_requeue(st, n)) {
+        Ok(n) => {
+            if let Some(item) = rpc.add_struct() {
+                item.int(c"requeued", n as i64);
+            }
+        }
+        Err(e) => failure_fault(&rpc, &e),
+    }
+});

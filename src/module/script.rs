@@ -40,6 +40,10 @@ struct QueueParam {
 /// The queue a call names: Ok(index), or Err(-1). An unknown name is
 /// logged when `log_unknown` (the C module's `mq_fetch` and `mq_pv_free`
 /// fail silently there).
+///
+/// # Safety
+/// `param` is the queue parameter [`fixup_mq`] fixed for this call site;
+/// `msg` is the message being processed.
 #[inline(always)]
 unsafe fn resolve(
     msg: *mut sys::sip_msg,
@@ -56,6 +60,9 @@ unsafe fn resolve(
 }
 
 /// `resolve` for a queue name given by a variable.
+///
+/// # Safety
+/// `qp.gp` was made by `fix_spve`; `msg` is the message being processed.
 #[cold]
 #[inline(never)]
 unsafe fn resolve_dynamic(

@@ -111,6 +111,8 @@ host_table! {
         param(c"mqueue_addmode", sys::PARAM_INT, params::mq_param_addmode),
         param(c"redis_timeout", sys::PARAM_INT, params::mq_param_redis_timeout),
         param(c"spill_dir", sys::PARAM_STRING, params::mq_param_spill_dir),
+        param(c"stats_queues", sys::PARAM_INT, params::mq_param_stats_queues),
+        param(c"redis_backoff", sys::PARAM_INT, params::mq_param_redis_backoff),
     ];
 }
 
@@ -179,6 +181,18 @@ host_table! {
             0
         ),
         rpc!(c"mqueue.add", rpc::mqueue_rpc_add, c"Add an item: name key value.", 0),
+        rpc!(
+            c"mqueue.dead_list",
+            rpc::mqueue_rpc_dead_list,
+            c"Show the first n dead letters of a Redis queue (default 1).",
+            sys::RET_ARRAY
+        ),
+        rpc!(
+            c"mqueue.dead_requeue",
+            rpc::mqueue_rpc_dead_requeue,
+            c"Put the first n dead letters of a Redis queue back on it (default 1).",
+            0
+        ),
     ];
 }
 

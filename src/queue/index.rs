@@ -23,8 +23,8 @@ pub struct Index<A: RawAlloc> {
 /// keys taken from SIP traffic cannot be chosen to collide.
 pub fn hash_key(seed: u64, key: &[u8]) -> u32 {
     use std::hash::Hasher;
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new_with_keys(seed, seed.rotate_left(32) ^ 0x6d71_7565_7565);
+    let mut h =
+        siphasher::sip::SipHasher24::new_with_keys(seed, seed.rotate_left(32) ^ 0x6d71_7565_7565);
     h.write(key);
     let v = h.finish();
     (v ^ (v >> 32)) as u32

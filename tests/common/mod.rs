@@ -14,7 +14,37 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Calls `check` every 50 ms until it gives a value, which is returned, or
+/// until `timeout` has passed (None). The one way tests wait on state they
+/// observe: no fixed sleeps.
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The machine's multiarch triplet (`x86_64-linux-gnu`, ...), under which
+/// Debian installs Kamailio's modules.
+pub fn multiarch() -> &'static str {
+    static TRIPLET: OnceLock<String> = OnceLock::new();
+    TRIPLET.get_or_init(|| {
+        let out = Command::new("dpkg-architecture")
+            .arg("-qDEB_HOST_MULTIARCH")
+            .output()
+            .expect("run dpkg-architecture: run `make deps` (package dpkg-dev)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
 
 /// The Kamailio under test: Debian's by default; `make test` points
 /// `MQUEUE_KAMAILIO_BIN` and `MQUEUE_KAMAILIO_MODULES` at each version it
@@ -26,7 +56,7 @@ pub fn kamailio_bin() -> String {
 /// The module directory of the Kamailio under test.
 pub fn modules_dir() -> String {
     std::env::var("MQUEUE_KAMAILIO_MODULES")
-        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/kamailio/modules".into())
+        .unwrap_or_else(|_| format!("/usr/lib/{}/kamailio/modules", multiarch()))
 }
 
 /// The C mqueue of the Kamailio under test: the oracle.
@@ -117,19 +147,17 @@ pub fn free_port() -> u16 {
     panic!("no free port in 35100-36999");
 }
 
+/// A fresh directory of its own (made by `tempfile`), removed on drop
+/// unless `MQUEUE_KEEP_TMP` is set.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU16 = AtomicU16::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mqueue-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mqueue-test-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        TempDir(dir.keep())
     }
 }
 
@@ -281,8 +309,7 @@ impl Kamailio {
 
     fn wait_ready(mut self) -> Kamailio {
         let imp = self.imp;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let ready = wait_until(Duration::from_secs(20), || {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -293,33 +320,28 @@ impl Kamailio {
                     self.log()
                 );
             }
-            if self.dir.0.join("ctl.sock").exists() && self.rpc(&["core.uptime"]).is_ok() {
-                return self;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kamailio ({imp:?}) not ready:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (self.dir.0.join("ctl.sock").exists() && self.rpc(&["core.uptime"]).is_ok())
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "kamailio ({imp:?}) not ready:\n{}",
+            self.log()
+        );
+        self
     }
 
     /// Starts Kamailio expecting it to refuse the configuration; returns
     /// the exit status (None when killed by a signal) and the log.
     pub fn start_expect_failure(cfg: &Cfg, imp: Impl) -> (Option<i32>, String) {
         let mut k = Self::spawn(cfg, imp, &[]);
-        let deadline = Instant::now() + Duration::from_secs(20);
         let mut child = k.child.take().expect("child");
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (status.code(), k.log());
-            }
-            if Instant::now() > deadline {
+        match wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten()) {
+            Some(status) => (status.code(), k.log()),
+            None => {
                 kill_group(&mut child);
                 panic!("kamailio ({imp:?}) did not refuse to start:\n{}", k.log());
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -328,25 +350,21 @@ impl Kamailio {
     /// (then stopped), or how it exited.
     pub fn start_outcome(cfg: &Cfg, imp: Impl) -> String {
         let mut k = Self::spawn(cfg, imp, &[]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let outcome = wait_until(Duration::from_secs(20), || {
             if let Some(Ok(Some(status))) = k.child.as_mut().map(|c| c.try_wait()) {
                 k.child = None;
-                return match status.code() {
+                return Some(match status.code() {
                     Some(code) => format!("exited with code {code}"),
                     None => "killed by a signal (crash)".to_string(),
-                };
+                });
             }
-            if k.dir.0.join("ctl.sock").exists() && k.rpc(&["core.uptime"]).is_ok() {
-                k.stop();
-                return "running".to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kamailio ({imp:?}) neither started nor exited"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (k.dir.0.join("ctl.sock").exists() && k.rpc(&["core.uptime"]).is_ok())
+                .then(|| "running".to_string())
+        });
+        let outcome =
+            outcome.unwrap_or_else(|| panic!("kamailio ({imp:?}) neither started nor exited"));
+        k.stop();
+        outcome
     }
 
     pub fn log(&self) -> String {
@@ -370,14 +388,11 @@ impl Kamailio {
 
     /// Waits until `n` lines carry the marker (or the timeout passes).
     pub fn wait_marked(&self, marker: &str, n: usize, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        wait_until(timeout, || {
             let lines = self.marked(marker);
-            if lines.len() >= n || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (lines.len() >= n).then_some(lines)
+        })
+        .unwrap_or_else(|| self.marked(marker))
     }
 
     /// `kamcmd` against this instance: Ok(stdout) or Err(stdout + stderr).
@@ -447,13 +462,9 @@ impl Kamailio {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    kill_group(&mut child);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if wait_until(Duration::from_secs(15), || child.try_wait().ok().flatten()).is_some() {
+                kill_group(&mut child);
+                return;
             }
             eprintln!(
                 "kamailio ({:?}) in {} did not stop within 15 s: killed",
@@ -515,37 +526,49 @@ pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
     status.code().unwrap_or(-1)
 }
 
-/// One HTTP/1.0 request to 127.0.0.1:`port`; returns the whole response.
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send HTTP request");
-    // Read until the body announced by Content-Length is complete: the
-    // server may keep the connection open.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            });
-            if len.is_some_and(|n| body.len() >= n) {
-                return text;
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+/// An HTTP response: status and body.
+pub struct HttpReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One HTTP request to 127.0.0.1:`port` (a JSON body for POST); Err when
+/// no response came (connection refused or closed).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<HttpReply, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let sent = match method {
+        "GET" => agent.get(&url).call(),
+        "POST" => agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body),
+        _ => panic!("http: method {method} not supported here"),
+    };
+    let mut resp = sent.map_err(|e| format!("HTTP {method} {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .map_err(|e| format!("HTTP {method} {url}: reading the body: {e}"))?;
+    Ok(HttpReply { status, body })
+}
+
+/// A JSON-RPC call over HTTP (`jsonrpcs` on `/RPC`): the parsed reply.
+pub fn jsonrpc(port: u16, request: &str) -> Result<serde_json::Value, String> {
+    let reply = http(port, "POST", "/RPC", request)?;
+    serde_json::from_str(&reply.body).map_err(|e| {
+        format!(
+            "JSON-RPC reply (HTTP {}): {e}: {}",
+            reply.status, reply.body
+        )
+    })
 }
 
 /// A `name: value` field of a kamcmd struct reply.
