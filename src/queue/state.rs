@@ -387,6 +387,7 @@ impl<A: RawAlloc> QueueState<A> {
     /// Takes the oldest item out: one whose key and value take up to
     /// `copy_max` bytes is shown to `copy`; a larger one stays where it is,
     /// pinned, until [`QueueState::release`].
+    #[inline]
     pub fn fetch_or_hold(&mut self, copy_max: usize, copy: impl FnOnce(&[u8], &[u8])) -> Taken {
         self.begin();
         let mut held = None;
