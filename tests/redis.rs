@@ -964,6 +964,29 @@ fn damaged_counters_read_as_zero() {
         "{}",
         k.log()
     );
+    // A counter that is not a number blocks nothing: adds and fetches that
+    // would count on it still succeed (the counter stays as damaged).
+    redis.cli(&[
+        "HSET",
+        "mqueue:{work}:stats",
+        "added",
+        "abc",
+        "fetched",
+        "x",
+    ]);
+    assert_eq!(
+        rpc_add(&k, "2").0.as_deref(),
+        Ok("1"),
+        "add with damaged counters"
+    );
+    let first = k
+        .rpc(&["mqueue.fetch", "work"])
+        .expect("fetch with damaged counters");
+    assert!(first.contains("val: v1"), "{first}");
+    let second = k
+        .rpc(&["mqueue.fetch", "work"])
+        .expect("fetch with damaged counters");
+    assert!(second.contains("val: v2"), "{second}");
 }
 
 /// Every key of a queue carries the hash tag `{<name>}` (one Redis Cluster

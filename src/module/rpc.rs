@@ -116,17 +116,27 @@ fn fetch_one(rpc: &Rpc, idx: usize) {
 /// taken back. Such an item comes first in the next call.
 const LIST_ITEM_MAX: usize = 4096;
 
+/// Past the first item, a list stops before its keys and values would
+/// take more than this in all: a reply the transport cannot send (kamcmd
+/// reads 128 KB, a datagram holds 64 KB) would lose every item in it, as
+/// they are taken from the queue while the reply is built. Escaping
+/// (JSON) can make the reply several times larger than the bytes.
+const LIST_TOTAL_MAX: usize = 16 * 1024;
+
 /// `mqueue.fetch` with a count: up to `n` items, a list of the structs a
 /// fetch without count returns. It stops at the first item the reply
 /// cannot take (that item stays queued); an empty queue answers as
 /// without count.
 fn fetch_many(rpc: &Rpc, idx: usize, n: usize) {
     let mut list = None;
+    let mut total = 0usize;
     for taken in 0..n {
         let outcome = ops::fetch_for_reply(idx, |k, v| {
-            if taken > 0 && k.len() + v.len() > LIST_ITEM_MAX {
+            let bytes = k.len() + v.len();
+            if taken > 0 && (bytes > LIST_ITEM_MAX || total + bytes > LIST_TOTAL_MAX) {
                 return false;
             }
+            total += bytes;
             if list.is_none() {
                 list = rpc.add_array();
             }

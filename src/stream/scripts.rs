@@ -22,16 +22,16 @@ if mode ~= 0 then
   if old then
     if #redis.call('XRANGE', KEYS[1], old, old) > 0 then
       if mode == 1 then
-        redis.call('HINCRBY', KEYS[3], 'rejected', 1)
+        redis.pcall('HINCRBY', KEYS[3], 'rejected', 1)
         return 2
       end
       redis.call('XDEL', KEYS[1], old)
-      redis.call('HINCRBY', KEYS[3], 'replaced', 1)
+      redis.pcall('HINCRBY', KEYS[3], 'replaced', 1)
     end
   end
 end
 local id = redis.call('XADD', KEYS[1], '*', 'k', ARGV[3], 'v', ARGV[4])
-redis.call('HINCRBY', KEYS[3], 'added', 1)
+redis.pcall('HINCRBY', KEYS[3], 'added', 1)
 if mode ~= 0 then
   redis.call('HSET', KEYS[2], ARGV[3], id)
 end
@@ -45,7 +45,7 @@ if maxlen > 0 then
         redis.call('HDEL', KEYS[2], e[2][2])
       end
     end
-    redis.call('HINCRBY', KEYS[3], 'evicted', #gone)
+    redis.pcall('HINCRBY', KEYS[3], 'evicted', #gone)
   end
 end
 return 1
@@ -66,7 +66,7 @@ pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
   if redis.call('XDEL', KEYS[1], ARGV[3]) == 1 then
-    redis.call('HINCRBY', KEYS[3], 'fetched', 1)
+    redis.pcall('HINCRBY', KEYS[3], 'fetched', 1)
   end
 end
 if ARGV[6] == 'ack' then
@@ -104,13 +104,13 @@ for _ = 1, 64 do
   key, val = fields(e)
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
   if max == 0 or not p[1] or p[1][4] <= max then
-    redis.call('HINCRBY', KEYS[3], 'redelivered', 1)
+    redis.pcall('HINCRBY', KEYS[3], 'redelivered', 1)
     break
   end
   redis.call('XADD', KEYS[4], '*', 'k', key, 'v', val, 'id', e[1], 'deliveries', p[1][4] - 1)
   redis.call('XACK', KEYS[1], ARGV[1], e[1])
   redis.call('XDEL', KEYS[1], e[1])
-  redis.call('HINCRBY', KEYS[3], 'dead', 1)
+  redis.pcall('HINCRBY', KEYS[3], 'dead', 1)
   if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
     redis.call('HDEL', KEYS[2], key)
   end
@@ -137,7 +137,7 @@ pub const CLEAR: &str = r#"
 local n = redis.call('XLEN', KEYS[1])
 redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
 redis.call('DEL', KEYS[2])
-redis.call('HINCRBY', KEYS[3], 'cleared', n)
+redis.pcall('HINCRBY', KEYS[3], 'cleared', n)
 return n
 "#;
 
@@ -171,7 +171,7 @@ for _, e in ipairs(dead) do
     redis.call('HSET', KEYS[2], key, id)
   end
   redis.call('XDEL', KEYS[4], e[1])
-  redis.call('HINCRBY', KEYS[3], 'added', 1)
+  redis.pcall('HINCRBY', KEYS[3], 'added', 1)
 end
 return #dead
 "#;
