@@ -68,14 +68,21 @@ run: build
 demo:
 	bash scripts/demo.sh
 
-# Lint, unit tests (also under ASan), fuzz smoke, then every integration
-# test on Debian's Kamailio and on each release in ../shared/kamailio-src.
+# Lint, unit tests (also under ASan), fuzz smoke, then the integration tests
+# on six hosts: Debian's Kamailio (every test), each release in
+# ../shared/kamailio-src and master in ../shared/kamailio-next (the host ABI
+# and differential tests), the Debian 13 package (scripts/test-versions.sh).
 test: build
 	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	@$(MAKE) --no-print-directory lint
 	$(CARGO) test --release --no-default-features --lib
 	@$(MAKE) --no-print-directory asan
 	bash scripts/fuzz.sh $${FUZZ_TEST_SECS:-20} temp
+	bash scripts/test-versions.sh
+
+# The integration tests alone, on the six hosts.
+test-versions: build
+	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	bash scripts/test-versions.sh
 
 # Side-by-side workloads on build/mqueue.so and the C mqueue.so of the same
@@ -106,8 +113,18 @@ lint:
 
 # The Debian package for the Kamailio the module is built against:
 # build/kamailio-mqueue-rs_<version>+kamailio<kamailio version>_<arch>.deb
-deb: build
+# (this machine's Debian and kamailio); DEBIAN=13 builds the one for
+# Debian 13's kamailio inside a Debian 13 root (scripts/deb-debian13.sh).
+DEBIAN ?=
+deb:
+ifeq ($(DEBIAN),13)
+	bash scripts/deb-debian13.sh
+else
+	@[ -z "$(DEBIAN)" ] || [ "$(DEBIAN)" = "$$(. /etc/os-release; echo $$VERSION_ID)" ] \
+		|| { echo "deb: DEBIAN=$(DEBIAN): this machine builds for its own Debian, or DEBIAN=13" >&2; exit 1; }
+	@$(MAKE) --no-print-directory build
 	$(HOST_ENV) bash scripts/deb.sh $(MODULE)
+endif
 
 install: build
 	install -m 0644 $(MODULE) $(DESTDIR)$(MODDIR)/mqueue.so

@@ -46,7 +46,8 @@ N = int(os.environ.get("BENCH_N", "100000"))
 CG_N = int(os.environ.get("BENCH_CG_N", "20000"))
 SIP_N = int(os.environ.get("BENCH_SIP_N", "20000"))
 CPU_N = int(os.environ.get("BENCH_CPU_N", "1000000"))
-PORT = 36500
+# BENCH_PORT: another port when benches run side by side.
+PORT = int(os.environ.get("BENCH_PORT", "36500"))
 
 HEAD = """#!KAMAILIO
 debug=2
@@ -116,17 +117,19 @@ def wait_log(log, p, marker, timeout=900):
 
 
 def run(module, params, script, rpc_after=None, extra_args=(), callgrind=False, children=1,
-        loads="", route=ROUTE, during=None):
+        loads="", route=ROUTE, during=None, cg_opts=()):
     """`run_once`, again when a callgrind run lost a process's counts
     (Kamailio 5.6 can leave a child stuck at shutdown until it is killed)."""
     for _ in range(4):
-        r = run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during)
+        r = run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during,
+                     cg_opts)
         if r is not None:
             return r
     sys.exit("callgrind runs keep losing processes' counts")
 
 
-def run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during):
+def run_once(module, params, script, rpc_after, extra_args, callgrind, children, loads, route, during,
+             cg_opts=()):
     """Starts Kamailio, waits for B|END, runs `during(dir, pgid)` if given,
     then stops it. Returns the B| lines, the RPC reply, what `during`
     returned, and with callgrind the instruction totals per process."""
@@ -142,7 +145,7 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
             # with debugging) costs tens of thousands of instructions per
             # string assignment, swamping the script baseline; it is the
             # same for both modules. The shm allocator stays as asked.
-            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d] + cmd + ["-X", "tlsf"]
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d, *cg_opts] + cmd + ["-X", "tlsf"]
         p = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         try:
             text = wait_log(log, p, "B|END")
@@ -156,6 +159,7 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
             lines = dict(l.split("B|", 1)[1].split("=", 1) for l in text.splitlines()
                          if "B|" in l and "=" in l.split("B|", 1)[1])
             irs = []
+            run_once.shm_mallocs = 0
             if callgrind:
                 procs = len(group_pids(p.pid))
                 p.send_signal(15)
@@ -163,9 +167,11 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
                 for name in os.listdir(d):
                     if name.startswith("cg."):
                         with open(os.path.join(d, name)) as f:
-                            m = re.search(r"^totals:\s*(\d+)", f.read(), re.M)
+                            cg = f.read()
+                            m = re.search(r"^totals:\s*(\d+)", cg, re.M)
                             if m:
                                 irs.append(int(m.group(1)))
+                            run_once.shm_mallocs += shm_malloc_calls(cg)
                 if len(irs) < procs:
                     return None
             return lines, rpc, got, irs
@@ -205,8 +211,8 @@ def script_loop(module, extra=()):
     return {"add ns": add, "fetch ns": fetch, "pair ns": add + fetch}
 
 
-def worker_ir(module, script, extra):
-    _, _, _, irs = run(module, 'modparam("mqueue", "mqueue", "name=q")', script, extra_args=extra, callgrind=True)
+def worker_ir(module, script, extra, params='modparam("mqueue", "mqueue", "name=q")'):
+    _, _, _, irs = run(module, params, script, extra_args=extra, callgrind=True)
     return max(irs)
 
 
@@ -257,6 +263,89 @@ def script_loop_instructions(module, extra=()):
     a1 = worker_ir(module, add + base_fetch, extra)
     a2 = worker_ir(module, add + fetch, extra)
     return {"add Ir": (a1 - b) / CG_N, "fetch Ir": (a2 - a1) / CG_N, "pair Ir": (a2 - b) / CG_N}
+
+
+SIZES = tuple(int(x) for x in os.environ.get("BENCH_SIZES", "64,1024,4096,8192,16384").split(","))
+SIZE_N = int(os.environ.get("BENCH_SIZE_N", "2000"))
+
+
+def value_sizes(module, size):
+    """Workload 1 with values of `size` bytes (a power of two, built in the
+    script): instructions per add, per fetch (with $mqk/$mqv read into
+    variables) and per pair, as script_loop_instructions."""
+    build = '$var(v) = "x";\nwhile ($(var(v){s.len}) < %d) { $var(v) = $var(v) + $var(v); }\n' % size
+    base_add = loop(SIZE_N, '$var(j) = $var(i);')
+    add = loop(SIZE_N, 'mq_add("q", "key-$var(i)", "$var(v)");')
+    base_fetch = '$var(kk) = "key-00000";\n' + loop(SIZE_N, '$var(k) = $var(kk); $var(x) = $var(v);')
+    fetch = loop(SIZE_N, 'mq_fetch("q"); $var(k) = $mqk(q); $var(x) = $mqv(q);')
+    extra = ("-m", "256")
+    # The core prints "$var(v)" through its pv buffer (8 KB by default).
+    params = 'pv_buffer_size=65536\nmodparam("mqueue", "mqueue", "name=q")'
+    b = worker_ir(module, build + base_add + base_fetch, extra, params)
+    a1 = worker_ir(module, build + add + base_fetch, extra, params)
+    a2 = worker_ir(module, build + add + fetch, extra, params)
+    return {"add Ir": (a1 - b) / SIZE_N, "fetch Ir": (a2 - a1) / SIZE_N, "pair Ir": (a2 - b) / SIZE_N}
+
+
+LATENCY_N = int(os.environ.get("BENCH_LATENCY_N", "3000"))
+
+
+def latency(module, consume):
+    """Add-to-fetch delay: SIP MESSAGEs at 1,000/s, each queued with
+    $TV(Sn), one rtimer consumer running `consume` (a route body that
+    fetches and logs L|added|now). Returns (median ms, p99 ms)."""
+    params = """modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=c;interval=%s;mode=1")
+modparam("rtimer", "exec", "timer=c;route=CONSUME")""" % consume[0]
+    route = """route[CONSUME] {
+%s
+}
+request_route {
+    mq_add("q", "$ci", "$TV(Sn)");
+    sl_send_reply("200", "OK");
+    exit;
+}""" % consume[1]
+
+    def during(d, pgid, log, p):
+        time.sleep(1)
+        sipp(d, LATENCY_N, 1000)
+        deadline = time.time() + 60
+        while True:
+            log.seek(0)
+            lines = [l for l in log.read().splitlines() if "L|" in l]
+            if len(lines) >= LATENCY_N or time.time() > deadline:
+                return lines
+            time.sleep(0.2)
+    _, _, lines, _ = run(module, params, "", children=2, loads='loadmodule "rtimer.so"', route=route,
+                         during=during)
+    delays = sorted((float(b) - float(a)) * 1000 for a, b in
+                    (l.split("L|", 1)[1].split("|")[:2] for l in lines))
+    if not delays:
+        return float("nan"), float("nan")
+    return delays[len(delays) // 2], delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+
+
+LOG_ITEM = 'xlog("L_INFO", "L|$mqv(q)|$TV(Sn)|\\n");'
+CONSUMERS = (
+    ("mq_fetch_wait", ("1000u", 'while (mq_fetch_wait("q", 1000)) { %s }' % LOG_ITEM), ("rust",)),
+    ("poll every 10 ms", ("10000u", 'while (mq_fetch("q")) { %s }' % LOG_ITEM), ("rust", "c")),
+    ("poll every 100 ms", ("100000u", 'while (mq_fetch("q")) { %s }' % LOG_ITEM), ("rust", "c")),
+)
+
+
+def latency_table():
+    for name, consume, impls in CONSUMERS:
+        res = {imp: latency(IMPLS[imp], consume) for imp in impls}
+        for i, key in enumerate(("median ms", "p99 ms")):
+            theirs = res["c"][i] if "c" in res else 0
+            row("add-to-fetch %s, %s" % (name, key), res["rust"][i], theirs, 3)
+
+
+def value_size_table():
+    for size in SIZES:
+        res = {imp: value_sizes(path, size) for imp, path in IMPLS.items()}
+        for key in ("add Ir", "fetch Ir", "pair Ir"):
+            row("value %5d B: %s" % (size, key), res["rust"][key], res["c"][key])
 
 
 SIP_ROUTE = """route[DRAIN] {
@@ -327,6 +416,43 @@ def sip_instructions(module):
     _, _, (_, items, _), busy = run(module, SIP_PARAMS, "", children=2, loads=loads, route=SIP_ROUTE,
                                     callgrind=True, during=sip_traffic(n, 100, n))
     return {"Ir/msg": (sum(busy) - sum(idle)) / n, "lost (callgrind run)": n - items}
+
+
+def shm_malloc_calls(cg):
+    """Calls of the shm allocator's malloc in a callgrind output written
+    with --compress-strings=no (qm_shm_malloc, fm_shm_malloc, ...)."""
+    n, callee = 0, None
+    for line in cg.splitlines():
+        if line.startswith("cfn="):
+            callee = line[4:].strip()
+        elif line.startswith("calls=") and callee is not None:
+            if re.fullmatch(r"\w+_shm_malloc", callee):
+                n += int(line[6:].split()[0])
+            callee = None
+    return n
+
+
+# Consumers faster than producers keep the queue near empty: every add
+# refills an empty queue (the pattern of issue 19).
+NEAR_EMPTY_PARAMS = """modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=d1;interval=2000u;mode=1")
+modparam("rtimer", "exec", "timer=d1;route=DRAIN")
+modparam("rtimer", "timer", "name=d2;interval=2000u;mode=1")
+modparam("rtimer", "exec", "timer=d2;route=DRAIN")"""
+
+
+def sip_near_empty(module):
+    """Workload 3b: SIP MESSAGEs at 500/s through mq_add, two rtimer
+    consumers faster than the producers, -m 256, the default shm allocator:
+    instructions inside receive_msg of the SIP workers per message, and
+    shared-memory allocations per message there (callgrind)."""
+    n = int(os.environ.get("BENCH_NEAR_EMPTY_N", "1000"))
+    opts = ("--toggle-collect=receive_msg", "--compress-strings=no")
+    _, _, (_, items, _), irs = run(module, NEAR_EMPTY_PARAMS, "", children=2, loads='loadmodule "rtimer.so"',
+                                   route=SIP_ROUTE, callgrind=True, extra_args=("-m", "256"),
+                                   during=sip_traffic(n, 500, n), cg_opts=opts)
+    return {"Ir/msg in receive_msg": sum(irs) / n, "shm mallocs/msg": run_once.shm_mallocs / n,
+            "lost (callgrind run)": n - items}
 
 
 def median_runs(workload, reps=5):
@@ -559,9 +685,9 @@ def redis_figures():
         print("%-44s %12.1f %12.1f" % (key, remote[key], local[key]), flush=True)
 
 
-def row(name, ours, theirs):
+def row(name, ours, theirs, digits=1):
     ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
-    print("%-44s %12.1f %12.1f %s" % (name, ours, theirs, ratio), flush=True)
+    print("%-44s %12.*f %12.*f %s" % (name, digits, ours, digits, theirs, ratio), flush=True)
 
 
 def main():
@@ -569,6 +695,17 @@ def main():
         sys.exit("build/mqueue.so missing: run make build")
     if os.environ.get("BENCH_ONLY") == "redis":
         redis_figures()
+        return
+    if os.environ.get("BENCH_ONLY") == "latency":
+        latency_table()
+        return
+    if os.environ.get("BENCH_ONLY") == "sizes":
+        value_size_table()
+        return
+    if os.environ.get("BENCH_ONLY") == "near-empty":
+        res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
+        for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
+            row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
         return
     print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
     print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
@@ -582,6 +719,11 @@ def main():
     res = {imp: sip_instructions(path) for imp, path in IMPLS.items()}
     for key in ("Ir/msg", "lost (callgrind run)"):
         row("SIP end to end %s" % key, res["rust"][key], res["c"][key])
+    res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
+    for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
+        row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
+    value_size_table()
+    latency_table()
     res = median_runs(sip_cpu)
     for key in ("CPU ns/msg", "lost"):
         row("SIP end to end %s (median of 5)" % key, res["rust"][key], res["c"][key])

@@ -24,7 +24,7 @@ fi
 ours=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 version="$ours+kamailio$kver"
 arch=$(dpkg --print-architecture)
-multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 moddir=${MODDIR:-/usr/lib/$multiarch/kamailio/modules}
 doc=/usr/share/doc/kamailio-mqueue-rs
 

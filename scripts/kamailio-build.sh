@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Builds one Kamailio release from ../shared/kamailio-src (or MQUEUE_KAMAILIO_TARBALLS)
-# the way its users get it, with only the modules the tests load, into a
+# Builds one Kamailio release from ../shared/kamailio-src or master from
+# ../shared/kamailio-next (MQUEUE_KAMAILIO_TARBALLS: directories, colon-separated,
+# each with the tarballs and their SHA256SUMS) the way its users get it, with only the modules the tests load, into a
 # cache outside the clone keyed by version and tarball checksum:
 #   $MQUEUE_KAMAILIO_CACHE/<version>-<sha12>/{src,install}
 # Prints the cache entry's path on its last line. A second call with the
 # same tarball reuses the build.
 #   5.x, 6.0: Kamailio's Makefile build (libsrdb1.so in the library dir)
-#   6.1+:     CMake build (srdb1 linked into the kamailio binary)
+#   6.1+:     CMake build (srdb1 linked into the kamailio binary); master
+#             (6.2.0-dev) too: its src/ Makefiles are on their way out
 set -euo pipefail
 
 version=${1:?usage: kamailio-build.sh VERSION}
 here=$(cd "$(dirname "$0")/.." && pwd)
-tarballs=${MQUEUE_KAMAILIO_TARBALLS:-$here/../shared/kamailio-src}
+search=${MQUEUE_KAMAILIO_TARBALLS:-$here/../shared/kamailio-src:$here/../shared/kamailio-next}
 cache=${MQUEUE_KAMAILIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mqueue-rs/kamailio}
+tarballs=
+IFS=: read -ra dirs <<<"$search"
+for d in "${dirs[@]}"; do
+  [ -f "$d/kamailio-$version.tar.xz" ] && { tarballs=$d; break; }
+done
+[ -n "$tarballs" ] || { echo "kamailio-build: kamailio-$version.tar.xz not found in $search" >&2; exit 1; }
 tarball="$tarballs/kamailio-$version.tar.xz"
-[ -f "$tarball" ] || { echo "kamailio-build: $tarball not found" >&2; exit 1; }
 
 sum=$(sha256sum "$tarball" | cut -c1-64)
 if [ -f "$tarballs/SHA256SUMS" ]; then
@@ -23,6 +30,11 @@ if [ -f "$tarballs/SHA256SUMS" ]; then
     echo "kamailio-build: $tarball does not match SHA256SUMS ($sum != $want)" >&2; exit 1; }
 fi
 entry="$cache/$version-${sum:0:12}"
+# One build of an entry at a time (several clones share the cache): a
+# second caller waits for the first, then reuses its build.
+mkdir -p "$cache"
+exec 9>"$entry.lock"
+flock 9
 if [ -f "$entry/.complete" ]; then
   echo "$entry"
   exit 0

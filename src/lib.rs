@@ -12,8 +12,9 @@
 
 pub mod queue;
 
-/// Queues on Redis Streams (no Kamailio dependency; built with the host).
-#[cfg(feature = "host")]
+/// Queues on Redis Streams (no Kamailio dependency): the `redis` feature,
+/// which the `host` feature turns on.
+#[cfg(feature = "redis")]
 pub mod stream;
 
 #[cfg(all(feature = "host", not(test)))]

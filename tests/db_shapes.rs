@@ -143,8 +143,10 @@ fn sqlite_tables_of_any_shape_load_whole_once() {
     names.extend(["no_val", "absent"]);
     let started = Instant::now();
     let k = start(Impl::Rust, &cfg_body(&db, &names, ""), &[]);
+    // A loader linear in the rows starts within seconds; the bound leaves
+    // room for a busy machine, not for a quadratic one.
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(60),
         "start-up took {:?}",
         started.elapsed()
     );

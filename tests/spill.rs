@@ -11,6 +11,7 @@ mod common;
 
 use common::db::Db;
 use common::{Cfg, Impl, Kamailio};
+use mqueue::queue::spill;
 use std::fs;
 use std::path::Path;
 
@@ -37,16 +38,17 @@ fn spill_file(dir: &Path, encoded: &str) -> std::path::PathBuf {
     dir.join(format!("mqueue-{encoded}.spill"))
 }
 
-/// Where item `n` (0-based) of a spill file starts.
-fn item_offset(buf: &[u8], n: usize) -> usize {
-    let name_len = u32::from_le_bytes(buf[16..20].try_into().unwrap()) as usize;
-    let mut pos = 20 + name_len + 4;
-    for _ in 0..n {
-        let kl = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        let vl = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().unwrap()) as usize;
-        pos += 12 + kl + vl + 4;
-    }
-    pos
+/// Where item `n` (0-based) of queue `q`'s spill file starts: the length
+/// of the file the module's own encoder writes for the items before it.
+fn item_offset(q: &str, n: usize) -> usize {
+    let items: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{q}-key-{i}"), format!("{q}-val-{i}")))
+        .collect();
+    let refs: Vec<(&[u8], &[u8])> = items
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    spill::encode(q.as_bytes(), &refs).len()
 }
 
 #[test]
@@ -103,16 +105,18 @@ fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
 
     // One bit of item 1's value.
     let mut flip = fs::read(path("flip")).unwrap();
-    let one = item_offset(&flip, 1);
-    let kl = u32::from_le_bytes(flip[one + 4..one + 8].try_into().unwrap()) as usize;
-    flip[one + 12 + kl] ^= 0x10;
+    let one = item_offset("flip", 1);
+    assert_eq!(&flip[one..one + 4], b"MQIT");
+    let last = item_offset("flip", 2) - 5;
+    flip[last] ^= 0x10;
     fs::write(path("flip"), &flip).unwrap();
 
     fs::write(path("empty"), b"").unwrap();
     fs::write(path("foreign"), b"<html>not a spill file</html>\n").unwrap();
 
     let mut huge = fs::read(path("huge")).unwrap();
-    let zero = item_offset(&huge, 0);
+    let zero = item_offset("huge", 0);
+    assert_eq!(&huge[zero..zero + 4], b"MQIT");
     huge[zero + 4..zero + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     fs::write(path("huge"), &huge).unwrap();
 
@@ -208,4 +212,176 @@ fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
         "loaded files removed: {names:?}"
     );
     assert!(!log.contains("memory allocation"), "{log}");
+}
+
+fn one_queue_cfg(db: &Db, extra: &str) -> String {
+    let path = db.url().trim_start_matches("sqlite:///").to_string();
+    db.sql("CREATE TABLE q (id INTEGER PRIMARY KEY, key VARCHAR(64), val TEXT);");
+    format!(
+        "modparam(\"mqueue\", \"db_url\", \"{}\")\n\
+         modparam(\"db_sqlite\", \"db_set_readonly\", \"{path}\")\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=q;dbmode=1\")\n{extra}",
+        db.url()
+    )
+}
+
+fn add_three(k: &Kamailio) {
+    for i in 0..3 {
+        k.rpc(&["mqueue.add", "q", &format!("key-{i}"), "call data"])
+            .expect("mqueue.add");
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Symbolic links at the old temporary name and at the spill file's name,
+/// pointing at a victim file: the victim is never written or read, the
+/// link at the spill name is set aside, the spill file is 0600 under
+/// umask 022.
+#[test]
+fn spill_files_are_private_and_never_follow_links() {
+    // SAFETY: umask only sets this process's file mode mask (inherited by
+    // Kamailio).
+    unsafe { libc::umask(0o022) };
+    let db = Db::sqlite();
+    let body = one_queue_cfg(&db, "");
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    add_three(&k);
+    let dir = k.dir.0.clone();
+    let victim = dir.join("victim");
+    fs::write(&victim, b"not queue data\n").unwrap();
+    let spill = spill_file(&dir, "q");
+    std::os::unix::fs::symlink(&victim, dir.join("mqueue-q.spill.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, &spill).unwrap();
+    k.stop();
+    let log = k.log();
+    assert_eq!(fs::read(&victim).unwrap(), b"not queue data\n", "{log}");
+    let meta = fs::symlink_metadata(&spill).unwrap();
+    assert!(meta.file_type().is_file(), "{log}");
+    assert_eq!(mode_of(&spill), 0o600);
+    assert!(
+        log.contains(&format!(
+            "mqueue q: spill file {}: a symbolic link; it was set aside as",
+            spill.display()
+        )),
+        "{log}"
+    );
+    let aside: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mqueue-q.spill.damaged-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].file_type().unwrap().is_symlink());
+    // No temporary file is left behind.
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(".spill.tmp-")),
+        "{names:?}"
+    );
+
+    // A link at the spill name, even to a valid spill file, is not read
+    // at start either.
+    let real = dir.join("real.spill");
+    fs::rename(&spill, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &spill).unwrap();
+    let mut k = k.restart();
+    assert_eq!(k.queue_size("q"), 0);
+    assert!(fs::symlink_metadata(&spill).is_err(), "link set aside");
+    assert!(k
+        .log()
+        .contains("a symbolic link, no item could be read; it was set aside as"));
+    // Back in place as a file, it loads.
+    fs::rename(&real, &spill).unwrap();
+    k.stop();
+    let k = k.restart();
+    assert_eq!(k.queue_size("q"), 3);
+    assert_eq!(fs::read(&victim).unwrap(), b"not queue data\n");
+}
+
+/// `spill_dir` on a persistent directory: the spill file is written there,
+/// not in the runtime directory, and loads at the next start after the
+/// runtime directory was emptied of mqueue files.
+#[test]
+fn spill_dir_survives_a_wiped_runtime_dir() {
+    let db = Db::sqlite();
+    let keep = common::TempDir::new("spilldir");
+    let body = one_queue_cfg(
+        &db,
+        &format!(
+            "modparam(\"mqueue\", \"spill_dir\", \"{}\")\n",
+            keep.0.display()
+        ),
+    );
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    add_three(&k);
+    k.stop();
+    assert!(spill_file(&keep.0, "q").exists(), "{}", k.log());
+    assert_eq!(mode_of(&spill_file(&keep.0, "q")), 0o600);
+    for e in fs::read_dir(&k.dir.0).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("mqueue-") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let k = k.restart();
+    assert_eq!(k.queue_size("q"), 3);
+    assert!(!k.log().contains("a tmpfs"), "{}", k.log());
+}
+
+/// A spill directory on tmpfs is named in a warning at start; one that is
+/// not a directory stops the start.
+#[test]
+fn spill_dir_on_tmpfs_warns_and_a_missing_one_is_refused() {
+    let db = Db::sqlite();
+    let body = one_queue_cfg(&db, "modparam(\"mqueue\", \"spill_dir\", \"/dev/shm\")\n");
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    assert!(
+        k.log().contains(
+            "mqueue q: spill files (items the database does not take at shutdown) go to /dev/shm, a tmpfs"
+        ),
+        "{}",
+        k.log()
+    );
+    drop(k);
+    let db = Db::sqlite();
+    let body = one_queue_cfg(
+        &db,
+        "modparam(\"mqueue\", \"spill_dir\", \"/nonexistent/mq\")\n",
+    );
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let (_, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+    assert!(
+        log.contains("spill_dir /nonexistent/mq: not a directory"),
+        "{log}"
+    );
 }

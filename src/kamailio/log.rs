@@ -37,6 +37,23 @@ pub fn log(level: Level, text: &str) {
     unsafe { sys::mqrs_log(level.raw(), text.as_ptr() as *const libc::c_char, len) };
 }
 
+/// Most bytes of a queue name or key that a log line shows.
+pub const SHOWN_MAX: usize = 256;
+
+/// A queue name or key (any bytes, from script input too) as a log line
+/// shows it: lossy UTF-8, cut to [`SHOWN_MAX`] bytes with its full length
+/// after it, so no input can make a log line long.
+pub fn shown(bytes: &[u8]) -> String {
+    if bytes.len() <= SHOWN_MAX {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&bytes[..SHOWN_MAX]),
+        bytes.len()
+    )
+}
+
 /// `LM_ERR`-like: `kerr!("mqueue not found: {}", name)`.
 #[macro_export]
 macro_rules! kerr {

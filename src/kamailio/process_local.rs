@@ -27,6 +27,7 @@ impl<T> ProcessLocal<T> {
 
     /// Runs `f` with exclusive access to the value. `f` must not call
     /// `with` on the same cell (it would wait forever); no caller does.
+    #[inline(always)]
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         while self.busy.swap(true, Ordering::Acquire) {
             std::hint::spin_loop();

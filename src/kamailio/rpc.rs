@@ -11,6 +11,33 @@ pub struct Rpc {
     ctx: *mut c_void,
 }
 
+/// An array in the reply.
+pub struct RpcArray<'a> {
+    rpc: &'a Rpc,
+    handle: *mut c_void,
+}
+
+impl RpcArray<'_> {
+    /// Adds a struct to the array.
+    pub fn add_struct(&self) -> Option<RpcStruct<'_>> {
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: "{" writes one handle through the pointer we pass; the
+        // array handle is live for this RPC call.
+        let rc = unsafe {
+            let add = (*self.rpc.api).array_add?;
+            add(
+                self.handle,
+                c"{".as_ptr() as *mut c_char,
+                &mut handle as *mut *mut c_void,
+            )
+        };
+        (rc >= 0 && !handle.is_null()).then_some(RpcStruct {
+            rpc: self.rpc,
+            handle,
+        })
+    }
+}
+
 /// A struct in the reply, to add named members to.
 pub struct RpcStruct<'a> {
     rpc: &'a Rpc,
@@ -70,17 +97,29 @@ impl Rpc {
 
     /// Adds a struct to the reply (to the array, for array replies).
     pub fn add_struct(&self) -> Option<RpcStruct<'_>> {
+        self.add_node(c"{")
+            .map(|handle| RpcStruct { rpc: self, handle })
+    }
+
+    /// Adds an array to the reply, to add structs to.
+    pub fn add_array(&self) -> Option<RpcArray<'_>> {
+        self.add_node(c"[")
+            .map(|handle| RpcArray { rpc: self, handle })
+    }
+
+    /// Adds a struct (`{`) or array (`[`) node to the reply: its handle.
+    fn add_node(&self, kind: &CStr) -> Option<*mut c_void> {
         let mut handle: *mut c_void = std::ptr::null_mut();
-        // SAFETY: "{" writes one handle through the pointer we pass.
+        // SAFETY: "{" and "[" write one handle through the pointer we pass.
         let rc = unsafe {
             let add = (*self.api).add?;
             add(
                 self.ctx,
-                c"{".as_ptr() as *mut c_char,
+                kind.as_ptr() as *mut c_char,
                 &mut handle as *mut *mut c_void,
             )
         };
-        (rc >= 0 && !handle.is_null()).then_some(RpcStruct { rpc: self, handle })
+        (rc >= 0 && !handle.is_null()).then_some(handle)
     }
 
     /// Adds an integer to the reply.

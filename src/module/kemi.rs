@@ -3,6 +3,7 @@
 //! where the C module returns a plain null.
 
 use std::os::raw::c_int;
+use std::time::Duration;
 
 use super::script::{add_code, fetch_code};
 use super::{ops, registry};
@@ -38,6 +39,24 @@ host_entry! {
 }
 
 host_entry! {
+    /// As `mq_fetch`, waiting up to `timeout_ms` for an item.
+    pub fn ki_mq_fetch_wait(
+        _m: *mut sys::sip_msg,
+        q: *mut sys::str_,
+        timeout_ms: c_int,
+    ) -> c_int, "KSR.mqueue.mq_fetch_wait", -1 => {
+        // SAFETY: argument forwarded from KEMI.
+        match registry::lookup(unsafe { arg(q) }) {
+            Some(idx) => {
+                let t = Duration::from_millis(timeout_ms.max(0) as u64);
+                fetch_code(&ops::fetch_wait(idx, t))
+            }
+            None => -1,
+        }
+    }
+}
+
+host_entry! {
     /// The size (0 when empty), or -1 for an unknown queue.
     pub fn ki_mq_size(
         _m: *mut sys::sip_msg,
@@ -46,7 +65,7 @@ host_entry! {
         // SAFETY: argument forwarded from KEMI.
         let name = unsafe { arg(q) };
         let Some(idx) = registry::lookup(name) else {
-            kerr!("mqueue {} not found", String::from_utf8_lossy(name));
+            kerr!("mqueue {} not found", crate::kamailio::log::shown(name));
             return -1;
         };
         // Err: a Redis call that failed (logged there).

@@ -2,9 +2,9 @@
 //! statistics, Redis check, DB binding), `child_init` (DB load before the
 //! fork) and `mod_destroy` (DB save, Redis consumers released).
 
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_uint, c_void};
 
-use super::{params, persist, registry, remote, stats, tables};
+use super::{ops, params, persist, registry, remote, stats, tables};
 use crate::host_entry;
 use crate::kamailio::core;
 use crate::kamailio::guard::install_panic_hook;
@@ -37,12 +37,15 @@ host_entry! {
         if reg.queues.is_empty() {
             kwarn!("no mqueue defined");
         }
-        if let Err(e) = stats::register(&reg.queues) {
+        stats::register(&reg.queues);
+        if let Err(e) = remote::init(reg) {
             kerr!("{e}");
             return -1;
         }
-        if let Err(e) = remote::init(reg) {
-            kerr!("{e}");
+        // SAFETY: mod_init runs in the main process before the fork, when
+        // the core takes timers; the function is ours and takes no param.
+        if unsafe { sys::register_timer(Some(age_queues), std::ptr::null_mut(), 1) } < 0 {
+            kerr!("cannot register the timer that ages spare queue memory");
             return -1;
         }
         let db_url = params::DB_URL.lock().ok().and_then(|u| u.clone());
@@ -62,6 +65,14 @@ host_entry! {
             }
         }
         0
+    }
+}
+
+host_entry! {
+    /// The core timer (every second, timer process): spare queue memory no
+    /// add used since the last tick goes back to shm.
+    fn age_queues(_ticks: c_uint, _param: *mut c_void), "age_queues", () => {
+        ops::age_all();
     }
 }
 

@@ -60,6 +60,13 @@ pub enum Fetch {
     Failed(Failure),
 }
 
+/// Fetched items whose key and value take more than this many bytes are
+/// read in place, in shared memory, instead of copied into the process.
+/// Below it a copy costs less than what reading in place costs: the pin
+/// and its release, and a chunk that cannot be reused meanwhile; the copy
+/// of 1 KB takes about as long as that bookkeeping.
+pub const COPY_MAX: usize = 1024;
+
 /// The item a process fetched last from each queue (`$mqk`/`$mqv`):
 /// process-local, as each Kamailio process runs scripts in one thread.
 #[derive(Default)]
@@ -67,6 +74,9 @@ struct FetchedItem {
     present: bool,
     key: Vec<u8>,
     val: Vec<u8>,
+    /// Memory queues: a large item read in place (then `key` and `val`
+    /// are unused), released by the next fetch or mq_pv_free.
+    in_place: Option<queue::Held>,
     /// Redis queues: the entry this process was delivered last and has
     /// not acknowledged yet (acknowledged by the next fetch or mq_pv_free).
     held: Option<String>,
@@ -163,8 +173,14 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
     };
     match &d.backend {
         Backend::Memory => {
-            let outcome = match d.queue().lock().add(key, val) {
-                queue::AddOutcome::Added => Add::Queued,
+            // The guard drops at the end of this statement, so a waiter
+            // woken below finds the queue unlocked.
+            let added = d.queue().lock().add(key, val);
+            let outcome = match added {
+                queue::AddOutcome::Added => {
+                    d.bell().ring();
+                    Add::Queued
+                }
                 queue::AddOutcome::Duplicate => Add::Duplicate,
                 queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
                 queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
@@ -200,7 +216,7 @@ pub fn add_by_name(name: &[u8], key: &[u8], val: &[u8]) -> Add {
     match registry::lookup(name) {
         Some(idx) => add(idx, key, val),
         None => {
-            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+            kerr!("mqueue not found: {}", crate::kamailio::log::shown(name));
             Add::Failed(Failure::UnknownQueue)
         }
     }
@@ -226,14 +242,62 @@ pub fn fetch(idx: usize) -> Fetch {
     match &d.backend {
         Backend::Memory => with_fetched_slot(idx, |slot| {
             slot.present = false;
-            if d.queue().lock().fetch_with(|k, v| slot.set(k, v)) {
-                Fetch::Fetched
-            } else {
-                Fetch::Empty
+            let mut q = d.queue().lock();
+            if let Some(h) = slot.in_place.take() {
+                q.release(h);
+            }
+            match q.fetch_or_hold(COPY_MAX, |k, v| slot.set(k, v)) {
+                queue::Taken::Empty => Fetch::Empty,
+                queue::Taken::Copied => Fetch::Fetched,
+                queue::Taken::Held(h) => {
+                    slot.in_place = Some(h);
+                    slot.present = true;
+                    Fetch::Fetched
+                }
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
     }
+}
+
+/// How often a wait on a Redis queue asks Redis again.
+const REMOTE_POLL: Duration = Duration::from_millis(10);
+
+/// [`fetch`], waiting up to `timeout` for an item when the queue is empty.
+/// A memory queue sleeps until an add wakes it (see [`queue::doorbell`]);
+/// a Redis queue asks again every few milliseconds.
+pub fn fetch_wait(idx: usize, timeout: Duration) -> Fetch {
+    let first = fetch(idx);
+    if first != Fetch::Empty || timeout.is_zero() {
+        return first;
+    }
+    let Some(d) = def(idx) else {
+        return first;
+    };
+    let mut outcome = Fetch::Empty;
+    let mut take = || match fetch(idx) {
+        Fetch::Empty => None,
+        other => {
+            outcome = other;
+            Some(())
+        }
+    };
+    match &d.backend {
+        Backend::Memory => {
+            d.bell().wait_for(timeout, take);
+        }
+        Backend::Remote(_) => {
+            let deadline = Instant::now() + timeout;
+            while take().is_none() {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::sleep(REMOTE_POLL.min(deadline - now));
+            }
+        }
+    }
+    outcome
 }
 
 /// `mqueue.fetch`: shows the oldest item to `reply`, which answers whether
@@ -248,7 +312,11 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
     match &d.backend {
         Backend::Memory => with_fetched_slot(idx, |slot| {
             slot.present = false;
-            let taken = d.queue().lock().fetch_if(|k, v| {
+            let mut q = d.queue().lock();
+            if let Some(h) = slot.in_place.take() {
+                q.release(h);
+            }
+            let taken = q.fetch_if(|k, v| {
                 let fits = reply(k, v);
                 if fits {
                     slot.set(k, v);
@@ -300,7 +368,13 @@ fn fetch_remote(
 pub fn pv_free(idx: usize) {
     with_fetched_slot(idx, |slot| {
         slot.present = false;
-        let (Some(d), Some(held)) = (def(idx), slot.held.take()) else {
+        let Some(d) = def(idx) else {
+            return;
+        };
+        if let Some(h) = slot.in_place.take() {
+            d.queue().lock().release(h);
+        }
+        let Some(held) = slot.held.take() else {
             return;
         };
         match &d.backend {
@@ -323,7 +397,12 @@ pub fn fetched<R>(idx: usize, f: impl FnOnce(Option<(&[u8], &[u8])>) -> R) -> R 
         let item = all
             .get(idx)
             .filter(|s| s.present)
-            .map(|s| (s.key.as_slice(), s.val.as_slice()));
+            .map(|s| match &s.in_place {
+                // SAFETY: held items are released only by this process's next
+                // fetch or mq_pv_free on the queue, which also clear `present`.
+                Some(h) => unsafe { h.item() },
+                None => (s.key.as_slice(), s.val.as_slice()),
+            });
         f(item)
     })
 }
@@ -352,6 +431,20 @@ pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, String> {
             Ok(items)
         }
         Backend::Remote(st) => remote::with(|s| s.peek(st, n)).map_err(|e| format!("Redis: {e}")),
+    }
+}
+
+/// Every second (a core timer): memory queues free the storage they keep
+/// for reuse when no add used it since the last tick. A queue busy at the
+/// moment is left for the next tick.
+pub fn age_all() {
+    let Some(reg) = registry::frozen() else {
+        return;
+    };
+    for d in &reg.queues {
+        if let (Backend::Memory, Some(mut q)) = (&d.backend, d.queue().try_lock()) {
+            q.age();
+        }
     }
 }
 
@@ -434,7 +527,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
             mode,
         },
         Backend::Remote(spec) => {
-            let shared = remote::with(|s| s.figures(spec)).map(|f| {
+            let shared = remote::figures(&d.name_lossy(), spec).map(|f| {
                 let mut shared = Values::default();
                 for c in &counters::ALL {
                     let v = match c.keeper {
@@ -442,7 +535,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
                             .counters
                             .iter()
                             .find(|(k, _)| k == c.name)
-                            .map_or(0, |(_, v)| *v as u64),
+                            .map_or(0, |(_, v)| *v),
                         Keeper::Length => f.length.max(0) as u64,
                         Keeper::Instance => values.get(c.id),
                         Keeper::SharedMemory => 0,

@@ -36,6 +36,9 @@ fn string_arg<'a>(val: *mut c_void) -> Option<&'a [u8]> {
 
 /// `redis_timeout` (ms): the longest a call to Redis may wait.
 pub static REDIS_TIMEOUT_MS: AtomicI64 = AtomicI64::new(500);
+/// `redis_backoff` (ms): how long a process fails its calls on a server
+/// fast after a call there timed out or could not connect.
+pub static REDIS_BACKOFF_MS: AtomicI64 = AtomicI64::new(1000);
 
 /// Where the queue keeps its items; for a queue on Redis Streams, what the
 /// C attributes mean there, checked.
@@ -51,15 +54,24 @@ fn backend(s: &QueueSpec) -> Result<Backend, String> {
     }
     let group = s.group.as_deref().unwrap_or(DEFAULT_GROUP);
     let claim_ms = s.claim_ms.map_or(DEFAULT_CLAIM_MS, |n| n as u64);
-    StreamSpec::new(
+    let mut st = StreamSpec::new(
         &s.name,
         url,
         group,
         AddMode::from_int(s.addmode as i32),
         s.size.max(0) as usize,
         claim_ms,
-    )
-    .map(|st| Backend::Remote(Box::new(st)))
+    )?;
+    if let Some(n) = s.max_deliveries {
+        st.max_deliveries = n as u64;
+    }
+    if let Some(n) = s.consumer_idle_ms {
+        st.consumer_idle_ms = n as u64;
+    }
+    if let Some(n) = s.replicas {
+        st.replicas = n as u64;
+    }
+    Ok(Backend::Remote(Box::new(st)))
 }
 
 fn define(param: &str, s: &QueueSpec) -> c_int {
@@ -197,6 +209,49 @@ host_entry! {
             return -1;
         }
         REDIS_TIMEOUT_MS.store(n, Ordering::Relaxed);
+        0
+    }
+}
+
+host_entry! {
+    /// `spill_dir` (string): where spill files go (default: the runtime
+    /// directory, `-Y`).
+    pub fn mq_param_spill_dir(_type: u32, val: *mut c_void) -> c_int, "modparam spill_dir", -1 => {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = string_arg(val).unwrap_or_default();
+        if let Ok(mut slot) = super::persist::SPILL_DIR.lock() {
+            *slot = (!dir.is_empty())
+                .then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir)));
+        }
+        0
+    }
+}
+
+host_entry! {
+    /// `stats_queues` (int): how many queues, the first defined, get
+    /// counters in the statistics framework (default 100; 0 none).
+    pub fn mq_param_stats_queues(_type: u32, val: *mut c_void) -> c_int, "modparam stats_queues", -1 => {
+        let n = int_arg(val);
+        if n < 0 {
+            kerr!("modparam stats_queues: must be 0 or more, not {n}");
+            return -1;
+        }
+        super::stats::EXPORTED_QUEUES.store(n as usize, Ordering::Relaxed);
+        0
+    }
+}
+
+host_entry! {
+    /// `redis_backoff` (int, ms): after a Redis call timed out or could not
+    /// connect, the process fails its calls on that server at once for this
+    /// long; 0 turns it off.
+    pub fn mq_param_redis_backoff(_type: u32, val: *mut c_void) -> c_int, "modparam redis_backoff", -1 => {
+        let n = int_arg(val);
+        if n < 0 {
+            kerr!("modparam redis_backoff: must be 0 or more (ms), not {n}");
+            return -1;
+        }
+        REDIS_BACKOFF_MS.store(n, Ordering::Relaxed);
         0
     }
 }

@@ -20,7 +20,7 @@ use super::registry::{self, QueueDef};
 use super::table_load::TableLoad;
 use crate::kamailio::db::Driver;
 use crate::queue::{spill, AddOutcome};
-use crate::{kerr, kinfo};
+use crate::{kerr, kinfo, kwarn};
 
 const COLS: [&[u8]; 2] = [b"key", b"val"];
 const ORDER: &[u8] = b"id";
@@ -100,6 +100,7 @@ pub fn init(queues: &[QueueDef], url: Option<&[u8]>) -> Result<bool, String> {
             first.dbmode.as_int()
         )
     })?;
+    check_spill_dir(first)?;
     let driver = Driver::bind(url).map_err(|e| format!("db_url: {e}"))?;
     let _ = PERSIST.set(Persist { driver });
     Ok(queues.iter().any(saves))
@@ -212,6 +213,14 @@ fn snapshot(d: &QueueDef) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let mut guard = guard;
+    if guard.interrupted() {
+        let n = guard.repair();
+        kwarn!(
+            "mqueue {}: a process died while changing the queue; repaired, {n} items",
+            d.name_lossy()
+        );
+    }
     let mut items = Vec::with_capacity(guard.len());
     guard.peek(usize::MAX, |k, v| items.push((k.to_vec(), v.to_vec())));
     items
@@ -261,8 +270,56 @@ fn save_queue(p: &Persist, d: &QueueDef) {
     }
 }
 
+/// `spill_dir`, when set.
+pub static SPILL_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Where spill files go: `spill_dir`, or Kamailio's runtime directory.
+fn spill_dir() -> PathBuf {
+    SPILL_DIR
+        .lock()
+        .ok()
+        .and_then(|d| d.clone())
+        .unwrap_or_else(crate::kamailio::core::runtime_dir)
+}
+
 fn spill_path(d: &QueueDef) -> PathBuf {
-    crate::kamailio::core::runtime_dir().join(spill::file_name(&d.name))
+    spill_dir().join(spill::file_name(&d.name))
+}
+
+/// `mod_init`, when a queue has a dbmode: `spill_dir` must be a directory;
+/// a spill directory on tmpfs (the default `/run/kamailio`) is gone after
+/// a reboot, so it is named in a warning.
+fn check_spill_dir(queue: &QueueDef) -> Result<(), String> {
+    let explicit = SPILL_DIR.lock().ok().and_then(|d| d.clone());
+    let dir = spill_dir();
+    if let Some(dir) = &explicit {
+        if !fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("spill_dir {}: not a directory", dir.display()));
+        }
+    }
+    if on_tmpfs(&dir) {
+        kwarn!(
+            "mqueue {}: spill files (items the database does not take at shutdown) go to {}, \
+             a tmpfs: they do not survive a reboot; set the spill_dir parameter to a \
+             persistent directory",
+            queue.name_lossy(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn on_tmpfs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct; the path is
+    // NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+    }
 }
 
 /// Writes `items` to the spill file, after the items a spill file already
@@ -293,17 +350,25 @@ fn write_spill(d: &QueueDef, path: &Path, items: &[&(Vec<u8>, Vec<u8>)]) -> io::
     replace_file(path, &spill::encode(&d.name, &all))
 }
 
-/// Reads a spill file, which must be a regular file: a FIFO, a device or a
-/// directory left under its name is refused, never read (a FIFO would
-/// block the start, `/dev/zero` would never end). At most the size the
-/// file had when opened is read.
+/// Reads a spill file, which must be a regular file: a symbolic link, a
+/// FIFO, a device or a directory left under its name is refused, never
+/// read or followed (a link could point anywhere, a FIFO would block the
+/// start, `/dev/zero` would never end). At most the size the file had
+/// when opened is read.
 fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(io::ErrorKind::InvalidData, "a symbolic link")
+            } else {
+                e
+            }
+        })?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
@@ -316,17 +381,53 @@ fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed.
+/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed
+/// over `path` (a link or file there is replaced, never followed). The
+/// temporary file has a name no one can guess, is created only if nothing
+/// is there (`O_EXCL`, `O_NOFOLLOW`) and readable by Kamailio's user only
+/// (0600, whatever the umask): queue items hold call data.
 fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("spill.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", random_hex()));
+    let tmp = path.with_file_name(name);
+    let write = || -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// 16 random hex digits (the kernel's random source; the time and pid if
+/// it fails).
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    let v = if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos() as u64)
+            ^ ((std::process::id() as u64) << 40)
+    };
+    format!("{v:016x}")
 }
 
 /// Renames a spill file that cannot be trusted whole, so that it is kept
@@ -337,7 +438,7 @@ fn set_aside(d: &QueueDef, path: &Path, why: &str) {
         .map_or(0, |t| t.as_secs());
     let mut aside = path.with_extension(format!("spill.damaged-{stamp}"));
     let mut n = 1;
-    while aside.exists() {
+    while fs::symlink_metadata(&aside).is_ok() {
         aside = path.with_extension(format!("spill.damaged-{stamp}-{n}"));
         n += 1;
     }

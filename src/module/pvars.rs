@@ -38,7 +38,7 @@ host_entry! {
             match VarRef::parse(&name) {
                 Some(v) => Some(v),
                 None => {
-                    kerr!("invalid pv [{}]", String::from_utf8_lossy(&name));
+                    kerr!("invalid pv [{}]", crate::kamailio::log::shown(&name));
                     return -1;
                 }
             }
@@ -85,13 +85,13 @@ unsafe fn lookup_queue(msg: *mut sys::sip_msg, parsed: &PvQueueName) -> Option<u
             let Some(name) = (unsafe { var.value(msg) }) else {
                 kerr!(
                     "failed to get pv value for [{}]",
-                    String::from_utf8_lossy(&parsed.name)
+                    crate::kamailio::log::shown(&parsed.name)
                 );
                 return None;
             };
             let found = registry::lookup(name);
             if found.is_none() {
-                kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+                kerr!("mqueue not found: {}", crate::kamailio::log::shown(name));
             }
             found
         }
@@ -100,7 +100,7 @@ unsafe fn lookup_queue(msg: *mut sys::sip_msg, parsed: &PvQueueName) -> Option<u
             if found.is_none() {
                 kerr!(
                     "mqueue not found: {}",
-                    String::from_utf8_lossy(&parsed.name)
+                    crate::kamailio::log::shown(&parsed.name)
                 );
             } else if registry::frozen().is_some() {
                 parsed.cached.set(found);

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use super::persist::DbMode;
 use crate::kamailio::shm::{shm_box, ShmAlloc};
-use crate::queue::{AddMode, Limits, Queue, QueueState};
+use crate::queue::{AddMode, Doorbell, Limits, Queue, QueueState, WaitableQueue};
 use crate::stream::StreamSpec;
 
 /// Where a queue keeps its items, chosen once, when it is defined.
@@ -26,10 +26,10 @@ pub struct QueueDef {
     pub name: Vec<u8>,
     pub dbmode: DbMode,
     pub backend: Backend,
-    queue: *const Queue<ShmAlloc>,
+    shared: *const WaitableQueue<ShmAlloc>,
 }
 
-// SAFETY: `queue` points into shm, valid in every process for the life of
+// SAFETY: `shared` points into shm, valid in every process for the life of
 // the server; all access to the state goes through its cross-process lock.
 unsafe impl Send for QueueDef {}
 // SAFETY: as above: the pointer is never written after definition.
@@ -37,13 +37,23 @@ unsafe impl Sync for QueueDef {}
 
 impl QueueDef {
     pub fn queue(&self) -> &Queue<ShmAlloc> {
-        // SAFETY: set from shm_box at definition and never freed while the
-        // module is loaded (mod_destroy runs after every worker stopped).
-        unsafe { &*self.queue }
+        &self.shared().queue
     }
 
+    /// What processes waiting for an item of this queue sleep on.
+    pub fn bell(&self) -> &Doorbell {
+        &self.shared().bell
+    }
+
+    fn shared(&self) -> &WaitableQueue<ShmAlloc> {
+        // SAFETY: set from shm_box at definition and never freed while the
+        // module is loaded (mod_destroy runs after every worker stopped).
+        unsafe { &*self.shared }
+    }
+
+    /// The name for a log line (cut to 256 bytes, see `log::shown`).
     pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+        crate::kamailio::log::shown(&self.name)
     }
 
     /// The Redis stream of a queue on Redis.
@@ -104,14 +114,17 @@ pub fn define(
         ));
     }
     let state = QueueState::<ShmAlloc>::new(mode, limits, random_seed());
-    let queue = shm_box(Queue::new(state))
-        .ok_or_else(|| format!("no more shm for: {}", String::from_utf8_lossy(name)))?;
+    let shared = shm_box(WaitableQueue {
+        queue: Queue::new(state),
+        bell: Doorbell::new(),
+    })
+    .ok_or_else(|| format!("no more shm for: {}", String::from_utf8_lossy(name)))?;
     reg.by_name.insert(name.to_vec(), reg.queues.len());
     reg.queues.push(QueueDef {
         name: name.to_vec(),
         dbmode,
         backend,
-        queue,
+        shared,
     });
     Ok(())
 }

@@ -6,11 +6,11 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::params::REDIS_TIMEOUT_MS;
-use super::registry::Registry;
+use super::params::{REDIS_BACKOFF_MS, REDIS_TIMEOUT_MS};
+use super::registry::{QueueDef, Registry};
 use crate::kamailio::process_local::ProcessLocal;
-use crate::stream::{CheckError, Session};
-use crate::{kerr, kinfo};
+use crate::stream::{CheckError, Session, StreamSpec};
+use crate::{kerr, kinfo, kwarn};
 
 /// `<host>-<random>-`: this instance's consumer name prefix, made in
 /// `mod_init` (before the fork, so every process shares it).
@@ -24,6 +24,16 @@ static LAST_ERROR_LOG: ProcessLocal<Option<Instant>> = ProcessLocal::new(None);
 fn timeout() -> Duration {
     let ms = REDIS_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
     Duration::from_millis(ms.max(1) as u64)
+}
+
+fn backoff() -> Duration {
+    let ms = REDIS_BACKOFF_MS.load(std::sync::atomic::Ordering::Relaxed);
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+/// A session whose calls wait `redis_timeout` and back off `redis_backoff`.
+fn session(consumer: String) -> Session {
+    Session::new(consumer, timeout(), backoff())
 }
 
 fn instance() -> &'static str {
@@ -56,16 +66,24 @@ pub fn init(reg: &Registry) -> Result<(), String> {
         return Ok(());
     }
     let prefix = instance();
-    let check = Session::new(format!("{prefix}main"), timeout());
+    let mut check = session(format!("{prefix}main"));
     for (d, st) in streams {
         match check.check(st) {
-            Ok(()) => kinfo!(
-                "mqueue {}: on {} (stream {}, group {})",
+            Ok(moved) => {
+                prune(&mut check, d, st);
+                kinfo!(
+                "mqueue {}: on {} (stream {}, group {}){}",
                 d.name_lossy(),
                 st.shown_url,
                 st.stream,
-                st.group
-            ),
+                st.group,
+                if moved {
+                    "; the keys of the previous release (mqueue:<name>) were moved to it"
+                } else {
+                    ""
+                }
+                )
+            }
             Err(CheckError::Unreachable(e)) => kerr!(
                 "mqueue {}: {} is unreachable at start ({e}); calls on the queue fail until it answers",
                 d.name_lossy(),
@@ -79,14 +97,42 @@ pub fn init(reg: &Registry) -> Result<(), String> {
     Ok(())
 }
 
+/// Consumer hygiene, at every start and stop of an instance: consumers
+/// that hold nothing and were idle for `consumer_idle_ms` leave the group.
+fn prune(session: &mut Session, d: &QueueDef, st: &StreamSpec) {
+    match session.prune_consumers(st) {
+        Ok(0) => {}
+        Ok(n) => kinfo!(
+            "mqueue {}: removed {n} consumers idle for consumer_idle_ms and holding nothing",
+            d.name_lossy()
+        ),
+        Err(e) => kerr!(
+            "mqueue {}: cannot remove idle consumers: {e}",
+            d.name_lossy()
+        ),
+    }
+}
+
 /// Runs `f` with this process's session.
 pub fn with<R>(f: impl FnOnce(&mut Session) -> R) -> R {
     SESSION.with(|s| {
-        let session = s.get_or_insert_with(|| {
-            Session::new(format!("{}{}", instance(), std::process::id()), timeout())
-        });
+        let session =
+            s.get_or_insert_with(|| session(format!("{}{}", instance(), std::process::id())));
         f(session)
     })
+}
+
+/// The figures of a Redis queue (`mqueue.stats`, statistics); damaged
+/// counters are logged.
+pub fn figures(
+    name: &str,
+    st: &crate::stream::StreamSpec,
+) -> Result<crate::stream::Figures, String> {
+    let f = with(|s| s.figures(st))?;
+    for w in &f.warnings {
+        kwarn!("mqueue {name}: {w}");
+    }
+    Ok(f)
 }
 
 /// Logs a failed Redis call, at most every 10 seconds per process.
@@ -105,21 +151,26 @@ pub fn log_error(queue: &str, what: &str, e: &str) {
 }
 
 /// `mod_destroy` (main process, every child exited): entries this
-/// instance's processes still hold are acknowledged, as each process's
-/// fetched item is released when it exits, and their consumers leave the
-/// group.
+/// instance's processes still hold (the last one each script saw, and any
+/// delivered by a call that timed out) go back to the group for immediate
+/// redelivery to any instance, never acknowledged unseen; their consumers
+/// leave the group.
 pub fn release_all(reg: &Registry) {
     let Some(prefix) = INSTANCE.get() else { return };
-    let mut session = Session::new(format!("{prefix}main"), timeout());
+    let mut session = session(format!("{prefix}main"));
     for d in &reg.queues {
         let Some(st) = d.remote() else { continue };
         match session.release_consumers(st, prefix) {
             Ok(0) => {}
-            Ok(n) => kinfo!("mqueue {}: acknowledged {n} entries this instance's processes held", d.name_lossy()),
+            Ok(n) => kinfo!(
+                "mqueue {}: handed back {n} entries this instance's processes held, for redelivery",
+                d.name_lossy()
+            ),
             Err(e) => kerr!(
-                "mqueue {}: cannot release this instance's consumers ({e}); their entries are delivered again after claim_ms",
+                "mqueue {}: cannot hand back this instance's entries ({e}); they are delivered again after claim_ms",
                 d.name_lossy()
             ),
         }
+        prune(&mut session, d, st);
     }
 }

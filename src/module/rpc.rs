@@ -1,6 +1,7 @@
 //! RPC commands: the C module's `mqueue.get_size`, `mqueue.get_sizes`,
 //! `mqueue.fetch` (same replies and faults), and for operators
-//! `mqueue.stats`, `mqueue.peek`, `mqueue.clear`, `mqueue.add`.
+//! `mqueue.stats`, `mqueue.peek`, `mqueue.clear`, `mqueue.add`, and for
+//! Redis queues `mqueue.dead_list`, `mqueue.dead_requeue`.
 
 use std::os::raw::c_void;
 
@@ -8,7 +9,7 @@ use super::ops::{self, Add, Fetch, Report};
 use super::registry;
 use crate::host_entry;
 use crate::kamailio::guard::guard;
-use crate::kamailio::rpc::{Rpc, RpcStruct};
+use crate::kamailio::rpc::{Rpc, RpcArray, RpcStruct};
 use crate::queue::counters::{Id, Keeper};
 use crate::sys;
 
@@ -90,6 +91,15 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
     let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
         return;
     };
+    match rpc.scan_int(true) {
+        None => fetch_one(&rpc, idx),
+        Some(n) if n >= 1 => fetch_many(&rpc, idx, n as usize),
+        Some(_) => rpc.fault(400, c"Invalid count"),
+    }
+});
+
+/// `mqueue.fetch` without a count: one struct, the C module's reply.
+fn fetch_one(rpc: &Rpc, idx: usize) {
     // Unlike the C module, an empty key or value is returned as an
     // empty string, and an item whose reply cannot be built (larger
     // than the transport's reply buffer) stays queued.
@@ -97,13 +107,52 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
         rpc.add_struct()
             .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
     });
+    fetch_fault(rpc, &outcome);
+}
+
+/// Past the first item, a list stops before an item whose key and value
+/// take more than this: a member that does not fit leaves half an entry in
+/// a binrpc reply (ctl's structs hold 8 KB by default), which cannot be
+/// taken back. Such an item comes first in the next call.
+const LIST_ITEM_MAX: usize = 4096;
+
+/// `mqueue.fetch` with a count: up to `n` items, a list of the structs a
+/// fetch without count returns. It stops at the first item the reply
+/// cannot take (that item stays queued); an empty queue answers as
+/// without count.
+fn fetch_many(rpc: &Rpc, idx: usize, n: usize) {
+    let mut list = None;
+    for taken in 0..n {
+        let outcome = ops::fetch_for_reply(idx, |k, v| {
+            if taken > 0 && k.len() + v.len() > LIST_ITEM_MAX {
+                return false;
+            }
+            if list.is_none() {
+                list = rpc.add_array();
+            }
+            list.as_ref().is_some_and(|l: &RpcArray| {
+                l.add_struct()
+                    .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
+            })
+        });
+        if outcome != Fetch::Fetched {
+            if taken == 0 {
+                fetch_fault(rpc, &outcome);
+            }
+            return;
+        }
+    }
+}
+
+/// The fault of a fetch that gave nothing.
+fn fetch_fault(rpc: &Rpc, outcome: &Fetch) {
     match outcome {
         Fetch::Fetched => {}
         Fetch::Empty => rpc.fault(404, c"Empty queue"),
         Fetch::Kept => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
         Fetch::Failed(_) => rpc.fault(500, c"Cannot fetch (see the log)"),
     }
-});
+}
 
 rpc_handler!(mqueue_rpc_stats, "mqueue.stats", |rpc| {
     let Some(reg) = registry::frozen() else {
@@ -213,7 +262,7 @@ fn stats_entry(rpc: &Rpc, def: &registry::QueueDef) -> bool {
             st.int(c"addmode", mode.as_int() as i64);
             st.int(c"dbmode", def.dbmode.as_int() as i64);
             for (c, v) in values.iter() {
-                if c.id != Id::Size && c.id != Id::Redelivered {
+                if !matches!(c.id, Id::Size | Id::Redelivered | Id::Dead) {
                     counter(&st, c.name, v);
                 }
             }
@@ -255,3 +304,46 @@ fn counter(st: &RpcStruct<'_>, name: &str, v: u64) {
         st.int(&name, v as i64);
     }
 }
+
+/// The Redis queue named by the first parameter and the count in the
+/// second (default 1); a fault for a memory queue.
+fn dead_params(rpc: &Rpc) -> Option<(&'static crate::stream::StreamSpec, usize)> {
+    let (_, idx) = queue_param(rpc, (400, 400, 404))?;
+    let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
+    let def = registry::frozen().and_then(|r| r.queues.get(idx))?;
+    let st = def.remote();
+    if st.is_none() {
+        rpc.fault(400, c"Not a queue on Redis");
+    }
+    st.map(|st| (st, n))
+}
+
+rpc_handler!(mqueue_rpc_dead_list, "mqueue.dead_list", |rpc| {
+    let Some((st, n)) = dead_params(&rpc) else {
+        return;
+    };
+    match super::remote::with(|s| s.dead_list(st, n)) {
+        Ok(items) => {
+            for (k, v) in items {
+                let Some(item) = rpc.add_struct() else { return };
+                item.str(c"key", &k);
+                item.str(c"val", &v);
+            }
+        }
+        Err(e) => failure_fault(&rpc, &e),
+    }
+});
+
+rpc_handler!(mqueue_rpc_dead_requeue, "mqueue.dead_requeue", |rpc| {
+    let Some((st, n)) = dead_params(&rpc) else {
+        return;
+    };
+    match super::remote::with(|s| s.dead_requeue(st, n)) {
+        Ok(n) => {
+            if let Some(item) = rpc.add_struct() {
+                item.int(c"requeued", n as i64);
+            }
+        }
+        Err(e) => failure_fault(&rpc, &e),
+    }
+});

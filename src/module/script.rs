@@ -1,7 +1,9 @@
-//! Config-script functions `mq_add`, `mq_fetch`, `mq_size`, `mq_pv_free`
+//! Config-script functions `mq_add`, `mq_fetch`, `mq_fetch_wait`, `mq_size`,
+//! `mq_pv_free`
 //! and their fixups. A constant queue name is resolved once, at fixup.
 
 use std::os::raw::{c_char, c_int, c_void};
+use std::time::Duration;
 
 use super::ops::{self, Add, Fetch};
 use super::registry;
@@ -75,7 +77,7 @@ unsafe fn resolve_dynamic(
     };
     registry::lookup(name).ok_or_else(|| {
         if log_unknown {
-            kerr!("mqueue not found: {}", String::from_utf8_lossy(name));
+            kerr!("mqueue not found: {}", crate::kamailio::log::shown(name));
         }
         -1
     })
@@ -194,6 +196,40 @@ host_entry! {
             }
             Err(-1) => 1,
             Err(rc) => rc,
+        }
+    }
+}
+
+/// A timeout in milliseconds as the script gives it: a number, possibly
+/// from a variable; negative waits nothing.
+pub(super) fn timeout_ms(text: &[u8]) -> Option<Duration> {
+    let ms: i64 = std::str::from_utf8(text).ok()?.trim().parse().ok()?;
+    Some(Duration::from_millis(ms.max(0) as u64))
+}
+
+host_entry! {
+    /// `mq_fetch_wait(queue, timeout_ms)`: as `mq_fetch`, waiting up to
+    /// `timeout_ms` for an item when the queue is empty.
+    pub fn w_mq_fetch_wait(
+        msg: *mut sys::sip_msg,
+        q: *mut c_char,
+        timeout: *mut c_char,
+    ) -> c_int, "mq_fetch_wait", -1 => {
+        // SAFETY: q and timeout are the parameters fixed by fixup_mq.
+        unsafe {
+            let idx = match resolve(msg, q, false) {
+                Ok(i) => i,
+                Err(rc) => return rc,
+            };
+            let Some(t) = fixup::value(msg, timeout as *mut sys::gparam_t) else {
+                kerr!("cannot get the timeout");
+                return -1;
+            };
+            let Some(t) = timeout_ms(t) else {
+                kerr!("mq_fetch_wait: the timeout is not a number of milliseconds: {}", crate::kamailio::log::shown(t));
+                return -1;
+            };
+            fetch_code(&ops::fetch_wait(idx, t))
         }
     }
 }

@@ -84,6 +84,7 @@ const fn api_cmd(name: &'static std::ffi::CStr, f: BindFn) -> sys::cmd_export_t 
 host_table! {
     static CMDS: [sys::cmd_export_t] = [
         cmd1(c"mq_fetch", script::w_mq_fetch),
+        cmd(c"mq_fetch_wait", script::w_mq_fetch_wait, 2),
         cmd3(c"mq_add", script::w_mq_add),
         cmd1(c"mq_pv_free", script::w_mq_pv_free),
         cmd1(c"mq_size", script::w_mq_size),
@@ -109,6 +110,9 @@ host_table! {
         param(c"mqueue_size", sys::PARAM_INT, params::mq_param_size),
         param(c"mqueue_addmode", sys::PARAM_INT, params::mq_param_addmode),
         param(c"redis_timeout", sys::PARAM_INT, params::mq_param_redis_timeout),
+        param(c"spill_dir", sys::PARAM_STRING, params::mq_param_spill_dir),
+        param(c"stats_queues", sys::PARAM_INT, params::mq_param_stats_queues),
+        param(c"redis_backoff", sys::PARAM_INT, params::mq_param_redis_backoff),
     ];
 }
 
@@ -157,7 +161,7 @@ host_table! {
             c"Get sizes of all mqueues.",
             sys::RET_ARRAY
         ),
-        rpc!(c"mqueue.fetch", rpc::mqueue_rpc_fetch, c"Fetch an element from the queue.", 0),
+        rpc!(c"mqueue.fetch", rpc::mqueue_rpc_fetch, c"Fetch an element from the queue; with a count, a list of up to that many.", 0),
         rpc!(
             c"mqueue.stats",
             rpc::mqueue_rpc_stats,
@@ -177,6 +181,18 @@ host_table! {
             0
         ),
         rpc!(c"mqueue.add", rpc::mqueue_rpc_add, c"Add an item: name key value.", 0),
+        rpc!(
+            c"mqueue.dead_list",
+            rpc::mqueue_rpc_dead_list,
+            c"Show the first n dead letters of a Redis queue (default 1).",
+            sys::RET_ARRAY
+        ),
+        rpc!(
+            c"mqueue.dead_requeue",
+            rpc::mqueue_rpc_dead_requeue,
+            c"Put the first n dead letters of a Redis queue back on it (default 1).",
+            0
+        ),
     ];
 }
 
@@ -225,10 +241,26 @@ const fn kemi_fn(
     func: *mut c_void,
     nparams: usize,
 ) -> sys::sr_kemi_t {
-    let mut ptypes = [sys::SR_KEMIP_NONE as c_int; 6];
+    let mut ptypes = [sys::SR_KEMIP_NONE; 6];
     let mut i = 0;
     while i < nparams {
-        ptypes[i] = sys::SR_KEMIP_STR as c_int;
+        ptypes[i] = sys::SR_KEMIP_STR;
+        i += 1;
+    }
+    kemi_typed(fname, rtype, func, ptypes)
+}
+
+/// A `KSR.mqueue.<fname>` function with these parameter types.
+const fn kemi_typed(
+    fname: &'static std::ffi::CStr,
+    rtype: u32,
+    func: *mut c_void,
+    types: [u32; 6],
+) -> sys::sr_kemi_t {
+    let mut ptypes = [0 as c_int; 6];
+    let mut i = 0;
+    while i < 6 {
+        ptypes[i] = types[i] as c_int;
         i += 1;
     }
     sys::sr_kemi_t {
@@ -245,6 +277,12 @@ host_table! {
     pub static KEMI: [sys::sr_kemi_t] = [
         kemi_fn(c"mq_add", sys::SR_KEMIP_INT, kemi::ki_mq_add as *mut c_void, 3),
         kemi_fn(c"mq_fetch", sys::SR_KEMIP_INT, kemi::ki_mq_fetch as *mut c_void, 1),
+        kemi_typed(
+            c"mq_fetch_wait",
+            sys::SR_KEMIP_INT,
+            kemi::ki_mq_fetch_wait as *mut c_void,
+            [sys::SR_KEMIP_STR, sys::SR_KEMIP_INT, 0, 0, 0, 0],
+        ),
         kemi_fn(c"mq_size", sys::SR_KEMIP_INT, kemi::ki_mq_size as *mut c_void, 1),
         kemi_fn(c"mq_pv_free", sys::SR_KEMIP_INT, kemi::ki_mq_pv_free as *mut c_void, 1),
         kemi_fn(c"mqk_get", sys::SR_KEMIP_XVAL, kemi::ki_mqk_get as *mut c_void, 1),

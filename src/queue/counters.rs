@@ -15,6 +15,8 @@ pub enum Id {
     Rejected,
     Cleared,
     Redelivered,
+    /// Redis queues: entries moved to the dead letters.
+    Dead,
     Failed,
     MaxSize,
     ItemBytes,
@@ -57,7 +59,7 @@ const fn counter(id: Id, name: &'static str, keeper: Keeper, doc: &'static str) 
 }
 
 /// Every counter, in [`Id`] order (checked by a unit test).
-pub const ALL: [Counter; 12] = [
+pub const ALL: [Counter; 13] = [
     counter(Id::Size, "size", Keeper::Length, "items queued now"),
     counter(
         Id::Added,
@@ -100,6 +102,12 @@ pub const ALL: [Counter; 12] = [
         "redelivered",
         Keeper::Storage,
         "items delivered again after their consumer did not finish them",
+    ),
+    counter(
+        Id::Dead,
+        "dead",
+        Keeper::Storage,
+        "items moved to the dead letters after max_deliveries (Redis queues)",
     ),
     counter(
         Id::Failed,
@@ -218,7 +226,8 @@ mod tests {
                 "replaced",
                 "rejected",
                 "cleared",
-                "redelivered"
+                "redelivered",
+                "dead"
             ]
         );
     }

@@ -5,7 +5,7 @@
 use std::ptr;
 
 use super::log::Entry;
-use super::RawAlloc;
+use super::{step, RawAlloc};
 
 /// Buckets of a new table (doubled as keys arrive): small, so that a
 /// queue holding a few items holds little shared memory.
@@ -38,6 +38,11 @@ impl<A: RawAlloc> Index<A> {
             len: 0,
             count: 0,
         }
+    }
+
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     /// Bytes the bucket array holds.
@@ -93,12 +98,17 @@ impl<A: RawAlloc> Index<A> {
                     e = next;
                 }
             }
-            if !self.buckets.is_null() {
-                self.alloc.free(self.buckets as *mut u8);
-            }
         }
+        // The old table is freed only once nothing points to it; a table
+        // left half-moved by a dying process is rebuilt (`clear` + inserts).
+        let old = self.buckets;
         self.buckets = table;
         self.len = new_len;
+        step();
+        if !old.is_null() {
+            // SAFETY: the old table came from this allocator, freed once.
+            unsafe { self.alloc.free(old as *mut u8) };
+        }
         true
     }
 
@@ -130,7 +140,8 @@ impl<A: RawAlloc> Index<A> {
         debug_assert!(false, "entry not in the index");
     }
 
-    /// Forgets every entry (the log is being reset or rewritten).
+    /// Forgets every entry (the log is rewritten, or rebuilt after a
+    /// crash): follows no chain, so a half-updated table is no danger.
     pub fn clear(&mut self) {
         if self.len > 0 {
             // SAFETY: the table has len slots.
@@ -141,13 +152,15 @@ impl<A: RawAlloc> Index<A> {
 
     /// Forgets every entry and gives the table back (the queue is empty).
     pub fn release(&mut self) {
-        if !self.buckets.is_null() {
-            // SAFETY: the table came from this allocator and is freed once.
-            unsafe { self.alloc.free(self.buckets as *mut u8) };
-        }
+        let old = self.buckets;
         self.buckets = ptr::null_mut();
         self.len = 0;
         self.count = 0;
+        step();
+        if !old.is_null() {
+            // SAFETY: the table came from this allocator and is freed once.
+            unsafe { self.alloc.free(old as *mut u8) };
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::futex;
+
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 /// Locked, and at least one process may sleep on the word.
@@ -13,27 +15,6 @@ const SPINS: u32 = 100;
 /// Drepper's three-state futex mutex, with shared (non-private) futexes.
 pub struct FutexMutex {
     state: AtomicU32,
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: the futex syscall only reads the word at this valid address;
-    // a spurious return is handled by the caller's loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake_one(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE does not access memory beyond the word's address.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1);
-    }
 }
 
 impl FutexMutex {
@@ -51,7 +32,7 @@ impl FutexMutex {
             std::hint::spin_loop();
         }
         while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            futex_wait(&self.state, CONTENDED);
+            futex::wait(&self.state, CONTENDED, None);
         }
     }
 }
@@ -84,7 +65,7 @@ unsafe impl lock_api::RawMutex for FutexMutex {
 
     unsafe fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            futex_wake_one(&self.state);
+            futex::wake(&self.state, 1);
         }
     }
 }

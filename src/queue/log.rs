@@ -2,10 +2,25 @@
 //! The reader takes entries from the head chunk, the writer appends to the
 //! tail chunk; a chunk is freed once the reader has passed it. Removing an
 //! item from the middle (addmode 2) only marks its entry dead.
+//!
+//! The chunk list is the queue's record of its items, kept whole at every
+//! instruction (docs/reliability.md, "Crash consistency"): each change is
+//! published by one store ([`super::step`] marks the points), chunks are
+//! freed only once no longer reachable from `head`, and everything else
+//! (`tail`, `chunk_bytes`, the counters and key index of the state) can be
+//! rebuilt from a walk from `head` ([`Log::rebuild_tail`]).
+//!
+//! No allocator churn: a chunk the reader finished, or that a drain
+//! dropped, becomes the log's spare (the largest one is kept), and the next
+//! chunk the writer needs is the spare when it is large enough. A queue
+//! that cycles between empty and a few items then allocates nothing once
+//! its spare holds a cycle. The spare ages out: [`Log::age_spare`] (a timer,
+//! every second) frees a spare no chunk request used since its last call,
+//! so an idle queue returns to one small chunk at most.
 
 use std::ptr;
 
-use super::RawAlloc;
+use super::{step, RawAlloc};
 
 /// Payload bytes of the largest ordinary chunk; larger entries get a chunk
 /// of their own.
@@ -19,14 +34,24 @@ const FIRST_CHUNK_PAYLOAD: usize = 32;
 const KEPT_CHUNK_PAYLOAD: usize = 256;
 const CHUNK_HEADER: usize = std::mem::size_of::<Chunk>();
 const ENTRY_HEADER: usize = std::mem::size_of::<Entry>();
+/// Largest entry a chunk can hold (offsets are 32-bit).
+pub const MAX_ENTRY: usize = u32::MAX as usize - CHUNK_HEADER;
 
 #[repr(C)]
 pub struct Chunk {
     next: *mut Chunk,
     /// Payload capacity in bytes.
-    cap: usize,
-    /// Bytes written so far.
-    used: usize,
+    cap: u32,
+    /// Bytes written so far: entries below this offset are whole.
+    used: u32,
+    /// Bytes the reader has passed (only ever non-zero in the head chunk).
+    /// In the chunk, not the list, so that taking an entry and moving to
+    /// the next chunk are one store each.
+    read: u32,
+    /// Fetched entries of this chunk that processes read in place
+    /// ([`Log::pin`]): the chunk is neither reused nor freed before they
+    /// are released.
+    pins: u32,
 }
 
 /// One item: this header, then the key bytes, then the value bytes.
@@ -74,12 +99,19 @@ impl Entry {
 /// The chunk list. All pointers are into memory from the allocator `A`.
 pub struct Log<A: RawAlloc> {
     alloc: A,
+    /// The first chunk: the list from here is the record of the items.
     head: *mut Chunk,
-    /// Read offset inside `head`.
-    head_off: usize,
+    /// The last chunk (derived: the end of the list from `head`).
     tail: *mut Chunk,
-    /// Chunks held, for the memory statistics.
+    /// Chunks held, for the memory statistics (derived).
     chunk_bytes: usize,
+    /// A chunk out of the list, kept for the next chunk request (or null).
+    spare: *mut Chunk,
+    /// The spare served a request since the last [`Log::age_spare`].
+    spare_fresh: bool,
+    /// Chunks out of the list that still have pinned entries, linked
+    /// through `next`.
+    held: *mut Chunk,
 }
 
 impl<A: RawAlloc> Log<A> {
@@ -87,33 +119,133 @@ impl<A: RawAlloc> Log<A> {
         Log {
             alloc,
             head: ptr::null_mut(),
-            head_off: 0,
             tail: ptr::null_mut(),
             chunk_bytes: 0,
+            spare: ptr::null_mut(),
+            spare_fresh: false,
+            held: ptr::null_mut(),
         }
     }
 
-    /// Shared memory held by the chunks.
+    /// Shared memory held by the chunks, the spare and the chunks kept
+    /// for pinned entries included.
     pub fn chunk_bytes(&self) -> usize {
-        self.chunk_bytes
+        let mut held = 0;
+        let mut chunk = self.held;
+        while !chunk.is_null() {
+            // SAFETY: the held list links live chunks of this log.
+            unsafe {
+                held += CHUNK_HEADER + (*chunk).cap as usize;
+                chunk = (*chunk).next;
+            }
+        }
+        self.chunk_bytes + self.spare_bytes() + held
+    }
+
+    /// Pins the chunk of the entry [`Log::front`] returned last (the head
+    /// chunk), so that the entry stays in place after it left the queue.
+    pub fn pin(&mut self) -> *mut Chunk {
+        // SAFETY: front returned an entry of the head chunk, which is live.
+        unsafe { (*self.head).pins += 1 };
+        step();
+        self.head
+    }
+
+    /// Releases a pin of [`Log::pin`]. Chunks out of the list whose pins
+    /// are all released are retired (also any a process that died here
+    /// left behind).
+    #[inline(never)]
+    pub fn unpin(&mut self, chunk: *mut Chunk) {
+        // SAFETY: the caller passes a chunk it pinned and has not released.
+        unsafe { (*chunk).pins -= 1 };
+        step();
+        let mut link: *mut *mut Chunk = &mut self.held;
+        // SAFETY: walking the held list of live chunks; each unlink is one
+        // store, so a death leaves the chunk in the list or leaked.
+        unsafe {
+            while !(*link).is_null() {
+                let c = *link;
+                if (*c).pins == 0 {
+                    *link = (*c).next;
+                    step();
+                    self.chunk_bytes += CHUNK_HEADER + (*c).cap as usize;
+                    self.retire_chunk(c);
+                } else {
+                    link = &mut (*c).next;
+                }
+            }
+        }
+    }
+
+    fn spare_bytes(&self) -> usize {
+        if self.spare.is_null() {
+            0
+        } else {
+            // SAFETY: the spare is a live chunk owned by this log.
+            CHUNK_HEADER + unsafe { (*self.spare).cap } as usize
+        }
+    }
+
+    /// The spare, emptied, when it holds `min_payload` bytes; it leaves
+    /// the spare slot with one store (a death after it leaks the chunk).
+    fn take_spare(&mut self, min_payload: usize) -> *mut Chunk {
+        let chunk = self.spare;
+        // SAFETY: the spare, when not null, is a live chunk of this log.
+        if chunk.is_null() || (unsafe { (*chunk).cap } as usize) < min_payload {
+            return ptr::null_mut();
+        }
+        self.spare = ptr::null_mut();
+        step();
+        self.spare_fresh = true;
+        // SAFETY: the chunk is ours alone now: in no list, not the spare.
+        unsafe {
+            (*chunk).next = ptr::null_mut();
+            (*chunk).used = 0;
+            (*chunk).read = 0;
+            self.chunk_bytes += CHUNK_HEADER + (*chunk).cap as usize;
+        }
+        chunk
+    }
+
+    /// Frees the spare unless a chunk request used it since the last call
+    /// (a timer calls this every second): a spare outlives its last use by
+    /// one to two calls.
+    pub fn age_spare(&mut self) {
+        if std::mem::take(&mut self.spare_fresh) || self.spare.is_null() {
+            return;
+        }
+        let chunk = self.spare;
+        self.spare = ptr::null_mut();
+        step();
+        // SAFETY: the chunk left the spare slot above; freed once.
+        unsafe { self.alloc.free(chunk as *mut u8) };
     }
 
     fn new_chunk(&mut self, min_payload: usize) -> *mut Chunk {
+        let spare = self.take_spare(min_payload);
+        if !spare.is_null() {
+            return spare;
+        }
         let grown = if self.tail.is_null() {
             FIRST_CHUNK_PAYLOAD
         } else {
             // SAFETY: tail is a live chunk of this log.
-            (unsafe { (*self.tail).cap } * 2).clamp(FIRST_CHUNK_PAYLOAD, CHUNK_PAYLOAD)
+            (unsafe { (*self.tail).cap } as usize * 2).clamp(FIRST_CHUNK_PAYLOAD, CHUNK_PAYLOAD)
         };
         let cap = min_payload.max(grown);
+        if cap > MAX_ENTRY {
+            return ptr::null_mut();
+        }
         let chunk = self.alloc.alloc(CHUNK_HEADER + cap) as *mut Chunk;
         if !chunk.is_null() {
             // SAFETY: the block is at least CHUNK_HEADER bytes and aligned to 8.
             unsafe {
                 chunk.write(Chunk {
                     next: ptr::null_mut(),
-                    cap,
+                    cap: cap as u32,
                     used: 0,
+                    read: 0,
+                    pins: 0,
                 })
             };
             self.chunk_bytes += CHUNK_HEADER + cap;
@@ -121,19 +253,76 @@ impl<A: RawAlloc> Log<A> {
         chunk
     }
 
+    /// Frees a chunk that no list reaches any more.
     fn free_chunk(&mut self, chunk: *mut Chunk) {
         // SAFETY: chunks are only freed here, once, after leaving the list.
         unsafe {
-            self.chunk_bytes -= CHUNK_HEADER + (*chunk).cap;
+            self.chunk_bytes -= CHUNK_HEADER + (*chunk).cap as usize;
             self.alloc.free(chunk as *mut u8);
+        }
+    }
+
+    /// A chunk no list reaches any more becomes the spare when it is
+    /// larger than the spare (whose turn it is to be freed then), else it
+    /// is freed. Chunks of their own for one large entry are freed.
+    #[inline(never)]
+    fn retire_chunk(&mut self, chunk: *mut Chunk) {
+        // SAFETY: chunk is a live chunk of this log, unlinked by the caller.
+        let (cap, pins) = unsafe { ((*chunk).cap as usize, (*chunk).pins) };
+        if pins > 0 {
+            self.chunk_bytes -= CHUNK_HEADER + cap;
+            // SAFETY: as above; linking it first is one store.
+            unsafe { (*chunk).next = self.held };
+            step();
+            self.held = chunk;
+            step();
+            return;
+        }
+        // SAFETY: as above, for the spare.
+        let larger = self.spare.is_null() || cap > unsafe { (*self.spare).cap } as usize;
+        if cap > CHUNK_PAYLOAD || !larger {
+            self.free_chunk(chunk);
+            return;
+        }
+        let old = self.spare;
+        self.chunk_bytes -= CHUNK_HEADER + cap;
+        self.spare = chunk;
+        step();
+        if !old.is_null() {
+            // SAFETY: the old spare left the slot above; freed once.
+            unsafe { self.alloc.free(old as *mut u8) };
+        }
+    }
+
+    /// Retires the chunks from `chunk` on, up to (not including) `stop`;
+    /// the caller has already unlinked them from the list.
+    fn retire_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
+        while !chunk.is_null() && chunk != stop {
+            // SAFETY: walking a detached chain of chunks not yet freed.
+            let next = unsafe { (*chunk).next };
+            self.retire_chunk(chunk);
+            chunk = next;
+        }
+    }
+
+    /// Frees the chunks from `chunk` on, up to (not including) `stop`;
+    /// the caller has already unlinked them from the list.
+    fn free_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
+        while !chunk.is_null() && chunk != stop {
+            // SAFETY: walking a detached chain of chunks not yet freed.
+            let next = unsafe { (*chunk).next };
+            self.free_chunk(chunk);
+            chunk = next;
         }
     }
 
     /// Makes room for an entry of `size` bytes at the tail; false when the
     /// allocator has no memory. Nothing changes when it fails.
+    #[inline]
     pub fn reserve(&mut self, size: usize) -> bool {
-        // SAFETY: tail, when not null, is a live chunk of this log.
-        let fits = !self.tail.is_null() && unsafe { (*self.tail).cap - (*self.tail).used >= size };
+        let fits = !self.tail.is_null()
+            // SAFETY: tail, when not null, is a live chunk of this log.
+            && unsafe { ((*self.tail).cap - (*self.tail).used) as usize >= size };
         if fits {
             return true;
         }
@@ -141,26 +330,29 @@ impl<A: RawAlloc> Log<A> {
         if chunk.is_null() {
             return false;
         }
+        // A new chunk is unreachable (a leak at worst) until linked.
+        step();
         if self.tail.is_null() {
             self.head = chunk;
-            self.head_off = 0;
         } else {
             // SAFETY: tail is a live chunk; linking keeps the list well formed.
             unsafe { (*self.tail).next = chunk };
         }
+        step();
         self.tail = chunk;
         true
     }
 
-    /// Appends an entry; [`Log::reserve`] must have made room for it.
+    /// Appends an entry; [`Log::reserve`] must have made room for it. The
+    /// entry is part of the queue from the store of the tail's `used` on.
     pub fn push(&mut self, key: &[u8], val: &[u8], hash: u32) -> *mut Entry {
         let size = Entry::size_for(key.len(), val.len());
         // SAFETY: reserve guaranteed `size` free bytes at tail.used; the entry
         // header is aligned because every entry size is a multiple of 8.
         unsafe {
             let tail = &mut *self.tail;
-            debug_assert!(tail.cap - tail.used >= size);
-            let base = (self.tail as *mut u8).add(CHUNK_HEADER + tail.used);
+            debug_assert!((tail.cap - tail.used) as usize >= size);
+            let base = (self.tail as *mut u8).add(CHUNK_HEADER + tail.used as usize);
             let entry = base as *mut Entry;
             entry.write(Entry {
                 key_len: key.len() as u32,
@@ -172,24 +364,28 @@ impl<A: RawAlloc> Log<A> {
             let data = base.add(ENTRY_HEADER);
             ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
             ptr::copy_nonoverlapping(val.as_ptr(), data.add(key.len()), val.len());
-            tail.used += size;
+            step();
+            tail.used += size as u32;
+            step();
             entry
         }
     }
 
     /// The entry at the read position, live or dead, freeing chunks the
     /// reader has finished; None when the log is empty.
+    #[inline]
     pub fn front(&mut self) -> Option<*mut Entry> {
         loop {
             if self.head.is_null() {
                 return None;
             }
             // SAFETY: head is a live chunk of this log.
-            let (used, next) = unsafe { ((*self.head).used, (*self.head).next) };
-            if self.head_off < used {
+            let (read, used, next) =
+                unsafe { ((*self.head).read, (*self.head).used, (*self.head).next) };
+            if read < used {
                 // SAFETY: offsets below `used` always start an entry.
                 return Some(
-                    unsafe { (self.head as *mut u8).add(CHUNK_HEADER + self.head_off) }
+                    unsafe { (self.head as *mut u8).add(CHUNK_HEADER + read as usize) }
                         as *mut Entry,
                 );
             }
@@ -198,47 +394,61 @@ impl<A: RawAlloc> Log<A> {
             }
             let done = self.head;
             self.head = next;
-            self.head_off = 0;
-            self.free_chunk(done);
+            step();
+            self.retire_chunk(done);
         }
     }
 
-    /// Moves the read position past the entry [`Log::front`] returned.
+    /// Moves the read position past the entry [`Log::front`] returned: from
+    /// this store on, the entry is no longer in the queue.
     pub fn advance(&mut self, entry_size: usize) {
-        self.head_off += entry_size;
+        // SAFETY: front returned an entry of the head chunk.
+        unsafe { (*self.head).read += entry_size as u32 };
+        step();
     }
 
     /// Drops every entry; keeps the tail chunk for reuse if it is small.
+    /// `head = null` publishes the empty log; the rest only frees.
     pub fn reset(&mut self) {
-        let mut chunk = self.head;
-        while !chunk.is_null() {
-            // SAFETY: walking the list of live chunks, not yet freed.
-            let (next, cap) = unsafe { ((*chunk).next, (*chunk).cap) };
-            let keep = chunk == self.tail && cap <= KEPT_CHUNK_PAYLOAD;
-            if !keep {
-                self.free_chunk(chunk);
-            }
-            chunk = next;
-        }
-        if !self.tail.is_null() && self.chunk_bytes > 0 {
-            // SAFETY: the tail was kept above.
-            unsafe { (*self.tail).used = 0 };
-            self.head = self.tail;
+        let (first, tail) = (self.head, self.tail);
+        // SAFETY: tail, when not null, is a live chunk of this log.
+        let keep = if !tail.is_null()
+            // SAFETY: as above.
+            && unsafe { (*tail).pins == 0 && (*tail).cap as usize <= KEPT_CHUNK_PAYLOAD }
+        {
+            tail
         } else {
-            self.head = ptr::null_mut();
-            self.tail = ptr::null_mut();
+            ptr::null_mut()
+        };
+        self.head = ptr::null_mut();
+        step();
+        self.tail = ptr::null_mut();
+        // keep, the tail, is the last chunk of the list from first.
+        self.retire_chain(first, keep);
+        if keep.is_null() {
+            return;
         }
-        self.head_off = 0;
+        // SAFETY: keep is a chunk of this log, no longer linked.
+        unsafe {
+            (*keep).used = 0;
+            (*keep).read = 0;
+            (*keep).next = ptr::null_mut();
+        }
+        step();
+        self.tail = keep;
+        self.head = keep;
+        step();
     }
 
     /// Calls `f` for every entry from the read position on, live or dead.
     pub fn for_each(&self, mut f: impl FnMut(*mut Entry) -> bool) {
         let mut chunk = self.head;
-        let mut off = self.head_off;
         while !chunk.is_null() {
-            // SAFETY: walking live chunks; offsets below `used` start entries.
+            // SAFETY: walking live chunks; offsets from `read` below `used`
+            // start entries.
             unsafe {
-                while off < (*chunk).used {
+                let mut off = (*chunk).read as usize;
+                while off < (*chunk).used as usize {
                     let entry = (chunk as *mut u8).add(CHUNK_HEADER + off) as *mut Entry;
                     if !f(entry) {
                         return;
@@ -247,24 +457,81 @@ impl<A: RawAlloc> Log<A> {
                 }
                 chunk = (*chunk).next;
             }
-            off = 0;
         }
     }
 
-    /// Moves this log's chunks out, leaving it empty, for a rewrite.
-    pub fn take(&mut self) -> Log<A> {
-        std::mem::replace(self, Log::new(A::default()))
+    /// Replaces the whole list by `fresh`'s (a rewrite built aside): one
+    /// store of `head` publishes it, then the old chunks are freed.
+    pub fn replace_with(&mut self, fresh: Log<A>) {
+        let fresh = std::mem::ManuallyDrop::new(fresh);
+        let old = self.head;
+        self.head = fresh.head;
+        step();
+        self.tail = fresh.tail;
+        let fresh_bytes = fresh.chunk_bytes;
+        self.retire_chain(old, ptr::null_mut());
+        self.chunk_bytes = fresh_bytes;
+    }
+
+    /// Sets the derived fields (`tail`, `chunk_bytes`) from the list, after
+    /// a process died changing it.
+    pub fn rebuild_tail(&mut self) {
+        let mut tail = ptr::null_mut();
+        let mut bytes = 0;
+        let mut chunk = self.head;
+        while !chunk.is_null() {
+            tail = chunk;
+            // SAFETY: the list from head holds only live chunks.
+            unsafe {
+                bytes += CHUNK_HEADER + (*chunk).cap as usize;
+                chunk = (*chunk).next;
+            }
+        }
+        self.tail = tail;
+        self.chunk_bytes = bytes;
+    }
+}
+
+#[cfg(test)]
+impl<A: RawAlloc> Log<A> {
+    /// Panics unless `tail` and `chunk_bytes` agree with the list.
+    pub fn check_derived(&self) {
+        let (tail, bytes) = (self.tail, self.chunk_bytes);
+        let mut copy = Log {
+            alloc: A::default(),
+            head: self.head,
+            tail: ptr::null_mut(),
+            chunk_bytes: 0,
+            spare: ptr::null_mut(),
+            spare_fresh: false,
+            held: ptr::null_mut(),
+        };
+        copy.rebuild_tail();
+        let derived = (copy.tail, copy.chunk_bytes);
+        copy.head = ptr::null_mut();
+        assert_eq!((tail, bytes), derived);
     }
 }
 
 impl<A: RawAlloc> Drop for Log<A> {
     fn drop(&mut self) {
-        let mut chunk = self.head;
-        while !chunk.is_null() {
-            // SAFETY: walking then freeing the live chunks once each.
-            let next = unsafe { (*chunk).next };
-            self.free_chunk(chunk);
-            chunk = next;
+        let head = self.head;
+        self.head = ptr::null_mut();
+        self.free_chain(head, ptr::null_mut());
+        let spare = std::mem::replace(&mut self.spare, ptr::null_mut());
+        if !spare.is_null() {
+            // SAFETY: the spare is a live chunk of this log, freed once.
+            unsafe { self.alloc.free(spare as *mut u8) };
+        }
+        let mut held = std::mem::replace(&mut self.held, ptr::null_mut());
+        while !held.is_null() {
+            // SAFETY: the held list links live chunks of this log; the log
+            // goes, so do the entries pinned in them.
+            unsafe {
+                let next = (*held).next;
+                self.alloc.free(held as *mut u8);
+                held = next;
+            }
         }
     }
 }

@@ -7,6 +7,10 @@
 //! rarely an allocation; unique-key queues keep a hash index ([`index`]).
 
 pub mod counters;
+#[cfg(test)]
+mod crash;
+pub mod doorbell;
+mod futex;
 mod index;
 pub mod lock;
 mod log;
@@ -15,8 +19,9 @@ pub mod param;
 pub mod spill;
 mod state;
 
+pub use doorbell::Doorbell;
 pub use lock::FutexMutex;
-pub use state::{AddOutcome, Limits, QueueState, Stats};
+pub use state::{AddOutcome, Held, Limits, QueueState, Stats, Taken};
 
 /// Memory for queue data: it must stay valid, at the same address, in every
 /// process that uses the queue.
@@ -84,6 +89,17 @@ impl AddMode {
     }
 }
 
+/// A point between two stores of a mutation of shared queue state, where a
+/// process may die: the compiler keeps each store on its side, so what is
+/// in memory at a death is what the code says (docs/reliability.md). In
+/// unit tests a forked child can be made to die here (`crash`).
+#[inline(always)]
+fn step() {
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    #[cfg(test)]
+    crash::point();
+}
+
 /// A queue as it lives in shared memory: its state under a cross-process lock.
 pub type Queue<A> = lock_api::Mutex<FutexMutex, QueueState<A>>;
 
@@ -110,5 +126,17 @@ pub unsafe trait SharedAlloc: RawAlloc {}
 // (non-private futex on shared memory).
 unsafe impl<A: SharedAlloc> ShmSafe for Queue<A> {}
 
+/// A queue and the doorbell its waiting consumers sleep on, in one block.
+pub struct WaitableQueue<A: RawAlloc> {
+    pub queue: Queue<A>,
+    pub bell: Doorbell,
+}
+
+// SAFETY: the queue is ShmSafe (above); the doorbell is two atomic words
+// used only through atomic operations and shared futex calls.
+unsafe impl<A: SharedAlloc> ShmSafe for WaitableQueue<A> {}
+
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;

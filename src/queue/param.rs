@@ -30,6 +30,15 @@ pub struct QueueSpec {
     /// `claim_ms=N` (Redis queues): how long an entry delivered to a
     /// consumer stays pending before another consumer may take it.
     pub claim_ms: Option<i64>,
+    /// `max_deliveries=N` (Redis queues): an entry delivered N times goes
+    /// to the dead letters instead of an N+1th delivery.
+    pub max_deliveries: Option<i64>,
+    /// `consumer_idle_ms=N` (Redis queues): consumers holding nothing and
+    /// idle this long leave the group.
+    pub consumer_idle_ms: Option<i64>,
+    /// `replicas=N` (Redis queues): an add is acknowledged once N replicas
+    /// have it.
+    pub replicas: Option<i64>,
     /// Values read differently from how they are written (see the module
     /// doc), for a warning at start.
     pub warnings: Vec<String>,
@@ -171,6 +180,9 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
             "redis" => spec.redis = Some(text("redis", value)?),
             "group" => spec.group = Some(text("group", value)?),
             "claim_ms" => spec.claim_ms = Some(number("claim_ms", value)?),
+            "max_deliveries" => spec.max_deliveries = Some(number("max_deliveries", value)?),
+            "replicas" => spec.replicas = Some(number("replicas", value)?),
+            "consumer_idle_ms" => spec.consumer_idle_ms = Some(number("consumer_idle_ms", value)?),
             _ => {
                 return Err(format!(
                     "unknown attribute: {}",
@@ -182,8 +194,17 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
     if !have_name || spec.name.is_empty() {
         return Err("queue name not defined".into());
     }
-    if spec.redis.is_none() && (spec.group.is_some() || spec.claim_ms.is_some()) {
-        return Err("group and claim_ms apply only to a queue with redis=URL".into());
+    if spec.redis.is_none()
+        && (spec.group.is_some()
+            || spec.claim_ms.is_some()
+            || spec.max_deliveries.is_some()
+            || spec.consumer_idle_ms.is_some()
+            || spec.replicas.is_some())
+    {
+        return Err(
+            "group, claim_ms, max_deliveries, consumer_idle_ms and replicas apply only to a queue with redis=URL"
+                .into(),
+        );
     }
     spec.warnings
         .extend(meanings(spec.size, spec.addmode, spec.dbmode));
@@ -246,9 +267,26 @@ mod tests {
                 .unwrap();
         assert_eq!(s.redis.as_deref(), Some("redis://:p;w@127.0.0.1:6379/2"));
         assert_eq!((s.group.as_deref(), s.claim_ms), (Some("g"), Some(500)));
-        assert!(parse_queue_spec(b"name=q;group=g")
-            .unwrap_err()
-            .contains("redis"));
+        let s = parse_queue_spec(
+            b"name=q;redis=redis://h:1;max_deliveries=3;replicas=1;consumer_idle_ms=60000",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.max_deliveries, s.replicas, s.consumer_idle_ms),
+            (Some(3), Some(1), Some(60000))
+        );
+        for attr in [
+            "group=g",
+            "max_deliveries=3",
+            "replicas=1",
+            "consumer_idle_ms=1",
+        ] {
+            let spec = format!("name=q;{attr}");
+            assert!(parse_queue_spec(spec.as_bytes())
+                .unwrap_err()
+                .contains("redis"));
+        }
+        assert!(parse_queue_spec(b"name=q;redis=redis://h:1;replicas=-1").is_err());
         assert!(parse_queue_spec(b"name=q;redis=")
             .unwrap_err()
             .contains("redis"));

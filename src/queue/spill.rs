@@ -22,17 +22,14 @@ const VERSION: u32 = 2;
 /// cut and completed with a hash of the whole name.
 const MAX_NAME_IN_PATH: usize = 160;
 
+/// Bytes of a queue name written as they are in its file name; every
+/// other byte is written `%XX`.
+const KEPT_IN_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'_');
+
 /// A file name for the queue's spill file, distinct for every queue name:
 /// bytes outside `[A-Za-z0-9_]` are written as `%XX`.
 pub fn file_name(queue: &[u8]) -> String {
-    let mut enc = String::with_capacity(queue.len());
-    for &b in queue {
-        if b.is_ascii_alphanumeric() || b == b'_' {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let mut enc = percent_encoding::percent_encode(queue, KEPT_IN_NAME).to_string();
     if enc.len() > MAX_NAME_IN_PATH {
         let mut cut = MAX_NAME_IN_PATH;
         while enc.as_bytes()[cut - 1] == b'%' || enc.as_bytes()[cut - 2] == b'%' {

@@ -1,9 +1,17 @@
 //! One queue's state: its items, key index, limits and counters. Callers hold
 //! the queue lock (see [`super::Queue`]) around every method.
+//!
+//! A process may die at any instruction while it holds the lock (SIGKILL,
+//! a crash elsewhere, its own SIGTERM handler). The chunk list ([`Log`]) is
+//! then still the exact record of the items, as before or after the
+//! operation (docs/reliability.md, "Crash consistency"); every mutation
+//! runs between [`QueueState::begin`] and [`QueueState::end`], so the next
+//! holder finds `busy` set and rebuilds the rest from the list
+//! ([`QueueState::repair`]).
 
 use super::index::{hash_key, Index};
-use super::log::{Entry, Log, CHUNK_PAYLOAD};
-use super::{AddMode, RawAlloc};
+use super::log::{Chunk, Entry, Log, CHUNK_PAYLOAD, MAX_ENTRY};
+use super::{step, AddMode, RawAlloc};
 
 /// Configured bounds; 0 means unbounded.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,6 +53,39 @@ pub enum AddOutcome {
     TooLarge,
 }
 
+/// A fetched item read in place: its entry, in a chunk pinned for it until
+/// [`QueueState::release`]. It is out of the queue: adds, fetches and
+/// clears in other processes leave its bytes alone.
+pub struct Held {
+    entry: *const Entry,
+    chunk: *mut Chunk,
+}
+
+impl Held {
+    /// The key and value.
+    ///
+    /// # Safety
+    /// The `Held` has not been passed to [`QueueState::release`], and the
+    /// queue it came from still exists.
+    pub unsafe fn item(&self) -> (&[u8], &[u8]) {
+        // SAFETY: the pinned chunk keeps the entry whole until release.
+        unsafe { ((*self.entry).key(), (*self.entry).val()) }
+    }
+}
+
+// SAFETY: the entry and chunk are in the queue's shared memory, valid in
+// every thread and process until released; the pin is released once.
+unsafe impl Send for Held {}
+
+/// What [`QueueState::fetch_or_hold`] did.
+pub enum Taken {
+    Empty,
+    /// A small item, shown to the caller to copy.
+    Copied,
+    /// A large item, left in place.
+    Held(Held),
+}
+
 pub struct QueueState<A: RawAlloc> {
     mode: AddMode,
     limits: Limits,
@@ -55,6 +96,9 @@ pub struct QueueState<A: RawAlloc> {
     live_bytes: usize,
     dead_bytes: usize,
     stats: Stats,
+    /// Set while a mutation runs: found set by a lock holder, it means the
+    /// previous holder died half-way.
+    busy: bool,
 }
 
 // SAFETY: the state owns its chunks; every access goes through the queue
@@ -73,6 +117,7 @@ impl<A: RawAlloc> QueueState<A> {
             live_bytes: 0,
             dead_bytes: 0,
             stats: Stats::default(),
+            busy: false,
         }
     }
 
@@ -101,15 +146,123 @@ impl<A: RawAlloc> QueueState<A> {
         }
     }
 
+    /// Frees storage kept for reuse that no add used since the last call
+    /// (a timer calls it every second), so an idle queue gives it back.
+    /// Left to the next mutation when a process died inside one.
+    pub fn age(&mut self) {
+        if !self.interrupted() {
+            self.log.age_spare();
+        }
+    }
+
     /// Counts a call that failed outside the queue (a Redis call).
     pub fn count_failure(&mut self) {
         self.stats.failed += 1;
     }
 
+    /// True when the last holder of the lock died inside a mutation.
+    pub fn interrupted(&self) -> bool {
+        // SAFETY: a plain read of our own field; volatile because another
+        // process may have written it.
+        unsafe { std::ptr::read_volatile(&self.busy) }
+    }
+
+    /// Starts a mutation: repairs what a holder that died left, then marks
+    /// the state busy until [`QueueState::end`].
+    fn begin(&mut self) {
+        if self.interrupted() {
+            self.repair();
+        }
+        // SAFETY: a plain write of our own field; volatile so that it is
+        // in memory before the mutation's first store.
+        unsafe { std::ptr::write_volatile(&mut self.busy, true) };
+        step();
+    }
+
+    fn end(&mut self) {
+        step();
+        // SAFETY: as in begin.
+        unsafe { std::ptr::write_volatile(&mut self.busy, false) };
+    }
+
+    /// Rebuilds everything but the chunk list from the list, after a
+    /// process died in the middle of a mutation: the tail, the counts, the
+    /// key index (an addmode 2 add that died between appending the new
+    /// item and dropping the old one keeps the new one), and the limits.
+    /// Returns the items queued.
+    pub fn repair(&mut self) -> usize {
+        self.log.rebuild_tail();
+        self.index.clear();
+        let (mut live, mut live_bytes, mut dead_bytes) = (0, 0, 0);
+        let unique = self.mode.unique();
+        let mode = self.mode;
+        let index = &mut self.index;
+        self.log.for_each(|entry| {
+            // SAFETY: entries of the list from head are whole.
+            let e = unsafe { &mut *entry };
+            let size = e.size();
+            if e.live == 0 {
+                dead_bytes += size;
+                return true;
+            }
+            if unique {
+                // SAFETY: as above.
+                let twin = index.find(e.hash, unsafe { e.key() });
+                let drop_this = match twin {
+                    Some(_) if mode == AddMode::KeepOldest => true,
+                    Some(old) => {
+                        index.remove(old);
+                        // SAFETY: `old` is a live entry of the list.
+                        unsafe { (*old).live = 0 };
+                        // SAFETY: as above.
+                        let old_size = unsafe { (*old).size() };
+                        live -= 1;
+                        live_bytes -= old_size;
+                        dead_bytes += old_size;
+                        false
+                    }
+                    None => false,
+                };
+                if drop_this {
+                    e.live = 0;
+                    dead_bytes += size;
+                    return true;
+                }
+                if index.reserve_one() {
+                    index.insert(entry);
+                }
+            }
+            live += 1;
+            live_bytes += size;
+            true
+        });
+        self.live = live;
+        self.live_bytes = live_bytes;
+        self.dead_bytes = dead_bytes;
+        if live == 0 {
+            self.reset_storage();
+        }
+        self.enforce_limits();
+        self.stats.max_size = self.stats.max_size.max(self.live);
+        // SAFETY: as in end.
+        unsafe { std::ptr::write_volatile(&mut self.busy, false) };
+        self.live
+    }
+
     /// Adds an item under the queue's addmode and limits.
     pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
+        self.begin();
+        let outcome = self.add_inner(key, val);
+        self.end();
+        outcome
+    }
+
+    fn add_inner(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
         let size = Entry::size_for(key.len(), val.len());
-        if key.len() > u32::MAX as usize / 2 || val.len() > u32::MAX as usize / 2 {
+        if key.len() > u32::MAX as usize / 2
+            || val.len() > u32::MAX as usize / 2
+            || size > MAX_ENTRY
+        {
             self.stats.failed += 1;
             return AddOutcome::TooLarge;
         }
@@ -132,11 +285,13 @@ impl<A: RawAlloc> QueueState<A> {
             self.stats.failed += 1;
             return AddOutcome::NoMemory;
         }
+        // The new item goes in before the old one goes out: a process that
+        // dies between the two leaves both, and the repair keeps the new.
+        let entry = self.log.push(key, val, hash);
         if let Some(old) = existing {
             self.kill(old);
             self.stats.replaced += 1;
         }
-        let entry = self.log.push(key, val, hash);
         if unique {
             self.index.insert(entry);
         }
@@ -166,7 +321,8 @@ impl<A: RawAlloc> QueueState<A> {
         }
     }
 
-    /// Marks a live entry dead (addmode 2 replacement).
+    /// Marks a live entry dead (addmode 2 replacement): the store of
+    /// `live` takes it out of the queue.
     fn kill(&mut self, entry: *mut Entry) {
         self.index.remove(entry);
         // SAFETY: entry is a live entry of this queue's log.
@@ -174,6 +330,7 @@ impl<A: RawAlloc> QueueState<A> {
             (*entry).live = 0;
             (*entry).size()
         };
+        step();
         self.live -= 1;
         self.live_bytes -= size;
         self.dead_bytes += size;
@@ -181,23 +338,34 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Removes the oldest item and shows it to `f`; false when empty.
     fn pop_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+        self.pop_entry(|_, e| {
+            // SAFETY: the entry's chunk is not freed before the next front
+            // call.
+            unsafe { f(e.key(), e.val()) }
+        })
+    }
+
+    /// Removes the oldest item and shows its entry to `f`, with the log
+    /// (whose head chunk holds the entry); false when empty.
+    fn pop_entry(&mut self, f: impl FnOnce(&mut Log<A>, &Entry)) -> bool {
         while self.live > 0 {
             let Some(entry) = self.log.front() else { break };
             // SAFETY: front returns an entry of this log, valid until advance
             // and the next front call.
             let e = unsafe { &mut *entry };
             let size = e.size();
-            self.log.advance(size);
             if e.live == 0 {
+                self.log.advance(size);
                 self.dead_bytes -= size;
                 continue;
             }
             if self.mode.unique() {
                 self.index.remove(entry);
             }
-            // SAFETY: the entry is live and its chunk is not freed before the
-            // next front call.
-            unsafe { f(e.key(), e.val()) };
+            // The item leaves the queue with the advance: a process that
+            // dies before `f` has copied it loses this one item only.
+            self.log.advance(size);
+            f(&mut self.log, e);
             self.live -= 1;
             self.live_bytes -= size;
             if self.live == 0 {
@@ -208,19 +376,62 @@ impl<A: RawAlloc> QueueState<A> {
         false
     }
 
+    /// Takes the oldest item out: one whose key and value take up to
+    /// `copy_max` bytes is shown to `copy`; a larger one stays where it is,
+    /// pinned, until [`QueueState::release`].
+    pub fn fetch_or_hold(&mut self, copy_max: usize, copy: impl FnOnce(&[u8], &[u8])) -> Taken {
+        self.begin();
+        let mut held = None;
+        let found = self.pop_entry(|log, e| {
+            if e.key_len as usize + e.val_len as usize <= copy_max {
+                // SAFETY: the entry's chunk is not freed before the next
+                // front call.
+                unsafe { copy(e.key(), e.val()) };
+            } else {
+                // pop_entry calls us right after the advance: the entry is
+                // in the head chunk, which `pin` pins.
+                let chunk = log.pin();
+                held = Some(Held {
+                    entry: e as *const Entry,
+                    chunk,
+                });
+            }
+        });
+        if found {
+            self.stats.fetched += 1;
+        }
+        self.end();
+        match (found, held) {
+            (false, _) => Taken::Empty,
+            (true, None) => Taken::Copied,
+            (true, Some(h)) => Taken::Held(h),
+        }
+    }
+
+    /// Ends a [`Held`] item: its chunk is reused or freed once no other
+    /// process holds an item in it.
+    pub fn release(&mut self, held: Held) {
+        self.log.unpin(held.chunk);
+    }
+
     /// Takes the oldest item out, handing its key and value to `f` (which
     /// copies them); false when the queue is empty.
     pub fn fetch_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+        self.begin();
         let found = self.pop_with(f);
         if found {
             self.stats.fetched += 1;
         }
+        self.end();
         found
     }
 
     /// Shows the oldest item to `f` and removes it only if `f` returns
     /// true: None when empty, else what `f` returned.
     pub fn fetch_if(&mut self, f: impl FnOnce(&[u8], &[u8]) -> bool) -> Option<bool> {
+        if self.interrupted() {
+            self.repair();
+        }
         let mut taken = None;
         let mut f = Some(f);
         self.peek(1, |k, v| taken = f.take().map(|f| f(k, v)));
@@ -250,11 +461,13 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Drops every item; returns how many there were.
     pub fn clear(&mut self) -> usize {
+        self.begin();
         let n = self.live;
+        self.reset_storage();
         self.stats.cleared += n as u64;
         self.live = 0;
         self.live_bytes = 0;
-        self.reset_storage();
+        self.end();
         n
     }
 
@@ -265,42 +478,80 @@ impl<A: RawAlloc> QueueState<A> {
     }
 
     /// Rewrites the live entries into fresh chunks, dropping dead ones, when
-    /// replacements (addmode 2) have left more dead bytes than live.
+    /// replacements (addmode 2) have left more dead bytes than live. The
+    /// copy is built aside while the queue keeps its list; one store
+    /// publishes it (a process dying before leaves the queue as it was,
+    /// after, the queue compacted with its index to rebuild).
     fn compact(&mut self) {
-        let old = self.log.take();
-        self.index.clear();
+        let mut fresh = Log::new(A::default());
         let mut ok = true;
-        old.for_each(|entry| {
-            // SAFETY: entries of the old log stay valid until it is dropped.
+        self.log.for_each(|entry| {
+            // SAFETY: entries of the list stay valid while it is not changed.
             let e = unsafe { &*entry };
             if e.live == 0 {
                 return true;
             }
-            // SAFETY: as above.
-            let (key, val) = unsafe { (e.key(), e.val()) };
-            if !self.log.reserve(e.size()) {
+            if !fresh.reserve(e.size()) {
                 ok = false;
                 return false;
             }
-            let copy = self.log.push(key, val, e.hash);
-            self.index.insert(copy);
+            // SAFETY: as above.
+            let (key, val) = unsafe { (e.key(), e.val()) };
+            fresh.push(key, val, e.hash);
             true
         });
-        if ok {
-            self.dead_bytes = 0;
-            drop(old);
-        } else {
-            // Out of memory half-way: keep the old log, forget the copy.
-            drop(std::mem::replace(&mut self.log, old));
-            self.index.clear();
+        if !ok {
+            // Out of memory half-way: the copy goes, the queue is unchanged.
+            return;
+        }
+        self.log.replace_with(fresh);
+        self.dead_bytes = 0;
+        self.index.clear();
+        if self.mode.unique() {
             let index = &mut self.index;
             self.log.for_each(|entry| {
-                // SAFETY: entries of the restored log.
-                if unsafe { (*entry).live } != 0 {
-                    index.insert(entry);
-                }
+                index.insert(entry);
                 true
             });
+        }
+    }
+}
+
+#[cfg(test)]
+impl<A: RawAlloc> QueueState<A> {
+    pub fn dead_bytes(&self) -> usize {
+        self.dead_bytes
+    }
+
+    /// Panics unless everything derived agrees with the chunk list.
+    pub fn check_consistent(&self) {
+        assert!(!self.interrupted());
+        self.log.check_derived();
+        let (mut live, mut live_bytes, mut dead_bytes) = (0, 0, 0);
+        let mut keys = std::collections::HashSet::new();
+        self.log.for_each(|entry| {
+            // SAFETY: entries of the list are whole.
+            let e = unsafe { &*entry };
+            if e.live == 0 {
+                dead_bytes += e.size();
+                return true;
+            }
+            live += 1;
+            live_bytes += e.size();
+            if self.mode.unique() {
+                // SAFETY: as above.
+                let key = unsafe { e.key() };
+                assert!(keys.insert(key.to_vec()), "a key queued twice");
+                assert_eq!(self.index.find(e.hash, key), Some(entry));
+            }
+            true
+        });
+        assert_eq!(
+            (self.live, self.live_bytes, self.dead_bytes),
+            (live, live_bytes, dead_bytes)
+        );
+        if self.mode.unique() {
+            assert_eq!(self.index.count(), live);
         }
     }
 }

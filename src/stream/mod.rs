@@ -1,21 +1,28 @@
 //! Queues on Redis Streams, shared by every Kamailio instance configured
-//! with the same URL: the stream `mqueue:<name>` read through a consumer
+//! with the same URL: the stream `mqueue:{<name>}` read through a consumer
 //! group, one consumer per instance and process. Each operation is one
-//! round trip (a Lua script, see [`scripts`]), bounded by a timeout.
+//! round trip (a Lua script, see [`scripts`]).
 //!
 //! Connections are process-local and opened on first use, so never before
-//! the fork; a connection that fails is dropped and the next call opens a
-//! new one, so a Redis that comes back is used again without a restart.
-//! Nothing here depends on Kamailio.
+//! the fork. Every call, connecting and script loading included, ends
+//! within one deadline (`redis_timeout`, see [`link`]); a connection that
+//! may be out of step is dropped, one the server closed while idle is
+//! reopened before the request is sent. After a call timed out or could
+//! not connect, this process fails its calls on that server at once,
+//! without touching the network, for the back-off time; then it tries
+//! again. Nothing here depends on Kamailio.
 
+mod link;
 mod scripts;
+mod url;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::{Connection, RedisResult, Script, Value};
+use redis::{Cmd, FromRedisValue, Value};
 
 use crate::queue::AddMode;
+use link::{Failure, Link, Target};
 
 /// One Redis queue as configured.
 pub struct StreamSpec {
@@ -23,31 +30,37 @@ pub struct StreamSpec {
     pub shown_url: String,
     /// The server and database, as the key of this process's connections.
     server: String,
-    info: redis::ConnectionInfo,
+    target: Target,
     pub stream: String,
     keys: String,
     stats: String,
+    /// The dead letters: entries delivered `max_deliveries` times.
+    pub dead: String,
+    /// The stream's name in the previous release, moved at start.
+    old_stream: String,
     pub group: String,
     pub mode: AddMode,
     pub max_items: usize,
     pub claim_ms: u64,
+    /// `max_deliveries` attribute: 0, no limit.
+    pub max_deliveries: u64,
+    /// `consumer_idle_ms` attribute: consumers that hold nothing and were
+    /// idle this long leave the group.
+    pub consumer_idle_ms: u64,
+    /// `replicas` attribute: an add is acknowledged once this many
+    /// replicas have it (`WAIT`); 0, once the server has it.
+    pub replicas: u64,
 }
 
 /// Default `group` attribute.
 pub const DEFAULT_GROUP: &str = "kamailio";
 /// Default `claim_ms` attribute.
 pub const DEFAULT_CLAIM_MS: u64 = 30_000;
-
-/// The password in a URL, masked for logs.
-fn masked(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
+/// Default `consumer_idle_ms` attribute (an hour).
+pub const DEFAULT_CONSUMER_IDLE_MS: u64 = 3_600_000;
 
 impl StreamSpec {
-    /// Checks the URL (`redis://[user:password@]host:port[/db]`).
+    /// Checks the URL (see [`url`]).
     pub fn new(
         queue: &[u8],
         url: &str,
@@ -56,42 +69,39 @@ impl StreamSpec {
         max_items: usize,
         claim_ms: u64,
     ) -> Result<StreamSpec, String> {
-        let shown_url = masked(url);
-        if !url.starts_with("redis://") {
-            return Err(format!(
-                "redis={shown_url}: the URL must start with redis://"
-            ));
-        }
-        let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| format!("redis={shown_url}: malformed URL ({e})"))?;
-        // No CLIENT SETINFO round trips when connecting: opening a
-        // connection must fit the call's time bound.
-        let settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let info = info.set_redis_settings(settings);
+        let shown_url = url::masked(url);
+        let target = url::target(url).map_err(|e| format!("redis={shown_url}: {e}"))?;
         if group.is_empty() {
             return Err("group must not be empty".into());
         }
         // The name goes into Redis key names as it is.
         let name = std::str::from_utf8(queue)
             .map_err(|_| "a queue on redis needs a UTF-8 name".to_string())?;
-        let server = format!("{:?}/{}", info.addr(), info.redis_settings().db());
+        let server = format!("{}/{}", target.endpoint, target.db);
         Ok(StreamSpec {
             shown_url,
             server,
-            info,
-            stream: format!("mqueue:{name}"),
-            keys: format!("mqueue:{name}:keys"),
-            stats: format!("mqueue:{name}:stats"),
+            target,
+            stream: format!("mqueue:{{{name}}}"),
+            keys: format!("mqueue:{{{name}}}:keys"),
+            stats: format!("mqueue:{{{name}}}:stats"),
+            dead: format!("mqueue:{{{name}}}:dead"),
+            old_stream: format!("mqueue:{name}"),
             group: group.to_string(),
             mode,
             max_items,
             claim_ms,
+            max_deliveries: 0,
+            consumer_idle_ms: DEFAULT_CONSUMER_IDLE_MS,
+            replicas: 0,
         })
     }
 }
 
 /// A queued item: key and value.
 pub type Item = (Vec<u8>, Vec<u8>);
+/// The fetch script's reply: id, key, value.
+type Entry = (String, Vec<u8>, Vec<u8>);
 
 /// An entry delivered to this process.
 pub struct Delivered {
@@ -110,7 +120,7 @@ pub enum Added {
 
 /// The counters the scripts keep (see [`scripts`]), in the order shown:
 /// the storage counters of the one counter table.
-pub const COUNTERS: [&str; 7] = crate::queue::counters::STORAGE_NAMES;
+pub const COUNTERS: [&str; 8] = crate::queue::counters::STORAGE_NAMES;
 
 /// The figures `mqueue.stats` shows for a Redis queue.
 #[derive(Debug, Default)]
@@ -118,23 +128,78 @@ pub struct Figures {
     pub length: i64,
     pub pending: i64,
     pub consumers: i64,
-    pub counters: Vec<(String, i64)>,
+    /// Never negative: a counter damaged from outside reads as 0.
+    pub counters: Vec<(String, u64)>,
+    /// What was wrong with damaged counters, for the caller to log.
+    pub warnings: Vec<String>,
+}
+
+/// A Lua script: its body (sent with EVAL when the server does not know
+/// it) and its SHA1 (EVALSHA).
+struct Lua {
+    body: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(body: &'static str) -> Lua {
+        Lua {
+            body,
+            sha: redis::Script::new(body).get_hash().to_string(),
+        }
+    }
+}
+
+/// The consumer name (unique per instance and process) and the scripts.
+struct Ctx {
+    consumer: String,
+    add: Lua,
+    fetch: Lua,
+    clear: Lua,
+    requeue: Lua,
 }
 
 /// This process's connections, one per Redis server, and what every call
 /// needs besides its connection.
 pub struct Session {
     timeout: Duration,
-    conns: HashMap<String, Connection>,
+    backoff: Duration,
+    links: HashMap<String, Link>,
+    /// Servers whose last call timed out or could not connect, with the
+    /// end of their back-off.
+    down_until: HashMap<String, Instant>,
+    /// Streams on which a fetch or acknowledgement of this process failed
+    /// since its last successful fetch.
+    unsure: std::collections::HashSet<String>,
     ctx: Ctx,
 }
 
-/// The consumer name (unique per instance and process) and the scripts.
-struct Ctx {
-    consumer: String,
-    add: Script,
-    fetch: Script,
-    clear: Script,
+/// Why a call failed.
+enum CallError {
+    /// No (whole, sensible) answer: the connection was dropped.
+    Link(Failure),
+    /// Redis answered with an error; the connection is in step.
+    Reply(redis::RedisError),
+    /// Failing fast: the server failed a call less than the back-off ago.
+    BackingOff,
+}
+
+impl From<Failure> for CallError {
+    fn from(f: Failure) -> Self {
+        CallError::Link(f)
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Link(e) => e.fmt(f),
+            CallError::Reply(e) => e.fmt(f),
+            CallError::BackingOff => f.write_str(
+                "Redis timed out or refused a connection less than redis_backoff ago (failing fast)",
+            ),
+        }
+    }
 }
 
 /// Why a start-up check failed.
@@ -147,139 +212,282 @@ pub enum CheckError {
     Refused(String),
 }
 
-fn classify(e: redis::RedisError) -> CheckError {
-    let text = err_text(&e);
-    if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() {
-        CheckError::Unreachable(text)
-    } else {
-        CheckError::Refused(text)
+type CallResult<T> = Result<T, CallError>;
+
+/// A reply as `T`; an error reply is a `Reply` error, a reply of another
+/// shape means the link is out of step.
+fn decode<T: FromRedisValue>(v: Value) -> CallResult<T> {
+    match v {
+        Value::ServerError(e) => Err(CallError::Reply(e.into())),
+        v => redis::from_redis_value(v)
+            .map_err(|e| CallError::Link(Failure::Broken(format!("unexpected reply: {e}")))),
     }
 }
 
-fn err_text(e: &redis::RedisError) -> String {
-    if e.is_timeout() {
-        "Redis did not answer in time".into()
-    } else if e.is_connection_refusal() {
-        "Redis refuses connections (down?)".into()
-    } else {
-        e.to_string()
+/// One command, one reply.
+fn query<T: FromRedisValue>(link: &mut Link, cmd: &Cmd, deadline: Instant) -> CallResult<T> {
+    let mut replies = link.exchange(&cmd.get_packed_command(), 1, deadline)?;
+    decode(replies.pop().unwrap_or(Value::Nil))
+}
+
+/// Runs `script` by its SHA1, and with its body if the server does not
+/// know it (a new or restarted server), in the same deadline.
+fn eval<T: FromRedisValue>(
+    link: &mut Link,
+    script: &Lua,
+    keys: &[&str],
+    args: &dyn Fn(&mut Cmd),
+    deadline: Instant,
+) -> CallResult<T> {
+    let build = |verb: &str, s: &str| {
+        let mut c = redis::cmd(verb);
+        c.arg(s).arg(keys.len()).arg(keys);
+        args(&mut c);
+        c
+    };
+    match query(link, &build("EVALSHA", &script.sha), deadline) {
+        Err(CallError::Reply(e)) if e.code() == Some("NOSCRIPT") => {
+            query(link, &build("EVAL", script.body), deadline)
+        }
+        other => other,
+    }
+}
+
+/// [`eval`] with `WAIT replicas ms` pipelined after it, in one round trip:
+/// the script's reply and how many replicas acknowledged the write. WAIT
+/// gets three quarters of what is left of the deadline, so that Redis
+/// answers before it.
+fn eval_and_wait<T: FromRedisValue>(
+    link: &mut Link,
+    script: &Lua,
+    keys: &[&str],
+    args: &dyn Fn(&mut Cmd),
+    replicas: u64,
+    deadline: Instant,
+) -> CallResult<(T, i64)> {
+    let wait_ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        * 3
+        / 4;
+    if wait_ms == 0 {
+        return Err(CallError::Link(Failure::Timeout));
+    }
+    for (verb, s) in [("EVALSHA", script.sha.as_str()), ("EVAL", script.body)] {
+        let mut c = redis::cmd(verb);
+        c.arg(s).arg(keys.len()).arg(keys);
+        args(&mut c);
+        let mut p = redis::pipe();
+        p.add_command(c)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(wait_ms as u64);
+        let mut replies = link
+            .exchange(&p.get_packed_pipeline(), 2, deadline)?
+            .into_iter();
+        let (reply, waited) = (
+            replies.next().unwrap_or(Value::Nil),
+            replies.next().unwrap_or(Value::Nil),
+        );
+        let acked: i64 = decode(waited)?;
+        match reply {
+            Value::ServerError(e) if verb == "EVALSHA" && e.code() == "NOSCRIPT" => continue,
+            reply => return Ok((decode(reply)?, acked)),
+        }
+    }
+    Err(CallError::Link(Failure::Broken("script not loaded".into())))
+}
+
+fn create_group(link: &mut Link, spec: &StreamSpec, deadline: Instant) -> CallResult<()> {
+    let mut c = redis::cmd("XGROUP");
+    c.arg("CREATE")
+        .arg(&spec.stream)
+        .arg(&spec.group)
+        .arg("0")
+        .arg("MKSTREAM");
+    match query::<()>(link, &c, deadline) {
+        Err(CallError::Reply(e)) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
     }
 }
 
 impl Session {
     /// A session for consumer `consumer` (unique per instance and
-    /// process) whose calls wait at most `timeout`.
-    pub fn new(consumer: String, timeout: Duration) -> Session {
+    /// process) whose calls end within `timeout`, and fail fast for
+    /// `backoff` after one timed out or could not connect.
+    pub fn new(consumer: String, timeout: Duration, backoff: Duration) -> Session {
         Session {
             timeout,
-            conns: HashMap::new(),
+            backoff,
+            links: HashMap::new(),
+            down_until: HashMap::new(),
+            unsure: std::collections::HashSet::new(),
             ctx: Ctx {
                 consumer,
-                add: Script::new(scripts::ADD),
-                fetch: Script::new(scripts::FETCH),
-                clear: Script::new(scripts::CLEAR),
+                add: Lua::new(scripts::ADD),
+                fetch: Lua::new(scripts::FETCH),
+                clear: Lua::new(scripts::CLEAR),
+                requeue: Lua::new(scripts::REQUEUE),
             },
         }
     }
 
-    /// Runs `f` on the connection to the spec's server, opening it first
-    /// if needed; a connection that failed is dropped. A missing consumer
-    /// group (a new or restarted server) is created and `f` tried again.
-    /// The whole call, opening included, waits at most the timeout.
+    /// Runs `f` (one or more round trips) on the connection to the spec's
+    /// server, all within one deadline. A link found closed or dirty is
+    /// reopened before anything is sent; a link that failed is dropped; a
+    /// missing consumer group (a new or restarted server) is created and
+    /// `f` tried again.
     fn call<T>(
         &mut self,
         spec: &StreamSpec,
-        mut f: impl FnMut(&mut Connection, &Ctx) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
     ) -> Result<T, String> {
-        let shortened = !self.conns.contains_key(&spec.server);
-        if shortened {
-            let start = std::time::Instant::now();
-            let conn = self.open(spec)?;
-            // Opening (connect, handshake) used part of the budget.
-            let left = self.timeout.saturating_sub(start.elapsed());
-            if left < Duration::from_millis(1) {
-                return Err("Redis did not answer in time".into());
-            }
-            conn.set_read_timeout(Some(left))
-                .and_then(|()| conn.set_write_timeout(Some(left)))
-                .map_err(|e| err_text(&e))?;
-            self.conns.insert(spec.server.clone(), conn);
+        let now = Instant::now();
+        if self.down_until.get(&spec.server).is_some_and(|&t| now < t) {
+            return Err(CallError::BackingOff.to_string());
         }
-        let Some(conn) = self.conns.get_mut(&spec.server) else {
-            return Err("no connection".into());
+        let deadline = now + self.timeout;
+        let result = self.call_within(spec, deadline, &mut f);
+        match &result {
+            Err(CallError::Link(Failure::Timeout | Failure::Unreachable(_))) => {
+                self.down_until
+                    .insert(spec.server.clone(), Instant::now() + self.backoff);
+            }
+            _ if !self.down_until.is_empty() => {
+                self.down_until.remove(&spec.server);
+            }
+            _ => {}
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn call_within<T>(
+        &mut self,
+        spec: &StreamSpec,
+        deadline: Instant,
+        f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
+    ) -> CallResult<T> {
+        if self.links.get(&spec.server).is_some_and(Link::is_stale) {
+            self.links.remove(&spec.server);
+        }
+        if !self.links.contains_key(&spec.server) {
+            let link = Link::open(&spec.target, deadline)?;
+            self.links.insert(spec.server.clone(), link);
+        }
+        let Some(link) = self.links.get_mut(&spec.server) else {
+            return Err(CallError::Link(Failure::Broken("no connection".into())));
         };
-        let mut result = f(conn, &self.ctx);
-        if let Err(e) = &result {
+        let mut result = f(link, &self.ctx, deadline);
+        if let Err(CallError::Reply(e)) = &result {
             if e.code() == Some("NOGROUP") {
-                let created = create_group(conn, spec);
-                result = created.and_then(|()| f(conn, &self.ctx));
+                result =
+                    create_group(link, spec, deadline).and_then(|()| f(link, &self.ctx, deadline));
             }
         }
-        let keep = match &result {
-            Ok(_) => true,
-            // A reply error (WRONGTYPE, ...) leaves the connection usable;
-            // a broken or timed-out one is dropped.
-            Err(e) => {
-                !(e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal())
-            }
-        };
-        let restored = !shortened
-            || conn
-                .set_read_timeout(Some(self.timeout))
-                .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
-                .is_ok();
-        if !keep || !restored {
-            self.conns.remove(&spec.server);
+        // A demoted master (READONLY) or one cut off from its own master
+        // (MASTERDOWN): the next call connects again, so that a host name
+        // or address that follows the master is looked up anew.
+        let demoted = matches!(&result, Err(CallError::Reply(e))
+            if matches!(e.code(), Some("READONLY" | "MASTERDOWN")));
+        if matches!(result, Err(CallError::Link(_))) || demoted || link.has_leftover() {
+            self.links.remove(&spec.server);
         }
-        result.map_err(|e| err_text(&e))
-    }
-
-    fn open(&self, spec: &StreamSpec) -> Result<Connection, String> {
-        self.open_raw(spec).map_err(|e| err_text(&e))
-    }
-
-    fn open_raw(&self, spec: &StreamSpec) -> RedisResult<Connection> {
-        let client = redis::Client::open(spec.info.clone())?;
-        let conn = client.get_connection_with_timeout(self.timeout)?;
-        conn.set_read_timeout(Some(self.timeout))?;
-        conn.set_write_timeout(Some(self.timeout))?;
-        Ok(conn)
+        result
     }
 
     /// Checks the server at start, on a connection of its own that is
-    /// closed again: reachable, the password accepted, the stream key a
-    /// stream (or absent), the consumer group there.
-    pub fn check(&self, spec: &StreamSpec) -> Result<(), CheckError> {
-        let mut conn = self.open_raw(spec).map_err(classify)?;
-        let kind: String = redis::cmd("TYPE")
-            .arg(&spec.stream)
-            .query(&mut conn)
-            .map_err(classify)?;
-        if kind != "stream" && kind != "none" {
-            return Err(CheckError::Refused(format!(
-                "key {} holds a {kind}, not a stream",
-                spec.stream
-            )));
+    /// closed again, within one deadline: reachable, the password
+    /// accepted, the queue's keys of the previous release (`mqueue:<name>`)
+    /// moved to their new names (not on a cluster, where they live in
+    /// other slots), every key of the queue of the right type (or absent),
+    /// the consumer group there. Ok(true) when old keys were moved.
+    pub fn check(&self, spec: &StreamSpec) -> Result<bool, CheckError> {
+        let deadline = Instant::now() + self.timeout;
+        let fail = |e: CallError| match e {
+            CallError::Link(Failure::Rejected(m)) => CheckError::Refused(m),
+            // A replica (or a master still loading) may become the master.
+            CallError::Reply(e)
+                if matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING")) =>
+            {
+                CheckError::Unreachable(e.to_string())
+            }
+            CallError::Reply(e) => CheckError::Refused(e.to_string()),
+            other => CheckError::Unreachable(other.to_string()),
+        };
+        let mut link = Link::open(&spec.target, deadline).map_err(|e| fail(e.into()))?;
+        let mut c = redis::cmd("INFO");
+        c.arg("cluster");
+        let info: String = query(&mut link, &c, deadline).map_err(fail)?;
+        let mut moved = false;
+        if !info.contains("cluster_enabled:1") {
+            let old = [
+                spec.old_stream.clone(),
+                format!("{}:keys", spec.old_stream),
+                format!("{}:stats", spec.old_stream),
+            ];
+            let keys = [
+                old[0].as_str(),
+                &old[1],
+                &old[2],
+                &spec.stream,
+                &spec.keys,
+                &spec.stats,
+            ];
+            let n: i64 = eval(
+                &mut link,
+                &Lua::new(scripts::MOVE_OLD),
+                &keys,
+                &|_| {},
+                deadline,
+            )
+            .map_err(fail)?;
+            moved = n == 1;
         }
-        create_group(&mut conn, spec).map_err(classify)
+        for (key, want) in [
+            (&spec.stream, "stream"),
+            (&spec.keys, "hash"),
+            (&spec.stats, "hash"),
+            (&spec.dead, "stream"),
+        ] {
+            let mut c = redis::cmd("TYPE");
+            c.arg(key);
+            let kind: String = query(&mut link, &c, deadline).map_err(fail)?;
+            if kind != want && kind != "none" {
+                return Err(CheckError::Refused(format!(
+                    "key {key} holds a {kind}, not a {want}"
+                )));
+            }
+        }
+        create_group(&mut link, spec, deadline).map_err(fail)?;
+        Ok(moved)
     }
 
     /// Adds an entry, acknowledged by the server when this returns Ok.
     pub fn add(&mut self, spec: &StreamSpec, key: &[u8], val: &[u8]) -> Result<Added, String> {
-        let r: i64 = self.call(spec, |c, x| {
-            x.add
-                .key(&spec.stream)
-                .key(&spec.keys)
-                .key(&spec.stats)
-                .arg(spec.mode.as_int())
+        let args = |c: &mut Cmd| {
+            c.arg(spec.mode.as_int())
                 .arg(spec.max_items)
                 .arg(key)
-                .arg(val)
-                .invoke(c)
-        })?;
+                .arg(val);
+        };
+        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats];
+        let r: i64 = if spec.replicas == 0 {
+            self.call(spec, |l, x, d| eval(l, &x.add, &keys, &args, d))?
+        } else {
+            let (r, acked) = self.call(spec, |l, x, d| {
+                eval_and_wait(l, &x.add, &keys, &args, spec.replicas, d)
+            })?;
+            if acked < spec.replicas as i64 {
+                // Maybe no longer the master: the next call connects (and
+                // asks the sentinels) again.
+                self.links.remove(&spec.server);
+                return Err(format!(
+                    "only {acked} of {} replicas have the entry within redis_timeout",
+                    spec.replicas
+                ));
+            }
+            r
+        };
         Ok(if r == 2 { Added::Kept } else { Added::Added })
     }
 
@@ -304,247 +512,304 @@ impl Session {
         held: Option<&str>,
         what: &str,
     ) -> Result<Option<Delivered>, String> {
-        let v: Value = self.call(spec, |c, x| {
-            x.fetch
-                .key(&spec.stream)
-                .key(&spec.keys)
-                .key(&spec.stats)
-                .arg(&spec.group)
-                .arg(&x.consumer)
-                .arg(held.unwrap_or(""))
-                .arg(spec.mode.as_int())
-                .arg(spec.claim_ms)
-                .arg(what)
-                .invoke(c)
-        })?;
-        match v {
-            Value::Array(items) if items.len() == 3 => {
-                let mut it = items.into_iter().map(bytes_of);
-                let (id, key, val) = (it.next(), it.next(), it.next());
-                match (id, key, val) {
-                    (Some(Some(id)), Some(Some(key)), Some(Some(val))) => Ok(Some(Delivered {
-                        id: String::from_utf8_lossy(&id).into_owned(),
-                        key,
-                        val,
-                    })),
-                    _ => Err("unexpected reply to the fetch script".into()),
-                }
+        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats, &spec.dead];
+        // Only a failed call can have left entries delivered to this
+        // consumer that it never saw: the script looks for them then.
+        let unsure = if self.unsure.contains(&spec.stream) {
+            "1"
+        } else {
+            "0"
+        };
+        let r: Result<Option<Entry>, String> = self.call(spec, |l, x, d| {
+            let args = |c: &mut Cmd| {
+                c.arg(&spec.group)
+                    .arg(&x.consumer)
+                    .arg(held.unwrap_or(""))
+                    .arg(spec.mode.as_int())
+                    .arg(spec.claim_ms)
+                    .arg(what)
+                    .arg(spec.max_deliveries)
+                    .arg(unsure);
+            };
+            // The script's `false` arrives as nil.
+            eval(l, &x.fetch, &keys, &args, d)
+        });
+        match &r {
+            Err(_) => {
+                self.unsure.insert(spec.stream.clone());
             }
-            Value::Nil | Value::Boolean(false) => Ok(None),
-            other => Err(format!("unexpected reply to the fetch script: {other:?}")),
+            Ok(_) if unsure == "1" && what == "fetch" => {
+                self.unsure.remove(&spec.stream);
+            }
+            Ok(_) => {}
         }
+        Ok(r?.map(|(id, key, val)| Delivered { id, key, val }))
     }
 
     /// Entries in the stream not yet acknowledged (`XLEN`).
     pub fn len(&mut self, spec: &StreamSpec) -> Result<usize, String> {
-        self.call(spec, |c, _| redis::cmd("XLEN").arg(&spec.stream).query(c))
+        let mut c = redis::cmd("XLEN");
+        c.arg(&spec.stream);
+        self.call(spec, |l, _, d| query(l, &c, d))
     }
 
     /// Drops every entry; returns how many there were.
     pub fn clear(&mut self, spec: &StreamSpec) -> Result<usize, String> {
-        self.call(spec, |c, x| {
-            x.clear
-                .key(&spec.stream)
-                .key(&spec.keys)
-                .key(&spec.stats)
-                .invoke(c)
-        })
+        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats];
+        self.call(spec, |l, x, d| eval(l, &x.clear, &keys, &|_| {}, d))
     }
 
     /// Up to `n` entries from the oldest on, delivered or not, not removed.
     pub fn peek(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
-        let v: Value = self.call(spec, |c, _| {
-            redis::cmd("XRANGE")
+        let mut c = redis::cmd("XRANGE");
+        c.arg(&spec.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(n.max(1));
+        let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .take(n)
+            .map(|e| {
+                let field = |name: &str| e.get::<Vec<u8>>(name).unwrap_or_default();
+                (field("k"), field("v"))
+            })
+            .collect())
+    }
+
+    /// Up to `n` dead letters from the oldest on, not removed.
+    pub fn dead_list(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
+        let mut c = redis::cmd("XRANGE");
+        c.arg(&spec.dead)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(n.max(1));
+        let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .take(n)
+            .map(|e| {
+                let field = |name: &str| e.get::<Vec<u8>>(name).unwrap_or_default();
+                (field("k"), field("v"))
+            })
+            .collect())
+    }
+
+    /// Puts up to `n` of the oldest dead letters back on the queue; how
+    /// many.
+    pub fn dead_requeue(&mut self, spec: &StreamSpec, n: usize) -> Result<usize, String> {
+        let keys = [spec.stream.as_str(), &spec.keys, &spec.stats, &spec.dead];
+        let args = |c: &mut Cmd| {
+            c.arg(n).arg(spec.mode.as_int());
+        };
+        self.call(spec, |l, x, d| eval(l, &x.requeue, &keys, &args, d))
+    }
+
+    /// Removes from the group the consumers that hold nothing and have
+    /// been idle for `consumer_idle_ms` (processes of instances that were
+    /// killed or stopped long ago). Returns how many.
+    pub fn prune_consumers(&mut self, spec: &StreamSpec) -> Result<usize, String> {
+        let mut c = redis::cmd("XINFO");
+        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
+        let consumers: redis::streams::StreamInfoConsumersReply =
+            self.call(spec, |l, _, d| query(l, &c, d))?;
+        let mut removed = 0;
+        for gone in consumers
+            .consumers
+            .iter()
+            .filter(|c| c.pending == 0 && c.idle as u64 >= spec.consumer_idle_ms)
+        {
+            let mut c = redis::cmd("XGROUP");
+            c.arg("DELCONSUMER")
                 .arg(&spec.stream)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(n.max(1))
-                .query(c)
-        })?;
-        let mut out = Vec::new();
-        if let Value::Array(entries) = v {
-            for e in entries.into_iter().take(n) {
-                if let Some((k, v)) = entry_fields(e) {
-                    out.push((k, v));
-                }
-            }
+                .arg(&spec.group)
+                .arg(&gone.name);
+            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            removed += 1;
         }
-        Ok(out)
+        Ok(removed)
     }
 
     /// Length, pending entries, consumers of the group, and the counters.
     pub fn figures(&mut self, spec: &StreamSpec) -> Result<Figures, String> {
-        let (length, pending, groups, counters): (i64, Value, Value, HashMap<String, i64>) =
-            self.call(spec, |c, _| {
-                redis::pipe()
-                    .cmd("XLEN")
-                    .arg(&spec.stream)
-                    .cmd("XPENDING")
-                    .arg(&spec.stream)
-                    .arg(&spec.group)
-                    .cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&spec.stream)
-                    .cmd("HGETALL")
-                    .arg(&spec.stats)
-                    .query(c)
-            })?;
-        let pending = match pending {
-            Value::Array(v) => v.first().and_then(int_of).unwrap_or(0),
-            _ => 0,
-        };
-        let consumers = group_field(&groups, &spec.group, "consumers").unwrap_or(0);
-        let counters = COUNTERS
+        let mut p = redis::pipe();
+        p.cmd("XLEN")
+            .arg(&spec.stream)
+            .cmd("XPENDING")
+            .arg(&spec.stream)
+            .arg(&spec.group)
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&spec.stream)
+            .cmd("HGETALL")
+            .arg(&spec.stats);
+        let packed = p.get_packed_pipeline();
+        let (length, pending, groups, raw) = self.call(spec, |l, _, d| {
+            let mut r = l.exchange(&packed, 4, d)?.into_iter();
+            let mut next = || r.next().unwrap_or(Value::Nil);
+            let length: i64 = decode(next())?;
+            let pending: redis::streams::StreamPendingReply = decode(next())?;
+            let groups: redis::streams::StreamInfoGroupsReply = decode(next())?;
+            let raw: HashMap<String, String> = decode(next())?;
+            Ok((length, pending, groups, raw))
+        })?;
+        let consumers = groups
+            .groups
             .iter()
-            .map(|&n| (n.to_string(), counters.get(n).copied().unwrap_or(0)))
-            .collect();
+            .find(|g| g.name == spec.group)
+            .map_or(0, |g| g.consumers as i64);
+        let (counters, warnings) = counters_of(&spec.stats, &raw);
         Ok(Figures {
             length,
-            pending,
+            pending: pending.count() as i64,
             consumers,
             counters,
+            warnings,
         })
     }
 
-    /// At shutdown: acknowledges what the consumers whose names start with
-    /// `prefix` (this instance's processes, all exited) still hold, and
-    /// removes them from the group. Returns how many entries.
+    /// At shutdown (every process of this instance exited): what the
+    /// consumers whose names start with `prefix` still hold goes to the
+    /// consumer [`RELEASED`] with an idle time past any `claim_ms`, so the
+    /// next fetch of any instance takes it (first, in order); then those
+    /// consumers leave the group. Nothing is acknowledged: an entry a
+    /// script saw last is delivered again. Returns how many entries.
     pub fn release_consumers(&mut self, spec: &StreamSpec, prefix: &str) -> Result<usize, String> {
-        let consumers: Value = self.call(spec, |c, _| {
-            redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .query(c)
-        })?;
-        let mut names = Vec::new();
-        if let Value::Array(list) = consumers {
-            for c in list {
-                if let Some(name) = map_field(&c, "name").and_then(bytes_of) {
-                    let name = String::from_utf8_lossy(&name).into_owned();
-                    if name.starts_with(prefix) {
-                        names.push(name);
-                    }
-                }
-            }
-        }
+        let mut c = redis::cmd("XINFO");
+        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
+        let consumers: redis::streams::StreamInfoConsumersReply =
+            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut released = 0;
-        for name in names {
-            let ids: Value = self.call(spec, |c, _| {
-                redis::cmd("XPENDING")
-                    .arg(&spec.stream)
+        for name in consumers
+            .consumers
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|n| n.starts_with(prefix))
+        {
+            // 1000 at a time; bounded, should a server keep them pending.
+            for _ in 0..1000 {
+                let mut c = redis::cmd("XPENDING");
+                c.arg(&spec.stream)
                     .arg(&spec.group)
                     .arg("-")
                     .arg("+")
-                    .arg(10_000)
-                    .arg(&name)
-                    .query(c)
-            })?;
-            if let Value::Array(list) = ids {
-                for p in list {
-                    if let Value::Array(f) = p {
-                        if let Some(id) = f.into_iter().next().and_then(bytes_of) {
-                            self.ack(spec, &String::from_utf8_lossy(&id))?;
-                            released += 1;
-                        }
-                    }
+                    .arg(1000)
+                    .arg(&name);
+                let pending: redis::streams::StreamPendingCountReply =
+                    self.call(spec, |l, _, d| query(l, &c, d))?;
+                let ids: Vec<String> = pending.ids.into_iter().map(|p| p.id).collect();
+                if ids.is_empty() {
+                    break;
                 }
-            }
-            let _: i64 = self.call(spec, |c, _| {
-                redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(&spec.stream)
+                let mut c = redis::cmd("XCLAIM");
+                c.arg(&spec.stream)
                     .arg(&spec.group)
-                    .arg(&name)
-                    .query(c)
-            })?;
+                    .arg(RELEASED)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("IDLE")
+                    .arg(RELEASED_IDLE_MS)
+                    .arg("JUSTID");
+                let _: Value = self.call(spec, |l, _, d| query(l, &c, d))?;
+                released += ids.len();
+            }
+            let mut c = redis::cmd("XGROUP");
+            c.arg("DELCONSUMER")
+                .arg(&spec.stream)
+                .arg(&spec.group)
+                .arg(&name);
+            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
         }
         Ok(released)
     }
 }
 
-fn create_group(c: &mut Connection, spec: &StreamSpec) -> RedisResult<()> {
-    let r: RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&spec.stream)
-        .arg(&spec.group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query(c);
-    match r {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
+/// The counters from `HGETALL`, in [`COUNTERS`] order; a value damaged
+/// from outside (not a number, negative) reads as 0, with a warning.
+fn counters_of(key: &str, raw: &HashMap<String, String>) -> (Vec<(String, u64)>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let counters = COUNTERS
+        .iter()
+        .map(|&n| {
+            let v = match raw.get(n).map(|v| v.parse::<i64>()) {
+                None => 0,
+                Some(Ok(v)) if v >= 0 => v as u64,
+                Some(_) => {
+                    warnings.push(format!(
+                        "counter {n} in {key} is {:?}, not a count: read as 0",
+                        raw.get(n).map(String::as_str).unwrap_or_default()
+                    ));
+                    0
+                }
+            };
+            (n.to_string(), v)
+        })
+        .collect();
+    (counters, warnings)
+}
+
+/// The consumer that holds what stopped instances handed back, for the
+/// next fetch of any instance to take over.
+pub const RELEASED: &str = "released";
+/// The idle time handed-back entries get: past any `claim_ms` (about 34
+/// years), so they are taken over at once.
+const RELEASED_IDLE_MS: u64 = 1 << 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> Result<StreamSpec, String> {
+        StreamSpec::new(b"cdr", url, DEFAULT_GROUP, AddMode::Append, 0, 1000)
     }
-}
 
-fn bytes_of(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Int(n) => Some(n.to_string().into_bytes()),
-        _ => None,
+    #[test]
+    fn urls_give_target_keys_and_a_masked_form() {
+        let s = spec("redis://user:s3cret@10.0.0.5:6380/2").expect("spec");
+        assert_eq!(s.shown_url, "redis://***@10.0.0.5:6380/2");
+        assert_eq!(s.target.db, 2);
+        assert!(matches!(&s.target.endpoint, link::Endpoint::Direct(h, 6380) if h == "10.0.0.5"));
+        assert_eq!(s.target.username.as_deref(), Some("user"));
+        assert_eq!(s.target.password.as_deref(), Some("s3cret"));
+        assert_eq!(s.server, "10.0.0.5:6380/2");
+        assert_eq!(
+            (s.stream.as_str(), s.keys.as_str(), s.stats.as_str()),
+            ("mqueue:{cdr}", "mqueue:{cdr}:keys", "mqueue:{cdr}:stats")
+        );
+        let s = spec("redis://127.0.0.1:6379").expect("spec");
+        assert_eq!((s.target.password, s.target.db), (None, 0));
     }
-}
 
-fn int_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-/// A field of a reply that is a flat name/value array (RESP2) or a map.
-fn map_field(v: &Value, name: &str) -> Option<Value> {
-    match v {
-        Value::Array(items) => items
-            .chunks(2)
-            .find(|kv| kv.len() == 2 && kv_name(&kv[0]) == Some(name))
-            .map(|kv| kv[1].clone()),
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| kv_name(k) == Some(name))
-            .map(|(_, v)| v.clone()),
-        _ => None,
-    }
-}
-
-fn kv_name(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// A field of the `XINFO GROUPS` entry of `group`.
-fn group_field(groups: &Value, group: &str, field: &str) -> Option<i64> {
-    let Value::Array(list) = groups else {
-        return None;
-    };
-    list.iter()
-        .find(|g| map_field(g, "name").and_then(bytes_of).as_deref() == Some(group.as_bytes()))
-        .and_then(|g| map_field(g, field))
-        .and_then(|v| int_of(&v))
-}
-
-/// Key and value of an `XRANGE` entry (`[id, [k, key, v, val]]`).
-fn entry_fields(e: Value) -> Option<Item> {
-    let Value::Array(mut parts) = e else {
-        return None;
-    };
-    let Value::Array(fields) = parts.pop()? else {
-        return None;
-    };
-    let (mut key, mut val) = (Vec::new(), Vec::new());
-    let mut it = fields.into_iter();
-    while let (Some(n), Some(v)) = (it.next(), it.next()) {
-        match kv_name(&n) {
-            Some("k") => key = bytes_of(v).unwrap_or_default(),
-            Some("v") => val = bytes_of(v).unwrap_or_default(),
-            _ => {}
+    #[test]
+    fn bad_urls_are_refused_without_the_password() {
+        for url in [
+            "http://h:1",
+            "redis://:pw@h:notaport",
+            "redis+unix:///tmp/s",
+        ] {
+            let e = spec(url).err().expect(url);
+            assert!(!e.contains("pw"), "{e}");
         }
+        assert!(StreamSpec::new(&[0xff], "redis://h:1", "g", AddMode::Append, 0, 1).is_err());
     }
-    Some((key, val))
+
+    #[test]
+    fn damaged_counters_read_as_zero_with_a_warning() {
+        let raw: HashMap<String, String> = [("added", "5"), ("fetched", "-40"), ("evicted", "x")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (c, w) = counters_of("mqueue:q:stats", &raw);
+        let get = |n: &str| c.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(
+            (get("added"), get("fetched"), get("evicted"), get("cleared")),
+            (Some(5), Some(0), Some(0), Some(0))
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("fetched") && w[0].contains("-40"), "{w:?}");
+    }
 }

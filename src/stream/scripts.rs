@@ -1,13 +1,16 @@
 //! The server-side steps of a Redis queue, each one atomic Lua script, so
 //! that every operation costs one round trip and unique keys hold across
-//! every instance. Keys: the stream (`mqueue:<name>`), the key index of
-//! addmode 1 and 2 (`mqueue:<name>:keys`, key -> entry id, undelivered
-//! entries only) and the counters (`mqueue:<name>:stats`).
+//! every instance. Keys: the stream (`mqueue:{<name>}`), the key index of
+//! addmode 1 and 2 (`mqueue:{<name>}:keys`, key -> entry id, undelivered
+//! entries only) and the counters (`mqueue:{<name>}:stats`); the hash tag
+//! `{<name>}` puts them in one Redis Cluster slot, as a script needs.
 //!
 //! Every entry leaves the stream exactly once, and is counted there: taken
 //! by a consumer that acknowledged it (`fetched`), dropped by `size`
-//! (`evicted`), replaced under addmode 2 (`replaced`) or by `mqueue.clear`
-//! (`cleared`). So `added = fetched + evicted + replaced + cleared + XLEN`.
+//! (`evicted`), replaced under addmode 2 (`replaced`), by `mqueue.clear`
+//! (`cleared`) or moved to the dead letters after `max_deliveries`
+//! (`dead`; `mqueue.dead_requeue` adds it again, counted as `added`). So
+//! `added = fetched + evicted + replaced + cleared + dead + XLEN`.
 
 /// ARGV: addmode, size (0: none), key, value. Returns 1 added, 2 kept (the
 /// key is queued already, addmode 1).
@@ -49,9 +52,15 @@ return 1
 "#;
 
 /// Acknowledges and deletes the entry this consumer holds (ARGV[3], or
-/// ''), then, unless ARGV[6] is 'ack', delivers the next: an entry another
-/// consumer has held for longer than ARGV[5] ms first (XAUTOCLAIM), else a
-/// new one. ARGV: group, consumer, held id, addmode, claim ms, 'ack'|'fetch'.
+/// '') -- the one its script saw last --, then, unless ARGV[6] is 'ack',
+/// delivers the next: first an entry this consumer was delivered but never
+/// saw (a call that timed out after Redis ran it; looked for only when
+/// ARGV[8] is '1', after a failed call), then an entry another
+/// consumer has held for longer than ARGV[5] ms or handed back at its
+/// shutdown (XAUTOCLAIM), else a new one. An entry about to be delivered
+/// more than ARGV[7] times (0: no limit) goes to the dead-letter stream
+/// KEYS[4] instead. ARGV: group, consumer, held id, addmode, claim ms,
+/// 'ack'|'fetch', max deliveries, '1'|'0' (own pending entries possible).
 /// Returns {id, key, value} or false.
 pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
@@ -63,24 +72,59 @@ end
 if ARGV[6] == 'ack' then
   return false
 end
-local e
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
-if claimed[2] and claimed[2][1] and claimed[2][1][2] then
-  e = claimed[2][1]
-  redis.call('HINCRBY', KEYS[3], 'redelivered', 1)
-else
+local max = tonumber(ARGV[7])
+local function fields(e)
+  local f, key, val = e[2], '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
+  end
+  return key, val
+end
+-- A delivered entry again: this consumer's own pending one (the held one
+-- is acknowledged above; one deleted meanwhile comes without fields and is
+-- dropped), else one idle past claim_ms.
+local function again()
+  for _ = 1, (ARGV[8] == '1' and 16 or 0) do
+    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '0')
+    local m = r and r[1] and r[1][2][1]
+    if not m then break end
+    if m[2] then return m end
+    redis.call('XACK', KEYS[1], ARGV[1], m[1])
+  end
+  local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
+  if claimed[2] and claimed[2][1] and claimed[2][1][2] then
+    return claimed[2][1]
+  end
+  return nil
+end
+local e, key, val
+for _ = 1, 64 do
+  e = again()
+  if not e then break end
+  key, val = fields(e)
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+  if max == 0 or not p[1] or p[1][4] <= max then
+    redis.call('HINCRBY', KEYS[3], 'redelivered', 1)
+    break
+  end
+  redis.call('XADD', KEYS[4], '*', 'k', key, 'v', val, 'id', e[1], 'deliveries', p[1][4] - 1)
+  redis.call('XACK', KEYS[1], ARGV[1], e[1])
+  redis.call('XDEL', KEYS[1], e[1])
+  redis.call('HINCRBY', KEYS[3], 'dead', 1)
+  if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
+    redis.call('HDEL', KEYS[2], key)
+  end
+  e = nil
+end
+if not e then
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
   if r and r[1] and r[1][2][1] then
     e = r[1][2][1]
+    key, val = fields(e)
   end
 end
 if not e then
   return false
-end
-local f = e[2]
-local key, val = '', ''
-for i = 1, #f, 2 do
-  if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
 end
 if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
   redis.call('HDEL', KEYS[2], key)
@@ -95,4 +139,39 @@ redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
 redis.call('DEL', KEYS[2])
 redis.call('HINCRBY', KEYS[3], 'cleared', n)
 return n
+"#;
+
+/// Moves a queue of the previous release (keys `mqueue:<name>`, KEYS[1..3])
+/// to its hash-tagged names (KEYS[4..6]) when the old stream exists and the
+/// new one does not. Returns 1 when moved.
+pub const MOVE_OLD: &str = r#"
+if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('TYPE', KEYS[1]).ok ~= 'stream' then
+  return 0
+end
+for i = 1, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('RENAME', KEYS[i], KEYS[i + 3])
+  end
+end
+return 1
+"#;
+
+/// Puts up to ARGV[1] of the oldest dead letters (KEYS[4]) back on the
+/// queue, as new entries (counted as `added`, indexed under addmode
+/// ARGV[2] != 0). Returns how many.
+pub const REQUEUE: &str = r#"
+local dead = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', tonumber(ARGV[1]))
+for _, e in ipairs(dead) do
+  local f, key, val = e[2], '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
+  end
+  local id = redis.call('XADD', KEYS[1], '*', 'k', key, 'v', val)
+  if tonumber(ARGV[2]) ~= 0 then
+    redis.call('HSET', KEYS[2], key, id)
+  end
+  redis.call('XDEL', KEYS[4], e[1])
+  redis.call('HINCRBY', KEYS[3], 'added', 1)
+end
+return #dead
 "#;

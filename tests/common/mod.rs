@@ -421,6 +421,42 @@ impl Kamailio {
         }
     }
 
+    /// Waits up to `timeout` for Kamailio to exit on its own (after a
+    /// child died, say): true when it did. The instance is not stopped.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while let Some(child) = self.child.as_mut() {
+            if let Ok(Some(_)) = child.try_wait() {
+                if let Some(mut child) = self.child.take() {
+                    kill_group(&mut child);
+                }
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// The pids of the processes whose `core.psx` description contains
+    /// `what` (e.g. "timer=a1").
+    pub fn pids_of(&self, what: &str) -> Vec<i32> {
+        let out = self.rpc(&["core.psx"]).unwrap_or_default();
+        let mut pids = Vec::new();
+        let mut pid: Option<i32> = None;
+        for line in out.lines() {
+            let line = line.trim();
+            if let Some(p) = line.strip_prefix("PID:") {
+                pid = p.trim().parse().ok();
+            } else if line.starts_with("DSC:") && line.contains(what) {
+                pids.extend(pid);
+            }
+        }
+        pids
+    }
+
     /// Stops Kamailio gracefully (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,6 +1,8 @@
 //! A real `redis-server` for the Redis Streams tests: its own loopback port
 //! and directory, append-only file with `appendfsync always`, stopped (and
-//! restartable on the same data) by the test, killed on drop.
+//! restartable on the same data) by the test, killed on drop; replicas, a
+//! sentinel and a misbehaving proxy in front of it. Commands go through the
+//! redis crate.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: TempDir,
     password: Option<String>,
+    /// A replica of the server on this port.
+    replica_of: Option<u16>,
     child: Option<Child>,
 }
 
@@ -25,9 +29,31 @@ impl RedisServer {
             port: free_port(),
             dir: TempDir::new("redis"),
             password: password.map(str::to_string),
+            replica_of: None,
             child: None,
         };
         r.resume();
+        r
+    }
+
+    /// A replica of the server on `master`, once its link is up.
+    pub fn start_replica_of(master: u16) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            password: None,
+            replica_of: Some(master),
+            child: None,
+        };
+        r.resume();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !r
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica does not connect");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         r
     }
 
@@ -58,6 +84,9 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if let Some(m) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
         }
         let child = cmd
             .spawn()
@@ -96,18 +125,60 @@ impl RedisServer {
         }
     }
 
-    /// `redis-cli` against this server: its stdout.
+    /// A command against this server (see [`query_text`]).
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("redis-cli");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        if let Some(p) = &self.password {
-            cmd.args(["-a", p, "--no-auth-warning"]);
+        query_text(self.port, self.password.as_deref(), args)
+    }
+}
+
+/// A command against the Redis server on `port`, through the redis crate:
+/// the reply one value a line, nested replies flattened, as `redis-cli`
+/// prints it when piped; "" when the server does not answer.
+pub fn query_text(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let url = match password {
+        Some(p) => format!("redis://:{p}@127.0.0.1:{port}"),
+        None => format!("redis://127.0.0.1:{port}"),
+    };
+    let Some((name, rest)) = args.split_first() else {
+        return String::new();
+    };
+    let Ok(client) = redis::Client::open(url) else {
+        return String::new();
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    match redis::cmd(name).arg(rest).query::<redis::Value>(&mut conn) {
+        Ok(v) => {
+            let mut out = String::new();
+            flatten(&v, &mut out);
+            out
         }
-        let out = cmd
-            .args(args)
-            .output()
-            .expect("run redis-cli: run `make deps` (package redis-tools)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Err(e) => format!("(error) {e}\n"),
+    }
+}
+
+fn flatten(v: &redis::Value, out: &mut String) {
+    use redis::Value;
+    match v {
+        Value::Nil => out.push('\n'),
+        Value::Int(n) => out.push_str(&format!("{n}\n")),
+        Value::BulkString(b) => {
+            out.push_str(&String::from_utf8_lossy(b));
+            out.push('\n');
+        }
+        Value::SimpleString(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Okay => out.push_str("OK\n"),
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|x| flatten(x, out)),
+        Value::Map(pairs) => pairs.iter().for_each(|(k, x)| {
+            flatten(k, out);
+            flatten(x, out);
+        }),
+        other => out.push_str(&format!("{other:?}\n")),
     }
 }
 
@@ -117,5 +188,131 @@ impl Drop for RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `tests/redis_fault_proxy.py` in front of a real server: a Redis that
+/// answers slowly, trickles, sends push frames, malformed or doubled
+/// replies, as [`FaultProxy::set`] says.
+pub struct FaultProxy {
+    pub port: u16,
+    mode_file: std::path::PathBuf,
+    _dir: TempDir,
+    child: Child,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: u16) -> FaultProxy {
+        use std::io::BufRead;
+        let dir = TempDir::new("proxy");
+        let mode_file = dir.0.join("mode");
+        std::fs::write(&mode_file, "pass").expect("mode file");
+        let port = free_port();
+        let script = format!("{}/tests/redis_fault_proxy.py", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(upstream.to_string())
+            .arg(&mode_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python3: run `make deps` (package python3)");
+        let mut ready = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut ready);
+        }
+        assert_eq!(ready.trim(), "ready", "the fault proxy did not start");
+        FaultProxy {
+            port,
+            mode_file,
+            _dir: dir,
+            child,
+        }
+    }
+
+    /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
+    /// `push MS`, `malformed`, `double`.
+    pub fn set(&self, mode: &str) {
+        let tmp = self.mode_file.with_extension("new");
+        std::fs::write(&tmp, mode).expect("mode file");
+        std::fs::rename(&tmp, &self.mode_file).expect("mode file");
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) watching master `name` on
+/// `master` (quorum 1, `down-after-milliseconds` as given), killed on drop.
+pub struct Sentinel {
+    pub port: u16,
+    _dir: TempDir,
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(master: u16, name: &str, down_after_ms: u64) -> Sentinel {
+        let dir = TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.0.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                 sentinel failover-timeout {name} 10000\n\
+                 sentinel parallel-syncs {name} 2\n",
+                dir = dir.0.display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
+        let s = Sentinel {
+            port,
+            _dir: dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.master_port(name) != Some(master) {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel does not watch the master"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        query_text(self.port, None, args)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

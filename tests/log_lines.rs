@@ -1,0 +1,45 @@
+//! Log lines stay bounded: a queue name from script input is cut to 256
+//! bytes in a log line, with its full length shown (issue 20).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cfg, Impl, Kamailio};
+
+#[test]
+fn an_unknown_64_kb_queue_name_logs_a_short_line() {
+    let body = r#"modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=t;interval=1;mode=1")
+modparam("rtimer", "exec", "timer=t;route=LONG")
+route[LONG] {
+    if ($var(done) == 1) { return; }
+    $var(done) = 1;
+    $var(q) = "x";
+    while ($(var(q){s.len}) < 65536) { $var(q) = $var(q) + $var(q); }
+    xlog("L_INFO", "LEN|$(var(q){s.len})\n");
+    xlog("L_INFO", "SIZE|$mq_size($var(q))\n");
+}
+"#;
+    let cfg = Cfg {
+        modules: &["rtimer.so"],
+        body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    let done = k.wait_marked("SIZE|", 1, Duration::from_secs(20));
+    assert_eq!(k.marked("LEN|"), ["65536"], "{}", k.log());
+    assert_eq!(done.len(), 1, "{}", k.log());
+    let log = k.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("mqueue not found"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    for l in &lines {
+        assert!(l.len() < 512, "a {}-byte log line", l.len());
+        assert!(l.contains("... (65536 bytes)"), "{l}");
+    }
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "longest log line {longest} bytes");
+}
