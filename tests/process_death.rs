@@ -29,10 +29,16 @@ fn body(db: &Db) -> String {
         ));
     }
     body.push_str(
+        // 1,280-byte values: copying the live items is most of what a
+        // compaction does, so a kill lands in one often.
         r#"route[ADD] {
+    if ($var(round) == 0) {
+        $var(v) = "0123456789";
+        while ($(var(v){s.len}) < 1280) { $var(v) = $var(v) + $var(v); }
+    }
     $var(i) = 0;
     while ($var(i) < 4000) {
-        mq_add("q", "k$var(i)", "value of key $var(i) from $pp, round $var(round)");
+        mq_add("q", "k$var(i)", "$var(v)");
         $var(i) = $var(i) + 1;
     }
     $var(round) = $var(round) + 1;

@@ -169,9 +169,10 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Starts a mutation: repairs what a holder that died left, then marks
     /// the state busy until [`QueueState::end`].
+    #[inline(always)]
     fn begin(&mut self) {
         if self.interrupted() {
-            self.repair();
+            self.repair_cold();
         }
         // SAFETY: a plain write of our own field; volatile so that it is
         // in memory before the mutation's first store.
@@ -179,6 +180,7 @@ impl<A: RawAlloc> QueueState<A> {
         step();
     }
 
+    #[inline(always)]
     fn end(&mut self) {
         step();
         // SAFETY: as in begin.
@@ -190,6 +192,12 @@ impl<A: RawAlloc> QueueState<A> {
     /// key index (an addmode 2 add that died between appending the new
     /// item and dropping the old one keeps the new one), and the limits.
     /// Returns the items queued.
+    #[cold]
+    #[inline(never)]
+    fn repair_cold(&mut self) {
+        self.repair();
+    }
+
     pub fn repair(&mut self) -> usize {
         self.log.rebuild_tail();
         self.index.clear();
@@ -379,6 +387,7 @@ impl<A: RawAlloc> QueueState<A> {
     /// Takes the oldest item out: one whose key and value take up to
     /// `copy_max` bytes is shown to `copy`; a larger one stays where it is,
     /// pinned, until [`QueueState::release`].
+    #[inline]
     pub fn fetch_or_hold(&mut self, copy_max: usize, copy: impl FnOnce(&[u8], &[u8])) -> Taken {
         self.begin();
         let mut held = None;
@@ -482,6 +491,8 @@ impl<A: RawAlloc> QueueState<A> {
     /// copy is built aside while the queue keeps its list; one store
     /// publishes it (a process dying before leaves the queue as it was,
     /// after, the queue compacted with its index to rebuild).
+    #[cold]
+    #[inline(never)]
     fn compact(&mut self) {
         let mut fresh = Log::new(A::default());
         let mut ok = true;
