@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cfg, Impl, Kamailio};
+use common::{wait_until, Cfg, Impl, Kamailio};
 
 const BODY: &str = r#"modparam("mqueue", "mqueue", "name=big")
 modparam("pv", "shvset", "phase=i:0")
@@ -118,16 +118,12 @@ fn a_held_large_value_keeps_its_bytes_through_other_processes_work() {
     // Drained and released: the memory goes back (the spare ages out
     // within two timer ticks).
     k.rpc(&["mqueue.clear", "big"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held = k.stat("big", "shm_bytes") - start;
-        if held <= 512 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{held} bytes left after drain and release"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let back = wait_until(Duration::from_secs(20), || {
+        (k.stat("big", "shm_bytes") - start <= 512).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "{} bytes left after drain and release",
+        k.stat("big", "shm_bytes") - start
+    );
 }

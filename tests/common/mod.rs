@@ -424,18 +424,14 @@ impl Kamailio {
     /// Waits up to `timeout` for Kamailio to exit on its own (after a
     /// child died, say): true when it did. The instance is not stopped.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while let Some(child) = self.child.as_mut() {
-            if let Ok(Some(_)) = child.try_wait() {
-                if let Some(mut child) = self.child.take() {
-                    kill_group(&mut child);
-                }
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        if wait_until(timeout, || child.try_wait().ok().flatten()).is_none() {
+            return false;
+        }
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
         }
         true
     }
