@@ -43,3 +43,24 @@ route[LONG] {
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 1024, "longest log line {longest} bytes");
 }
+
+/// A 64 KB queue name in the config (with a value the C module misreads,
+/// so a warning names the queue): every start-up line that names it is cut.
+#[test]
+fn a_64_kb_queue_name_in_the_config_logs_short_lines() {
+    let name = "n".repeat(65536);
+    let body = format!(
+        "modparam(\"mqueue\", \"mqueue\", \"name={name};size=10abc\")\n\
+         event_route[core:worker-one-init] {{ xlog(\"L_INFO\", \"T|READY\\n\"); }}\n"
+    );
+    let cfg = Cfg {
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(20)).len(), 1);
+    let log = k.log();
+    assert!(log.contains("... (65536 bytes)"), "the name is not shown cut");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "longest log line {longest} bytes");
+}

@@ -86,7 +86,7 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
         Err(e) => {
             kerr!(
                 "modparam {param}: mqueue {}: {e}",
-                String::from_utf8_lossy(name)
+                crate::kamailio::log::shown(name)
             );
             return -1;
         }
@@ -109,7 +109,7 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
         Ok(()) => {
             kinfo!(
                 "mqueue param: [{}|size={size}|addmode={addmode}|dbmode={dbmode}|maxbytes={maxbytes}{on_redis}]",
-                String::from_utf8_lossy(name)
+                crate::kamailio::log::shown(name)
             );
             0
         }
@@ -129,14 +129,14 @@ host_entry! {
         };
         match parse_queue_spec(text) {
             Ok(s) => {
-                let name = String::from_utf8_lossy(&s.name);
+                let name = crate::kamailio::log::shown(&s.name);
                 for w in &s.warnings {
                     kwarn!("mqueue {name}: {w}");
                 }
                 define("mqueue", &s)
             }
             Err(e) => {
-                kerr!("modparam mqueue: {e}: {}", String::from_utf8_lossy(text));
+                kerr!("modparam mqueue: {e}: {}", crate::kamailio::log::shown(text));
                 -1
             }
         }
@@ -154,7 +154,7 @@ host_entry! {
         let size = DEFAULT_SIZE.load(Ordering::Relaxed);
         let addmode = DEFAULT_ADDMODE.load(Ordering::Relaxed);
         for w in meanings(size, addmode, 0) {
-            kwarn!("mqueue {}: {w}", String::from_utf8_lossy(name));
+            kwarn!("mqueue {}: {w}", crate::kamailio::log::shown(name));
         }
         let spec = QueueSpec {
             name: name.to_vec(),

@@ -110,7 +110,7 @@ pub fn define(
     if reg.by_name.contains_key(name) {
         return Err(format!(
             "mqueue redefined: {}",
-            String::from_utf8_lossy(name)
+            crate::kamailio::log::shown(name)
         ));
     }
     let state = QueueState::<ShmAlloc>::new(mode, limits, random_seed());
@@ -118,7 +118,7 @@ pub fn define(
         queue: Queue::new(state),
         bell: Doorbell::new(),
     })
-    .ok_or_else(|| format!("no more shm for: {}", String::from_utf8_lossy(name)))?;
+    .ok_or_else(|| format!("no more shm for: {}", crate::kamailio::log::shown(name)))?;
     reg.by_name.insert(name.to_vec(), reg.queues.len());
     reg.queues.push(QueueDef {
         name: name.to_vec(),
