@@ -115,6 +115,7 @@ unsafe fn lookup_queue(msg: *mut sys::sip_msg, parsed: &PvQueueName) -> Option<u
 /// # Safety
 /// The arguments are those of the core's getter call for a spec
 /// [`pv_parse_mq_name`] parsed.
+#[inline(always)]
 unsafe fn get_item(
     msg: *mut sys::sip_msg,
     param: *mut sys::pv_param_t,

@@ -258,6 +258,7 @@ impl<A: RawAlloc> QueueState<A> {
     }
 
     /// Adds an item under the queue's addmode and limits.
+    #[inline]
     pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
         self.begin();
         let outcome = self.add_inner(key, val);
@@ -314,14 +315,29 @@ impl<A: RawAlloc> QueueState<A> {
         AddOutcome::Added
     }
 
-    fn enforce_limits(&mut self) {
+    /// True while the items exceed a configured bound.
+    #[inline(always)]
+    fn over_limits(&self) -> bool {
         let Limits {
             max_items,
             max_bytes,
         } = self.limits;
-        while (max_items > 0 && self.live > max_items)
-            || (max_bytes > 0 && self.live_bytes > max_bytes)
-        {
+        (max_items > 0 && self.live > max_items) || (max_bytes > 0 && self.live_bytes > max_bytes)
+    }
+
+    /// Drops the oldest items while a bound is exceeded (one inline test
+    /// when none is).
+    #[inline(always)]
+    fn enforce_limits(&mut self) {
+        if self.over_limits() {
+            self.evict_cold();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn evict_cold(&mut self) {
+        while self.over_limits() {
             if !self.pop_with(|_, _| ()) {
                 break;
             }
@@ -355,6 +371,7 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Removes the oldest item and shows its entry to `f`, with the log
     /// (whose head chunk holds the entry); false when empty.
+    #[inline(always)]
     fn pop_entry(&mut self, f: impl FnOnce(&mut Log<A>, &Entry)) -> bool {
         while self.live > 0 {
             let Some(entry) = self.log.front() else { break };
