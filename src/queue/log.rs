@@ -36,6 +36,8 @@ pub struct Entry {
     pub val_len: u32,
     pub hash: u32,
     pub live: u32,
+    /// Durable queues: the item's sequence number in the log (0 otherwise).
+    pub seq: u64,
     /// Next entry in the same index bucket.
     pub bucket_next: *mut Entry,
 }
@@ -153,7 +155,7 @@ impl<A: RawAlloc> Log<A> {
     }
 
     /// Appends an entry; [`Log::reserve`] must have made room for it.
-    pub fn push(&mut self, key: &[u8], val: &[u8], hash: u32) -> *mut Entry {
+    pub fn push(&mut self, key: &[u8], val: &[u8], hash: u32, seq: u64) -> *mut Entry {
         let size = Entry::size_for(key.len(), val.len());
         // SAFETY: reserve guaranteed `size` free bytes at tail.used; the entry
         // header is aligned because every entry size is a multiple of 8.
@@ -167,6 +169,7 @@ impl<A: RawAlloc> Log<A> {
                 val_len: val.len() as u32,
                 hash,
                 live: 1,
+                seq,
                 bucket_next: ptr::null_mut(),
             });
             let data = base.add(ENTRY_HEADER);

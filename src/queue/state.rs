@@ -108,6 +108,41 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Adds an item under the queue's addmode and limits.
     pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
+        self.add_seq(key, val, 0, |_| ())
+    }
+
+    /// Bytes an item takes against `maxbytes`.
+    pub fn item_size(key: &[u8], val: &[u8]) -> usize {
+        Entry::size_for(key.len(), val.len())
+    }
+
+    /// What an add of this item would do before any change: `Some` outcome
+    /// when it would be refused (too large, duplicate under addmode 1).
+    pub fn refuses(&self, key: &[u8], val: &[u8]) -> Option<AddOutcome> {
+        let size = Entry::size_for(key.len(), val.len());
+        if key.len() > u32::MAX as usize / 2
+            || val.len() > u32::MAX as usize / 2
+            || (self.limits.max_bytes > 0 && size > self.limits.max_bytes)
+        {
+            return Some(AddOutcome::TooLarge);
+        }
+        if self.mode == AddMode::KeepOldest
+            && self.index.find(hash_key(self.seed, key), key).is_some()
+        {
+            return Some(AddOutcome::Duplicate);
+        }
+        None
+    }
+
+    /// Adds an item tagged with a log sequence number; `gone` is told the
+    /// sequence number of every item the add evicted or replaced.
+    pub fn add_seq(
+        &mut self,
+        key: &[u8],
+        val: &[u8],
+        seq: u64,
+        mut gone: impl FnMut(u64),
+    ) -> AddOutcome {
         let size = Entry::size_for(key.len(), val.len());
         if key.len() > u32::MAX as usize / 2 || val.len() > u32::MAX as usize / 2 {
             self.stats.failed += 1;
@@ -133,17 +168,19 @@ impl<A: RawAlloc> QueueState<A> {
             return AddOutcome::NoMemory;
         }
         if let Some(old) = existing {
+            // SAFETY: the index holds live entries of this queue's log.
+            gone(unsafe { (*old).seq });
             self.kill(old);
             self.stats.replaced += 1;
         }
-        let entry = self.log.push(key, val, hash);
+        let entry = self.log.push(key, val, hash, seq);
         if unique {
             self.index.insert(entry);
         }
         self.live += 1;
         self.live_bytes += size;
         self.stats.added += 1;
-        self.enforce_limits();
+        self.enforce_limits(&mut gone);
         self.stats.max_size = self.stats.max_size.max(self.live);
         if self.dead_bytes > CHUNK_PAYLOAD && self.dead_bytes > self.live_bytes {
             self.compact();
@@ -151,7 +188,7 @@ impl<A: RawAlloc> QueueState<A> {
         AddOutcome::Added
     }
 
-    fn enforce_limits(&mut self) {
+    fn enforce_limits(&mut self, gone: &mut impl FnMut(u64)) {
         let Limits {
             max_items,
             max_bytes,
@@ -159,7 +196,7 @@ impl<A: RawAlloc> QueueState<A> {
         while (max_items > 0 && self.live > max_items)
             || (max_bytes > 0 && self.live_bytes > max_bytes)
         {
-            if !self.pop_with(|_, _| ()) {
+            if !self.pop_with(|_, _, seq| gone(seq)) {
                 break;
             }
             self.stats.evicted += 1;
@@ -180,7 +217,7 @@ impl<A: RawAlloc> QueueState<A> {
     }
 
     /// Removes the oldest item and shows it to `f`; false when empty.
-    fn pop_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+    fn pop_with(&mut self, f: impl FnOnce(&[u8], &[u8], u64)) -> bool {
         while self.live > 0 {
             let Some(entry) = self.log.front() else { break };
             // SAFETY: front returns an entry of this log, valid until advance
@@ -197,7 +234,7 @@ impl<A: RawAlloc> QueueState<A> {
             }
             // SAFETY: the entry is live and its chunk is not freed before the
             // next front call.
-            unsafe { f(e.key(), e.val()) };
+            unsafe { f(e.key(), e.val(), e.seq) };
             self.live -= 1;
             self.live_bytes -= size;
             if self.live == 0 {
@@ -211,6 +248,11 @@ impl<A: RawAlloc> QueueState<A> {
     /// Takes the oldest item out, handing its key and value to `f` (which
     /// copies them); false when the queue is empty.
     pub fn fetch_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+        self.fetch_seq(|k, v, _| f(k, v))
+    }
+
+    /// As [`QueueState::fetch_with`], with the item's sequence number.
+    pub fn fetch_seq(&mut self, f: impl FnOnce(&[u8], &[u8], u64)) -> bool {
         let found = self.pop_with(f);
         if found {
             self.stats.fetched += 1;
@@ -232,6 +274,11 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Shows up to `n` items, oldest first, without removing them.
     pub fn peek(&self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
+        self.peek_seq(n, |k, v, _| f(k, v))
+    }
+
+    /// As [`QueueState::peek`], with each item's sequence number.
+    pub fn peek_seq(&self, n: usize, mut f: impl FnMut(&[u8], &[u8], u64)) {
         let mut left = n;
         self.log.for_each(|entry| {
             if left == 0 {
@@ -241,7 +288,7 @@ impl<A: RawAlloc> QueueState<A> {
             let e = unsafe { &*entry };
             if e.live != 0 {
                 // SAFETY: as above; the entry is live.
-                unsafe { f(e.key(), e.val()) };
+                unsafe { f(e.key(), e.val(), e.seq) };
                 left -= 1;
             }
             true
@@ -282,7 +329,7 @@ impl<A: RawAlloc> QueueState<A> {
                 ok = false;
                 return false;
             }
-            let copy = self.log.push(key, val, e.hash);
+            let copy = self.log.push(key, val, e.hash, e.seq);
             self.index.insert(copy);
             true
         });
