@@ -28,8 +28,6 @@ pub struct Conn<'d> {
     /// The table name: the driver keeps the `str` pointer, not a copy, so
     /// both live as long as the connection.
     table: Box<(Vec<u8>, sys::str_)>,
-    /// A SQLite load-order snapshot exists (temporary table, dropped on close).
-    snapshot: bool,
 }
 
 /// What a [`Conn::read_rows`] handed out and was taken.
@@ -37,18 +35,13 @@ pub struct Taken {
     pub rows: usize,
     /// Every row of the table was taken.
     pub all: bool,
-    /// SQLite snapshot: the position of the last row taken.
-    last_seq: Option<i64>,
 }
 
 /// The generic query itself failed (a missing column, for instance).
 struct QueryFailed;
 
-/// The temporary table that holds a SQLite load order.
-const SNAPSHOT: &str = "mqueue_load_order";
-
 /// A quoted SQL identifier.
-fn ident(b: &[u8]) -> String {
+pub fn ident(b: &[u8]) -> String {
     format!("\"{}\"", String::from_utf8_lossy(b).replace('"', "\"\""))
 }
 
@@ -128,12 +121,12 @@ impl Driver {
             h,
             in_tx: Tx::None,
             table: Box::new((Vec::new(), from_bytes(&[]))),
-            snapshot: false,
         })
     }
 
-    fn is_sqlite(&self) -> bool {
-        self.url.starts_with(b"sqlite:")
+    /// A SQLite database (`sqlite:` URL), whose driver takes raw SQL.
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with(b"sqlite:") && self.f.raw_query.is_some()
     }
 }
 
@@ -187,21 +180,22 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// The table in use.
+    pub fn table(&self) -> &[u8] {
+        &self.table.0
+    }
+
     /// Reads every row of the table in use once, for a move into a queue:
     /// the columns `cols` as text, in `order` where that column gives one
     /// (rows without a usable value after the others). `row` returns false
     /// when it cannot take a row; the read stops there. Memory stays
-    /// bounded: SQLite is paged over a snapshot of the row order, drivers
-    /// with `fetch_result` deliver batches.
+    /// bounded where the driver has `fetch_result` (batches).
     pub fn read_rows(
         &mut self,
         cols: [&[u8]; 2],
         order: &[u8],
         mut row: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<Taken, String> {
-        if self.d.is_sqlite() && self.d.f.raw_query.is_some() && self.sqlite_snapshot(order) {
-            return self.read_snapshot(cols, &mut row);
-        }
         // Without an `order` column the rows still load, unordered, as
         // the C module loads them on drivers without fetch.
         match self.read_query(cols, Some(order), &mut row) {
@@ -212,81 +206,33 @@ impl Conn<'_> {
         }
     }
 
-    /// SQLite: records the load order in a temporary table (integer ids
-    /// first, by id, then every other row in storage order), so that pages
-    /// can be read and deleted by position whatever the ids hold.
-    fn sqlite_snapshot(&mut self, order: &[u8]) -> bool {
-        let (t, o) = (ident(&self.table.0), ident(order));
-        if !self.raw(format!("DROP TABLE IF EXISTS temp.{SNAPSHOT}").as_bytes())
-            || !self.raw(
-                format!("CREATE TEMP TABLE {SNAPSHOT} (seq INTEGER PRIMARY KEY, r INTEGER)")
-                    .as_bytes(),
-            )
-        {
-            return false;
-        }
-        // Qualified column names: SQLite reads an unknown "name" alone as
-        // a string literal, t."name" is an error.
-        let by_id = format!(
-            "INSERT INTO {SNAPSHOT} (r) SELECT t.rowid FROM {t} AS t ORDER BY \
-             typeof(t.{o}) <> 'integer', CASE WHEN typeof(t.{o}) = 'integer' THEN t.{o} END, t.rowid"
-        );
-        let by_storage =
-            format!("INSERT INTO {SNAPSHOT} (r) SELECT t.rowid FROM {t} AS t ORDER BY t.rowid");
-        if self.raw(by_id.as_bytes()) || self.raw(by_storage.as_bytes()) {
-            self.snapshot = true;
-            return true;
-        }
-        self.raw(format!("DROP TABLE IF EXISTS temp.{SNAPSHOT}").as_bytes());
-        false
+    /// Whether the database is SQLite, which takes raw SQL.
+    pub fn is_sqlite(&self) -> bool {
+        self.d.is_sqlite()
     }
 
-    fn read_snapshot(
+    /// Runs a raw SQL query and walks its rows as [`Conn::read_rows`] does,
+    /// the third column (if any) read as an integer; `first` numbers the
+    /// first row in errors. Returns the rows `row` took and whether it
+    /// refused one.
+    pub fn raw_rows(
         &mut self,
-        cols: [&[u8]; 2],
-        row: &mut impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<Taken, String> {
+        sql: &str,
+        first: usize,
+        row: impl FnMut(&[u8], &[u8], Option<i64>) -> bool,
+    ) -> Result<(usize, bool), String> {
         let raw = self.d.f.raw_query.ok_or_else(|| missing("raw_query"))?;
-        let (k, v, t) = (ident(cols[0]), ident(cols[1]), ident(&self.table.0));
-        let mut taken = Taken {
-            rows: 0,
-            all: false,
-            last_seq: Some(0),
-        };
-        loop {
-            let last = taken.last_seq.unwrap_or(0);
-            let sql = format!(
-                "SELECT t.{k}, t.{v}, m.seq FROM {SNAPSHOT} AS m JOIN {t} AS t ON t.rowid = m.r \
-                 WHERE m.seq > {last} ORDER BY m.seq LIMIT {FETCH_ROWS}"
-            );
-            let s = from_bytes(sql.as_bytes());
-            let mut res: *mut sys::db1_res_t = null_mut();
-            // SAFETY: the statement lives for the call; the result is freed
-            // below.
-            if unsafe { raw(self.h, &s, &mut res) } < 0 {
-                self.free(res);
-                return Err(
-                    "the query failed (does the table have the columns key and val?)".into(),
-                );
-            }
-            let walked = self.rows(res, taken.rows, |k, v, seq| {
-                let ok = row(k, v);
-                if ok {
-                    taken.last_seq = seq;
-                }
-                ok
-            });
+        let s = from_bytes(sql.as_bytes());
+        let mut res: *mut sys::db1_res_t = null_mut();
+        // SAFETY: the statement lives for the call; the result is freed
+        // below.
+        if unsafe { raw(self.h, &s, &mut res) } < 0 {
             self.free(res);
-            let (n, stopped) = walked?;
-            taken.rows += n;
-            if stopped {
-                return Ok(taken);
-            }
-            if n < FETCH_ROWS as usize {
-                taken.all = true;
-                return Ok(taken);
-            }
+            return Err("the query failed (does the table have the columns key and val?)".into());
         }
+        let walked = self.rows(res, first, row);
+        self.free(res);
+        walked
     }
 
     /// Reads through the generic query, ordered when `order` is given.
@@ -331,7 +277,6 @@ impl Conn<'_> {
         let mut taken = Taken {
             rows: 0,
             all: false,
-            last_seq: None,
         };
         // fetch_result keeps its position in the result it is handed:
         // the same result goes back each time and is freed once, at the end.
@@ -360,20 +305,8 @@ impl Conn<'_> {
     }
 
     /// Deletes the rows that [`Conn::read_rows`] handed out and that were
-    /// taken: every row when all were, else (SQLite only) the taken ones.
+    /// taken: only when all were (the generic API cannot name the others).
     pub fn delete_taken(&mut self, taken: &Taken) -> Result<(), String> {
-        if self.snapshot {
-            let t = ident(&self.table.0);
-            let last = taken.last_seq.unwrap_or(0);
-            let sql = format!(
-                "DELETE FROM {t} WHERE rowid IN (SELECT r FROM {SNAPSHOT} WHERE seq <= {last})"
-            );
-            return if self.raw(sql.as_bytes()) {
-                Ok(())
-            } else {
-                Err("cannot delete the loaded rows".into())
-            };
-        }
         if !taken.all {
             return Err("this DB driver cannot delete part of a table".into());
         }
@@ -455,7 +388,9 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn raw(&mut self, sql: &[u8]) -> bool {
+    /// Runs a raw SQL statement without result rows; false when it
+    /// failed or the driver takes no raw SQL.
+    pub fn raw(&mut self, sql: &[u8]) -> bool {
         let Some(f) = self.d.f.raw_query else {
             return false;
         };
@@ -509,9 +444,6 @@ impl Drop for Conn<'_> {
             }
         } else if self.in_tx == Tx::Sql {
             self.raw(b"ROLLBACK");
-        }
-        if self.snapshot {
-            self.raw(format!("DROP TABLE IF EXISTS temp.{SNAPSHOT}").as_bytes());
         }
         if let Some(close) = self.d.f.close {
             // SAFETY: the handle came from init and is closed once.

@@ -1,6 +1,6 @@
 //! Kamailio's shared memory as a [`RawAlloc`] for the queue core.
 
-use crate::queue::RawAlloc;
+use crate::queue::{RawAlloc, SharedAlloc, ShmSafe};
 use crate::sys;
 
 /// `shm_malloc` / `shm_free`: mapped before the fork at the same address in
@@ -23,19 +23,9 @@ unsafe impl RawAlloc for ShmAlloc {
     }
 }
 
-/// Types that may live in shared memory (pgrx's `PGRXSharedMemory`): every
-/// pointer they hold points into shared memory, they own no memory of a
-/// process's heap, and every process reaches their state through a
-/// cross-process lock.
-///
-/// # Safety
-/// Implement only for types that meet all three conditions.
-pub unsafe trait ShmSafe {}
-
-// SAFETY: a queue's items and index come from `ShmAlloc`, its counters are
-// plain integers, and its state sits behind the futex mutex, which works
-// across processes (non-private futex on shm).
-unsafe impl ShmSafe for crate::queue::Queue<ShmAlloc> {}
+// SAFETY: shm is mapped before the fork at the same address in every
+// process, and a block stays valid in all of them until shm_free.
+unsafe impl SharedAlloc for ShmAlloc {}
 
 /// Alignment Kamailio's shm allocators guarantee.
 const SHM_ALIGN: usize = 8;

@@ -4,7 +4,8 @@
 
 use std::os::raw::c_int;
 
-use super::{api, registry};
+use super::script::{add_code, fetch_code};
+use super::{ops, registry};
 use crate::host_entry;
 use crate::kamailio::kemi::{self, arg, NullMode};
 use crate::kerr;
@@ -18,7 +19,8 @@ host_entry! {
         v: *mut sys::str_,
     ) -> c_int, "KSR.mqueue.mq_add", -1 => {
         // SAFETY: arguments forwarded from KEMI.
-        unsafe { api::add_by_name(arg(q), arg(k), arg(v)) }
+        let (q, k, v) = unsafe { (arg(q), arg(k), arg(v)) };
+        add_code(&ops::add_by_name(q, k, v))
     }
 }
 
@@ -29,7 +31,7 @@ host_entry! {
     ) -> c_int, "KSR.mqueue.mq_fetch", -1 => {
         // SAFETY: argument forwarded from KEMI.
         match registry::lookup(unsafe { arg(q) }) {
-            Some(idx) => api::fetch(idx),
+            Some(idx) => fetch_code(&ops::fetch(idx)),
             None => -1,
         }
     }
@@ -47,8 +49,8 @@ host_entry! {
             kerr!("mqueue {} not found", String::from_utf8_lossy(name));
             return -1;
         };
-        // None: a Redis call that failed (logged there).
-        api::size(idx).map_or(-1, |n| n.min(i32::MAX as usize) as c_int)
+        // Err: a Redis call that failed (logged there).
+        ops::size(idx).map_or(-1, |n| n.min(i32::MAX as usize) as c_int)
     }
 }
 
@@ -59,7 +61,7 @@ host_entry! {
     ) -> c_int, "KSR.mqueue.mq_pv_free", -1 => {
         // SAFETY: argument forwarded from KEMI.
         if let Some(idx) = registry::lookup(unsafe { arg(q) }) {
-            api::pv_free(idx);
+            ops::pv_free(idx);
         }
         1
     }
@@ -71,7 +73,7 @@ fn getter(q: *mut sys::str_, want_key: bool, null_mode: NullMode) -> *mut sys::s
     let found = idx.and_then(|idx| {
         // The fetched bytes stay in place until the next fetch or
         // mq_pv_free in this process, after the interpreter copied them.
-        api::fetched(idx, |item| {
+        ops::fetched(idx, |item| {
             item.map(|(k, v)| kemi::string(if want_key { k } else { v }))
         })
     });

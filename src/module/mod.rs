@@ -1,11 +1,14 @@
-//! Module glue: the export tables Kamailio reads, and thin `extern "C"`
-//! entry points into safe code. Every entry is declared with
-//! [`crate::host_entry!`], which runs its body inside
-//! [`crate::kamailio::guard::guard`].
+//! Module glue: the export tables Kamailio reads (`tables`), the module's
+//! life (`lifecycle`), the interfaces (script functions, variables, KEMI,
+//! RPC, `bind_mq`), and the operations they share (`ops`), which match
+//! once on each queue's backend (`registry::Backend`). Every `extern "C"`
+//! entry is declared with [`crate::host_entry!`], which runs its body
+//! inside [`crate::kamailio::guard::guard`].
 
-pub mod api;
-mod exports;
+mod bind;
 mod kemi;
+mod lifecycle;
+pub mod ops;
 mod params;
 mod persist;
 mod pvars;
@@ -14,3 +17,5 @@ mod remote;
 mod rpc;
 mod script;
 mod stats;
+mod table_load;
+mod tables;

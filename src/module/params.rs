@@ -1,5 +1,5 @@
 //! Module parameters: `mqueue`, `mqueue_name`, `mqueue_size`,
-//! `mqueue_addmode`, `db_url`. Every value the C module accepts is accepted
+//! `mqueue_addmode`, `db_url`, `redis_timeout`. Every value the C module accepts is accepted
 //! with the C module's meaning (a warning names the queue where that is
 //! not what the value says); what the C module refuses, or crashes on,
 //! stops Kamailio at start with an error naming the parameter.
@@ -9,7 +9,8 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::registry;
+use super::persist::DbMode;
+use super::registry::{self, Backend};
 use crate::host_entry;
 use crate::kamailio::shm;
 use crate::queue::param::{meanings, parse_queue_spec, QueueSpec};
@@ -36,12 +37,13 @@ fn string_arg<'a>(val: *mut c_void) -> Option<&'a [u8]> {
 /// `redis_timeout` (ms): the longest a call to Redis may wait.
 pub static REDIS_TIMEOUT_MS: AtomicI64 = AtomicI64::new(500);
 
-/// A queue on Redis Streams: what the C attributes mean there, checked.
-fn stream_spec(s: &QueueSpec) -> Result<Option<StreamSpec>, String> {
+/// Where the queue keeps its items; for a queue on Redis Streams, what the
+/// C attributes mean there, checked.
+fn backend(s: &QueueSpec) -> Result<Backend, String> {
     let Some(url) = &s.redis else {
-        return Ok(None);
+        return Ok(Backend::Memory);
     };
-    if s.dbmode >= 1 && s.dbmode <= 3 {
+    if DbMode::from_int(s.dbmode) != DbMode::None {
         return Err("dbmode cannot be used with redis (Redis persists the queue itself)".into());
     }
     if s.maxbytes > 0 {
@@ -57,7 +59,7 @@ fn stream_spec(s: &QueueSpec) -> Result<Option<StreamSpec>, String> {
         s.size.max(0) as usize,
         claim_ms,
     )
-    .map(Some)
+    .map(|st| Backend::Remote(Box::new(st)))
 }
 
 fn define(param: &str, s: &QueueSpec) -> c_int {
@@ -67,8 +69,8 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
     }
     let (name, size, addmode, maxbytes, dbmode) =
         (&s.name, s.size, s.addmode, s.maxbytes, s.dbmode);
-    let stream = match stream_spec(s) {
-        Ok(st) => st,
+    let backend = match backend(s) {
+        Ok(b) => b,
         Err(e) => {
             kerr!(
                 "modparam {param}: mqueue {}: {e}",
@@ -81,16 +83,16 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
         max_items: size.max(0) as usize,
         max_bytes: maxbytes.max(0) as usize,
     };
-    let on_redis = stream
-        .as_ref()
-        .map(|st| format!("|redis={}", st.shown_url))
-        .unwrap_or_default();
+    let on_redis = match &backend {
+        Backend::Remote(st) => format!("|redis={}", st.shown_url),
+        Backend::Memory => String::new(),
+    };
     match registry::define(
         name,
         AddMode::from_int(addmode as i32),
         limits,
-        dbmode as i32,
-        stream,
+        DbMode::from_int(dbmode),
+        backend,
     ) {
         Ok(()) => {
             kinfo!(

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::registry::{self, QueueDef};
+use super::table_load::TableLoad;
 use crate::kamailio::db::Driver;
 use crate::queue::{spill, AddOutcome};
 use crate::{kerr, kinfo};
@@ -37,12 +38,54 @@ unsafe impl Sync for Persist {}
 
 static PERSIST: OnceLock<Persist> = OnceLock::new();
 
+/// A queue's `dbmode`, with the C module's numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DbMode {
+    /// 0 (and any number other than 1 to 3): no persistence.
+    #[default]
+    None,
+    /// 1: loads at start, saves at shutdown.
+    LoadAndSave,
+    /// 2: only loads.
+    LoadOnly,
+    /// 3: only saves.
+    SaveOnly,
+}
+
+impl DbMode {
+    pub fn from_int(n: i64) -> DbMode {
+        match n {
+            1 => DbMode::LoadAndSave,
+            2 => DbMode::LoadOnly,
+            3 => DbMode::SaveOnly,
+            _ => DbMode::None,
+        }
+    }
+
+    pub fn as_int(self) -> i32 {
+        match self {
+            DbMode::None => 0,
+            DbMode::LoadAndSave => 1,
+            DbMode::LoadOnly => 2,
+            DbMode::SaveOnly => 3,
+        }
+    }
+
+    pub fn loads(self) -> bool {
+        matches!(self, DbMode::LoadAndSave | DbMode::LoadOnly)
+    }
+
+    pub fn saves(self) -> bool {
+        matches!(self, DbMode::LoadAndSave | DbMode::SaveOnly)
+    }
+}
+
 fn loads(d: &QueueDef) -> bool {
-    d.dbmode == 1 || d.dbmode == 2
+    d.dbmode.loads()
 }
 
 fn saves(d: &QueueDef) -> bool {
-    d.dbmode == 1 || d.dbmode == 3
+    d.dbmode.saves()
 }
 
 /// `mod_init`: checks db_url and binds its driver when a queue needs it.
@@ -54,7 +97,7 @@ pub fn init(queues: &[QueueDef], url: Option<&[u8]>) -> Result<bool, String> {
         format!(
             "mqueue {}: dbmode={} needs the db_url module parameter",
             first.name_lossy(),
-            first.dbmode
+            first.dbmode.as_int()
         )
     })?;
     let driver = Driver::bind(url).map_err(|e| format!("db_url: {e}"))?;
@@ -80,7 +123,7 @@ pub fn load_all() {
 
 /// Adds one loaded item; false when the queue cannot take it (no shared
 /// memory, or larger than `maxbytes`), which ends the load there.
-fn take(d: &QueueDef, k: &[u8], v: &[u8]) -> bool {
+fn add_loaded(d: &QueueDef, k: &[u8], v: &[u8]) -> bool {
     !matches!(
         d.queue().lock().add(k, v),
         AddOutcome::NoMemory | AddOutcome::TooLarge
@@ -96,9 +139,10 @@ fn load_table(p: &Persist, d: &QueueDef) {
     let before = d.queue().lock().len();
     let moved = p.driver.connect().and_then(|mut c| {
         c.use_table(&d.name)?;
-        let taken = c.read_rows(COLS, ORDER, |k, v| take(d, k, v))?;
+        let mut load = TableLoad::new(&mut c);
+        let taken = load.read(COLS, ORDER, |k, v| add_loaded(d, k, v))?;
         if taken.rows > 0 {
-            c.delete_taken(&taken)?;
+            load.delete_taken(&taken)?;
         }
         Ok(taken)
     });
@@ -340,7 +384,11 @@ fn load_spill(d: &QueueDef) {
             return;
         }
     };
-    let loaded = dec.items.iter().take_while(|(k, v)| take(d, k, v)).count();
+    let loaded = dec
+        .items
+        .iter()
+        .take_while(|(k, v)| add_loaded(d, k, v))
+        .count();
     let rest = &dec.items[loaded..];
     kinfo!(
         "mqueue {name}: loaded {loaded} items from {}",

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::os::raw::c_int;
 
-use super::{api, registry};
+use super::{ops, registry};
 use crate::host_entry;
 use crate::kamailio::pv::{self, VarRef};
 use crate::kamailio::str::as_bytes;
@@ -114,7 +114,7 @@ unsafe fn get_item(
         let Some(idx) = queue_of(msg, param) else {
             return -1;
         };
-        api::fetched(idx, |item| match item {
+        ops::fetched(idx, |item| match item {
             Some((k, v)) => {
                 let bytes = if want_key { k } else { v };
                 if bytes.is_empty() {
@@ -164,9 +164,9 @@ host_entry! {
             let Some(idx) = queue_of(msg, param) else {
                 return -1;
             };
-            match api::size(idx) {
-                Some(n) => pv::int(msg, param, res, n.min(i32::MAX as usize) as i32),
-                None => -1,
+            match ops::size(idx) {
+                Ok(n) => pv::int(msg, param, res, n.min(i32::MAX as usize) as i32),
+                Err(_) => -1,
             }
         }
     }

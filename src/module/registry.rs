@@ -6,17 +6,26 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use super::persist::DbMode;
 use crate::kamailio::shm::{shm_box, ShmAlloc};
 use crate::queue::{AddMode, Limits, Queue, QueueState};
 use crate::stream::StreamSpec;
 
+/// Where a queue keeps its items, chosen once, when it is defined.
+pub enum Backend {
+    /// Shared memory, as the C module does.
+    Memory,
+    /// A Redis Stream (`redis=URL`) every instance configured with it
+    /// shares; the shm queue then only keeps this instance's counters
+    /// (failed calls).
+    Remote(Box<StreamSpec>),
+}
+
 /// One defined queue.
 pub struct QueueDef {
     pub name: Vec<u8>,
-    pub dbmode: i32,
-    /// Set for a queue on Redis Streams (`redis=URL`); the shm queue then
-    /// only keeps this instance's counters (failed calls).
-    pub stream: Option<StreamSpec>,
+    pub dbmode: DbMode,
+    pub backend: Backend,
     queue: *const Queue<ShmAlloc>,
 }
 
@@ -35,6 +44,14 @@ impl QueueDef {
 
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// The Redis stream of a queue on Redis.
+    pub fn remote(&self) -> Option<&StreamSpec> {
+        match &self.backend {
+            Backend::Remote(st) => Some(st.as_ref()),
+            Backend::Memory => None,
+        }
     }
 }
 
@@ -72,8 +89,8 @@ pub fn define(
     name: &[u8],
     mode: AddMode,
     limits: Limits,
-    dbmode: i32,
-    stream: Option<StreamSpec>,
+    dbmode: DbMode,
+    backend: Backend,
 ) -> Result<(), String> {
     if FROZEN.get().is_some() {
         return Err("queues can only be defined while the configuration is read".into());
@@ -95,7 +112,7 @@ pub fn define(
     reg.queues.push(QueueDef {
         name: name.to_vec(),
         dbmode,
-        stream,
+        backend,
         queue,
     });
     Ok(())

@@ -57,7 +57,7 @@ pub fn init(reg: &Registry) -> Result<(), String> {
     let streams: Vec<_> = reg
         .queues
         .iter()
-        .filter_map(|d| d.stream.as_ref().map(|s| (d, s)))
+        .filter_map(|d| d.remote().map(|s| (d, s)))
         .collect();
     if streams.is_empty() {
         return Ok(());
@@ -119,7 +119,7 @@ pub fn release_all(reg: &Registry) {
     let Some(prefix) = INSTANCE.get() else { return };
     let mut session = Session::new(format!("{prefix}main"), timeout());
     for d in &reg.queues {
-        let Some(st) = &d.stream else { continue };
+        let Some(st) = d.remote() else { continue };
         match session.release_consumers(st, prefix) {
             Ok(0) => {}
             Ok(n) => kinfo!("mqueue {}: acknowledged {n} entries this instance's processes held", d.name_lossy()),

@@ -4,10 +4,12 @@
 
 use std::os::raw::c_void;
 
-use super::{api, registry};
+use super::ops::{self, Add, Failure, Fetch, Report};
+use super::registry;
 use crate::host_entry;
 use crate::kamailio::guard::guard;
-use crate::kamailio::rpc::Rpc;
+use crate::kamailio::rpc::{Rpc, RpcStruct};
+use crate::queue::counters::{Id, Keeper};
 use crate::sys;
 
 /// Runs a handler inside the panic guard; a panic answers fault 500.
@@ -59,7 +61,7 @@ rpc_handler!(mqueue_rpc_get_size, "mqueue.get_size", |rpc| {
     let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
         return;
     };
-    let size = api::size(idx).unwrap_or(0);
+    let size = ops::size(idx).unwrap_or(0);
     match rpc.add_struct() {
         Some(st) => {
             st.str(c"name", &name);
@@ -80,7 +82,7 @@ rpc_handler!(mqueue_rpc_get_sizes, "mqueue.get_sizes", |rpc| {
             return;
         };
         st.str(c"name", &def.name);
-        st.int(c"size", api::size(idx).unwrap_or(0) as i64);
+        st.int(c"size", ops::size(idx).unwrap_or(0) as i64);
     }
 });
 
@@ -91,15 +93,15 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
     // Unlike the C module, an empty key or value is returned as an
     // empty string, and an item whose reply cannot be built (larger
     // than the transport's reply buffer) stays queued.
-    let rc = api::fetch_for_reply(idx, |k, v| {
+    let outcome = ops::fetch_for_reply(idx, |k, v| {
         rpc.add_struct()
             .is_some_and(|st| st.str(c"key", k) && st.str(c"val", v))
     });
-    match rc {
-        1 => {}
-        -2 => rpc.fault(404, c"Empty queue"),
-        0 => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
-        _ => rpc.fault(500, c"Cannot fetch (see the log)"),
+    match outcome {
+        Fetch::Fetched => {}
+        Fetch::Empty => rpc.fault(404, c"Empty queue"),
+        Fetch::Kept => rpc.fault(500, c"Item too large for the RPC reply; it stays queued"),
+        Fetch::Failed(_) => rpc.fault(500, c"Cannot fetch (see the log)"),
     }
 });
 
@@ -118,35 +120,9 @@ rpc_handler!(mqueue_rpc_stats, "mqueue.stats", |rpc| {
         if only.as_ref().is_some_and(|n| *n != def.name) {
             continue;
         }
-        if def.stream.is_some() {
-            if !stream_stats(&rpc, def) {
-                return;
-            }
-            continue;
-        }
-        let q = def.queue().lock();
-        let (s, limits, mode) = (q.stats(), q.limits(), q.mode());
-        drop(q);
-        let Some(st) = rpc.add_struct() else {
-            rpc.fault(500, c"Server error");
+        if !stats_entry(&rpc, def) {
             return;
-        };
-        st.str(c"name", &def.name);
-        st.int(c"size", s.size as i64);
-        st.int(c"limit", limits.max_items as i64);
-        st.int(c"maxbytes", limits.max_bytes as i64);
-        st.int(c"addmode", mode.as_int() as i64);
-        st.int(c"dbmode", def.dbmode as i64);
-        st.int(c"added", s.added as i64);
-        st.int(c"fetched", s.fetched as i64);
-        st.int(c"evicted", s.evicted as i64);
-        st.int(c"replaced", s.replaced as i64);
-        st.int(c"rejected", s.rejected as i64);
-        st.int(c"failed", s.failed as i64);
-        st.int(c"cleared", s.cleared as i64);
-        st.int(c"max_size", s.max_size as i64);
-        st.int(c"item_bytes", s.item_bytes as i64);
-        st.int(c"shm_bytes", s.shm_bytes as i64);
+        }
     }
 });
 
@@ -158,10 +134,10 @@ rpc_handler!(mqueue_rpc_peek, "mqueue.peek", |rpc| {
     let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
         return;
     };
-    let items = match api::peek(def, n) {
+    let items = match ops::peek(def, n) {
         Ok(items) => items,
         Err(e) => {
-            remote_fault(&rpc, &e);
+            failure_fault(&rpc, &e);
             return;
         }
     };
@@ -179,10 +155,10 @@ rpc_handler!(mqueue_rpc_clear, "mqueue.clear", |rpc| {
     let Some(def) = registry::frozen().and_then(|r| r.queues.get(idx)) else {
         return;
     };
-    let n = match api::clear(def) {
+    let n = match ops::clear(def) {
         Ok(n) => n,
         Err(e) => {
-            remote_fault(&rpc, &e);
+            failure_fault(&rpc, &e);
             return;
         }
     };
@@ -200,55 +176,82 @@ rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
         rpc.fault(400, c"Key and value required");
         return;
     };
-    if api::add(idx, &key, &val) == 1 {
-        rpc.add_int(1);
-    } else {
-        rpc.fault(500, c"Cannot add item");
+    match ops::add(idx, &key, &val) {
+        Add::Queued | Add::Duplicate => {
+            rpc.add_int(1);
+        }
+        Add::Failed(_) => rpc.fault(500, c"Cannot add item"),
     }
 });
 
-/// Fault 500 for a Redis call that failed, with its reason.
-fn remote_fault(rpc: &Rpc, e: &str) {
-    let text = std::ffi::CString::new(format!("Redis: {e}"))
-        .unwrap_or_else(|_| c"Redis call failed".to_owned());
+/// Fault 500 with the reason of a failed call.
+fn failure_fault(rpc: &Rpc, e: &Failure) {
+    let text = std::ffi::CString::new(e.to_string()).unwrap_or_else(|_| c"Call failed".to_owned());
     rpc.fault(500, &text);
 }
 
-/// `mqueue.stats` of a Redis queue: the Redis-side figures (length,
-/// pending entries, consumers of the group, the counters every instance
-/// shares) and this instance's failed calls. False when the reply failed.
-fn stream_stats(rpc: &Rpc, def: &registry::QueueDef) -> bool {
-    let Some(spec) = &def.stream else {
-        return true;
-    };
-    let failed = def.queue().lock().stats().failed;
-    let figures = super::remote::with(|s| s.figures(spec));
+/// One queue's entry in `mqueue.stats`. A memory queue: its limits and
+/// counters. A Redis queue: the Redis-side figures (length, pending
+/// entries, consumers of the group, the counters every instance shares)
+/// and this instance's failed calls. False when the reply failed.
+fn stats_entry(rpc: &Rpc, def: &registry::QueueDef) -> bool {
+    let report = ops::report(def);
     let Some(st) = rpc.add_struct() else {
         rpc.fault(500, c"Server error");
         return false;
     };
     st.str(c"name", &def.name);
-    st.str(c"backend", b"redis");
-    st.str(c"url", spec.shown_url.as_bytes());
-    st.str(c"group", spec.group.as_bytes());
-    st.int(c"limit", spec.max_items as i64);
-    st.int(c"addmode", spec.mode.as_int() as i64);
-    st.int(c"failed", failed as i64);
-    match figures {
-        Ok(f) => {
-            st.int(c"size", f.length);
-            st.int(c"length", f.length);
-            st.int(c"pending", f.pending);
-            st.int(c"consumers", f.consumers);
-            for (name, v) in &f.counters {
-                if let Ok(name) = std::ffi::CString::new(name.as_str()) {
-                    st.int(&name, *v);
+    match report {
+        Report::Memory {
+            values,
+            limits,
+            mode,
+        } => {
+            st.int(c"size", values.get(Id::Size) as i64);
+            st.int(c"limit", limits.max_items as i64);
+            st.int(c"maxbytes", limits.max_bytes as i64);
+            st.int(c"addmode", mode.as_int() as i64);
+            st.int(c"dbmode", def.dbmode.as_int() as i64);
+            for (c, v) in values.iter() {
+                if c.id != Id::Size && c.id != Id::Redelivered {
+                    counter(&st, c.name, v);
                 }
             }
         }
-        Err(e) => {
-            st.str(c"error", e.as_bytes());
+        Report::Remote {
+            spec,
+            failed,
+            shared,
+        } => {
+            st.str(c"backend", b"redis");
+            st.str(c"url", spec.shown_url.as_bytes());
+            st.str(c"group", spec.group.as_bytes());
+            st.int(c"limit", spec.max_items as i64);
+            st.int(c"addmode", spec.mode.as_int() as i64);
+            st.int(c"failed", failed as i64);
+            match shared {
+                Ok((values, f)) => {
+                    st.int(c"size", f.length);
+                    st.int(c"length", f.length);
+                    st.int(c"pending", f.pending);
+                    st.int(c"consumers", f.consumers);
+                    for (c, v) in values.iter() {
+                        if c.keeper == Keeper::Storage {
+                            counter(&st, c.name, v);
+                        }
+                    }
+                }
+                Err(e) => {
+                    st.str(c"error", e.as_bytes());
+                }
+            }
         }
     }
     true
+}
+
+fn counter(st: &RpcStruct<'_>, name: &str, v: u64) {
+    if let Ok(name) = std::ffi::CString::new(name) {
+        st.int(&name, v as i64);
+    }
 }

@@ -3,11 +3,30 @@
 
 use std::os::raw::{c_char, c_int, c_void};
 
-use super::{api, registry};
+use super::ops::{self, Add, Fetch};
+use super::registry;
 use crate::host_entry;
 use crate::kamailio::fixup;
 use crate::kerr;
 use crate::sys;
+
+/// `mq_add`'s return code (KEMI's too): 1 queued (or, addmode 1, already
+/// queued), -1 on error.
+pub(super) fn add_code(outcome: &Add) -> c_int {
+    match outcome {
+        Add::Queued | Add::Duplicate => 1,
+        Add::Failed(_) => -1,
+    }
+}
+
+/// `mq_fetch`'s return code (KEMI's too): 1 fetched, -2 empty, -1 error.
+pub(super) fn fetch_code(outcome: &Fetch) -> c_int {
+    match outcome {
+        Fetch::Fetched => 1,
+        Fetch::Empty | Fetch::Kept => -2,
+        Fetch::Failed(_) => -1,
+    }
+}
 
 /// The fixed-up queue parameter: the core's `gparam_t`, plus the queue
 /// index when the name is a constant naming a defined queue.
@@ -113,7 +132,7 @@ host_entry! {
                 kerr!("cannot get the val");
                 return -1;
             };
-            api::add(idx, k, v)
+            add_code(&ops::add(idx, k, v))
         }
     }
 }
@@ -127,7 +146,7 @@ host_entry! {
     ) -> c_int, "mq_fetch", -1 => {
         // SAFETY: q is the parameter fixed by fixup_mq.
         match unsafe { resolve(msg, q, false) } {
-            Ok(idx) => api::fetch(idx),
+            Ok(idx) => fetch_code(&ops::fetch(idx)),
             Err(rc) => rc,
         }
     }
@@ -145,10 +164,10 @@ host_entry! {
             Ok(i) => i,
             Err(_) => return -2,
         };
-        match api::size(idx) {
-            Some(0) => -1,
-            Some(n) => n.min(i32::MAX as usize) as c_int,
-            None => -2,
+        match ops::size(idx) {
+            Ok(0) => -1,
+            Ok(n) => n.min(i32::MAX as usize) as c_int,
+            Err(_) => -2,
         }
     }
 }
@@ -163,7 +182,7 @@ host_entry! {
         // SAFETY: q is the parameter fixed by fixup_mq.
         match unsafe { resolve(msg, q, false) } {
             Ok(idx) => {
-                api::pv_free(idx);
+                ops::pv_free(idx);
                 1
             }
             Err(-1) => 1,

@@ -6,6 +6,7 @@
 //! Items are packed into large chunks ([`log`]), so an add costs a copy and
 //! rarely an allocation; unique-key queues keep a hash index ([`index`]).
 
+pub mod counters;
 mod index;
 pub mod lock;
 mod log;
@@ -85,6 +86,29 @@ impl AddMode {
 
 /// A queue as it lives in shared memory: its state under a cross-process lock.
 pub type Queue<A> = lock_api::Mutex<FutexMutex, QueueState<A>>;
+
+/// Types that may live in shared memory (pgrx's `PGRXSharedMemory`): every
+/// pointer they hold points into shared memory, they own no memory of a
+/// process's heap, and every process reaches their state through a
+/// cross-process lock.
+///
+/// # Safety
+/// Implement only for types that meet all three conditions.
+pub unsafe trait ShmSafe {}
+
+/// An allocator whose blocks are valid at the same address in every
+/// process (Kamailio's shm).
+///
+/// # Safety
+/// Implement only for allocators whose blocks every process maps at the
+/// same address until they are freed.
+pub unsafe trait SharedAlloc: RawAlloc {}
+
+// SAFETY: a queue's items and index come from its allocator, shared by
+// every process (`SharedAlloc`); its counters are plain integers, and its
+// state sits behind the futex mutex, which works across processes
+// (non-private futex on shared memory).
+unsafe impl<A: SharedAlloc> ShmSafe for Queue<A> {}
 
 #[cfg(test)]
 mod tests;

@@ -37,7 +37,7 @@ pub struct QueueSpec {
 
 /// Reads a number as Kamailio's `str2sint` does: the value and whether the
 /// whole text was a plain decimal `int`.
-pub fn c_int(v: &[u8]) -> (i64, bool) {
+pub fn lenient_int(v: &[u8]) -> (i64, bool) {
     let (neg, digits) = match v.first() {
         Some(b'-') => (true, &v[1..]),
         Some(b'+') => (false, &v[1..]),
@@ -111,7 +111,7 @@ fn text(attr: &str, v: &[u8]) -> Result<String, String> {
 /// A number of a C module attribute, read as the C module reads it; a
 /// warning when the text says something else.
 fn c_number(attr: &str, v: &[u8], warnings: &mut Vec<String>) -> i64 {
-    let (n, plain) = c_int(v);
+    let (n, plain) = lenient_int(v);
     if !plain {
         warnings.push(format!(
             "{attr}={} is read as {n}, as the C module reads it",
@@ -272,7 +272,12 @@ mod tests {
             (b"-2147483648", i32::MIN as i64, true),
             (b"-99999999999", i32::MIN as i64, false),
         ] {
-            assert_eq!(c_int(text), (n, plain), "{}", String::from_utf8_lossy(text));
+            assert_eq!(
+                lenient_int(text),
+                (n, plain),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
         }
         let s = parse_queue_spec(b"name=q;size=10abc;addmode=9;dbmode=").unwrap();
         assert_eq!((s.size, s.addmode, s.dbmode), (10, 9, 0));

@@ -108,16 +108,9 @@ pub enum Added {
     Kept,
 }
 
-/// The counters the scripts keep (see [`scripts`]), in the order shown.
-pub const COUNTERS: [&str; 7] = [
-    "added",
-    "fetched",
-    "evicted",
-    "replaced",
-    "rejected",
-    "cleared",
-    "redelivered",
-];
+/// The counters the scripts keep (see [`scripts`]), in the order shown:
+/// the storage counters of the one counter table.
+pub const COUNTERS: [&str; 7] = crate::queue::counters::STORAGE_NAMES;
 
 /// The figures `mqueue.stats` shows for a Redis queue.
 #[derive(Debug, Default)]
