@@ -270,6 +270,7 @@ fn main() {
         .allowlist_function("fixup_spve_all|fixup_free_spve_all")
         .allowlist_function("sr_kemi_modules_add|rpc_register_array|faked_msg_init|faked_msg_next")
         .allowlist_function("register_stat|get_stat_val|shm_initialized")
+        .allowlist_function("register_basic_timers|fork_basic_utimer")
         .allowlist_function("db_str2val|db_val2str|counter_register")
         .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
         .allowlist_var("PARAM_INT|GPARAM_TYPE_.*|PROC_.*|L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR")

@@ -10,5 +10,6 @@
 #include "core/pt.h"
 #include "core/globals.h"
 #include "core/shm_init.h"
+#include "core/timer_proc.h"
 #include "lib/srdb1/db.h"
 #include "shim.h"

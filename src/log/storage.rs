@@ -79,6 +79,10 @@ fn check(r: i32) -> io::Result<i32> {
     }
 }
 
+// SAFETY: the mapping belongs to the process, not to a thread; a
+// FileStorage is used by one thread at a time (it is `&mut` everywhere).
+unsafe impl Send for FileStorage {}
+
 impl FileStorage {
     pub fn new(dir: &Path, queue: &[u8]) -> Self {
         FileStorage {

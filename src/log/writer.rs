@@ -15,7 +15,9 @@ use super::format::{
 };
 use super::recover::Recovered;
 use super::storage::Storage;
-use crate::queue::{AddMode, AddOutcome, FutexMutex, Limits, QueueState, RawAlloc};
+use crate::queue::{
+    AddMode, AddOutcome, FutexMutex, Limits, QueueState, RawAlloc, SharedAlloc, ShmSafe,
+};
 
 /// Most segments a queue's log may span (with 16 MiB segments, 16 GiB).
 pub const MAX_SEGMENTS: usize = 1024;
@@ -232,6 +234,11 @@ pub struct Durable<A: RawAlloc> {
     commit: AtomicU32,
     durability: Durability,
 }
+
+// SAFETY: the items and index come from a `SharedAlloc`, the rest are
+// plain integers and arrays; the state sits behind the futex mutex and the
+// commit word is an atomic, both working across processes.
+unsafe impl<A: SharedAlloc> ShmSafe for Durable<A> {}
 
 pub type Guard<'a, A> = lock_api::MutexGuard<'a, FutexMutex, LogState<A>>;
 

@@ -5,9 +5,11 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::durable::{self, DurableRef};
 use super::registry::{self, Backend, QueueDef};
 use super::remote;
 use crate::kamailio::process_local::ProcessLocal;
+use crate::log::{Durability, LogStats};
 use crate::queue::counters::{self, Id, Keeper, Values};
 use crate::queue::{self, AddMode, Limits};
 use crate::stream::{self, StreamSpec};
@@ -24,6 +26,8 @@ pub enum Failure {
     TooLarge,
     /// A Redis call failed (the reason).
     Remote(String),
+    /// A durable queue's log could not be written (full disk, I/O error).
+    Disk(String),
 }
 
 impl fmt::Display for Failure {
@@ -33,6 +37,7 @@ impl fmt::Display for Failure {
             Failure::NoMemory => f.write_str("no more shared memory"),
             Failure::TooLarge => f.write_str("item larger than the queue's maxbytes"),
             Failure::Remote(e) => write!(f, "Redis: {e}"),
+            Failure::Disk(e) => write!(f, "cannot write the durable log: {e}"),
         }
     }
 }
@@ -68,6 +73,9 @@ struct FetchedItem {
     /// Redis queues: the entry this process was delivered last and has
     /// not acknowledged yet (acknowledged by the next fetch or mq_pv_free).
     held: Option<String>,
+    /// Durable queues: the item this process holds leased (acknowledged
+    /// by the next fetch or mq_pv_free).
+    lease: Option<u64>,
 }
 
 impl FetchedItem {
@@ -162,12 +170,13 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
         return Add::Failed(Failure::UnknownQueue);
     };
     let outcome = match &d.backend {
-        Backend::Memory => match d.queue().lock().add(key, val) {
-            queue::AddOutcome::Added => Add::Queued,
-            queue::AddOutcome::Duplicate => Add::Duplicate,
-            queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
-            queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
-        },
+        Backend::Memory => core_add(d.queue().lock().add(key, val)),
+        Backend::Durable(q) => {
+            match durable::with_storage(idx, &d.name, |st| q.get().add(st, key, val)) {
+                Ok(o) => core_add(o),
+                Err(e) => Add::Failed(Failure::Disk(e.to_string())),
+            }
+        }
         // Logged by the streak bookkeeping below, not by remote_failed.
         Backend::Remote(st) => match remote::with(|s| s.add(st, key, val)) {
             Ok(stream::Added::Added) => Add::Queued,
@@ -180,6 +189,15 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
     };
     note_add_result(idx, &outcome);
     outcome
+}
+
+fn core_add(o: queue::AddOutcome) -> Add {
+    match o {
+        queue::AddOutcome::Added => Add::Queued,
+        queue::AddOutcome::Duplicate => Add::Duplicate,
+        queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
+        queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
+    }
 }
 
 /// Adds an item to the queue named `name`; an unknown name is logged.
@@ -219,6 +237,7 @@ pub fn fetch(idx: usize) -> Fetch {
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
+        Backend::Durable(q) => fetch_durable(idx, d, q, |_, _| true),
     }
 }
 
@@ -248,7 +267,45 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, reply),
+        Backend::Durable(q) => fetch_durable(idx, d, q, reply),
     }
+}
+
+/// Durable queue: acknowledges the leased item and leases the next one,
+/// if `reply` can use it (else it stays queued).
+fn fetch_durable(
+    idx: usize,
+    d: &QueueDef,
+    q: &DurableRef,
+    reply: impl FnOnce(&[u8], &[u8]) -> bool,
+) -> Fetch {
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        let FetchedItem {
+            key, val, lease, ..
+        } = slot;
+        let r = durable::with_storage(idx, &d.name, |st| {
+            q.get().fetch(st, lease, |k, v| {
+                let fits = reply(k, v);
+                if fits {
+                    key.clear();
+                    key.extend_from_slice(k);
+                    val.clear();
+                    val.extend_from_slice(v);
+                }
+                fits
+            })
+        });
+        match r {
+            Ok(Some(true)) => {
+                slot.present = true;
+                Fetch::Fetched
+            }
+            Ok(Some(false)) => Fetch::Kept,
+            Ok(None) => Fetch::Empty,
+            Err(e) => Fetch::Failed(Failure::Disk(e.to_string())),
+        }
+    })
 }
 
 /// Redis queue: acknowledges the held entry and takes the next one. An
@@ -286,11 +343,16 @@ fn fetch_remote(
 pub fn pv_free(idx: usize) {
     with_fetched_slot(idx, |slot| {
         slot.present = false;
+        if let (Some(d), Some(seq)) = (def(idx), slot.lease.take()) {
+            if let Backend::Durable(q) = &d.backend {
+                durable::with_storage(idx, &d.name, |st| q.get().ack(st, seq));
+            }
+        }
         let (Some(d), Some(held)) = (def(idx), slot.held.take()) else {
             return;
         };
         match &d.backend {
-            Backend::Memory => {}
+            Backend::Memory | Backend::Durable(_) => {}
             Backend::Remote(st) => {
                 if let Err(e) = remote::with(|s| s.ack(st, &held)) {
                     remote_failed(d, "acknowledge", e);
@@ -319,6 +381,7 @@ pub fn size(idx: usize) -> Result<usize, Failure> {
     let d = def(idx).ok_or(Failure::UnknownQueue)?;
     match &d.backend {
         Backend::Memory => Ok(d.queue().lock().len()),
+        Backend::Durable(q) => Ok(q.get().lock().queue.len()),
         Backend::Remote(st) => remote::with(|s| s.len(st)).map_err(|e| remote_failed(d, "size", e)),
     }
 }
@@ -336,6 +399,14 @@ pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, Failure> {
             Ok(items)
         }
         Backend::Remote(st) => remote::with(|s| s.peek(st, n)).map_err(Failure::Remote),
+        Backend::Durable(q) => {
+            let mut items = Vec::new();
+            q.get()
+                .lock()
+                .queue
+                .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+            Ok(items)
+        }
     }
 }
 
@@ -344,6 +415,11 @@ pub fn clear(d: &QueueDef) -> Result<usize, Failure> {
     match &d.backend {
         Backend::Memory => Ok(d.queue().lock().clear()),
         Backend::Remote(st) => remote::with(|s| s.clear(st)).map_err(Failure::Remote),
+        Backend::Durable(q) => {
+            let idx = registry::lookup(&d.name).ok_or(Failure::UnknownQueue)?;
+            durable::with_storage(idx, &d.name, |st| q.get().clear(st))
+                .map_err(|e| Failure::Disk(e.to_string()))
+        }
     }
 }
 
@@ -353,6 +429,14 @@ pub enum Report<'a> {
         values: Values,
         limits: Limits,
         mode: AddMode,
+    },
+    /// A durable queue: as a memory queue, with its log's figures.
+    Durable {
+        values: Values,
+        limits: Limits,
+        mode: AddMode,
+        durability: Durability,
+        log: LogStats,
     },
     Remote {
         spec: &'a StreamSpec,
@@ -369,19 +453,38 @@ pub enum Report<'a> {
 pub fn counters(idx: usize) -> Option<Values> {
     let d = def(idx)?;
     match report(d) {
-        Report::Memory { values, .. } => Some(values),
+        Report::Memory { values, .. } | Report::Durable { values, .. } => Some(values),
         Report::Remote { shared, .. } => shared.ok().map(|(values, _)| values),
     }
 }
 
 /// The counters and figures of queue `d`.
 pub fn report(d: &QueueDef) -> Report<'_> {
+    if let Backend::Durable(q) = &d.backend {
+        let q = q.get();
+        let g = q.lock();
+        let (stats, limits, mode, log) =
+            (g.queue.stats(), g.queue.limits(), g.queue.mode(), g.stats());
+        drop(g);
+        let mut values = Values::from(&stats);
+        values.set(Id::Redelivered, log.redelivered);
+        values.set(Id::Leased, log.leased as u64);
+        values.set(Id::Syncs, log.syncs);
+        return Report::Durable {
+            values,
+            limits,
+            mode,
+            durability: q.durability(),
+            log,
+        };
+    }
     let q = d.queue().lock();
     let (stats, limits, mode) = (q.stats(), q.limits(), q.mode());
     drop(q);
     let values = Values::from(&stats);
     match &d.backend {
-        Backend::Memory => Report::Memory {
+        // (A durable queue was reported above.)
+        Backend::Memory | Backend::Durable(_) => Report::Memory {
             values,
             limits,
             mode,
@@ -398,7 +501,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
                             .map_or(0, |(_, v)| *v as u64),
                         Keeper::Length => f.length.max(0) as u64,
                         Keeper::Instance => values.get(c.id),
-                        Keeper::SharedMemory => 0,
+                        Keeper::SharedMemory | Keeper::Log => 0,
                     };
                     shared.set(c.id, v);
                 }

@@ -19,6 +19,9 @@ pub enum Backend {
     /// shares; the shm queue then only keeps this instance's counters
     /// (failed calls).
     Remote(Box<StreamSpec>),
+    /// Shared memory backed by a crash-safe log in `durable_dir`
+    /// (`durable=sync|N`); the shm queue beside it is not used.
+    Durable(super::durable::DurableRef),
 }
 
 /// One defined queue.
@@ -50,7 +53,7 @@ impl QueueDef {
     pub fn remote(&self) -> Option<&StreamSpec> {
         match &self.backend {
             Backend::Remote(st) => Some(st.as_ref()),
-            Backend::Memory => None,
+            Backend::Memory | Backend::Durable(_) => None,
         }
     }
 }
@@ -70,7 +73,7 @@ impl Registry {
 static PENDING: Mutex<Option<Registry>> = Mutex::new(None);
 static FROZEN: OnceLock<Registry> = OnceLock::new();
 
-fn random_seed() -> u64 {
+pub(super) fn random_seed() -> u64 {
     let mut seed = [0u8; 8];
     // SAFETY: getrandom writes at most 8 bytes into the buffer.
     let n = unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 8, 0) };

@@ -109,6 +109,7 @@ host_table! {
         param(c"mqueue_size", sys::PARAM_INT, params::mq_param_size),
         param(c"mqueue_addmode", sys::PARAM_INT, params::mq_param_addmode),
         param(c"redis_timeout", sys::PARAM_INT, params::mq_param_redis_timeout),
+        param(c"durable_dir", sys::PARAM_STRING, params::mq_param_durable_dir),
     ];
 }
 

@@ -15,6 +15,8 @@ pub enum Id {
     Rejected,
     Cleared,
     Redelivered,
+    Leased,
+    Syncs,
     Failed,
     MaxSize,
     ItemBytes,
@@ -33,6 +35,8 @@ pub enum Keeper {
     Instance,
     /// Only a queue in shared memory has it (0 elsewhere).
     SharedMemory,
+    /// Only a durable queue's log has it (0 elsewhere).
+    Log,
 }
 
 /// One counter.
@@ -57,7 +61,7 @@ const fn counter(id: Id, name: &'static str, keeper: Keeper, doc: &'static str) 
 }
 
 /// Every counter, in [`Id`] order (checked by a unit test).
-pub const ALL: [Counter; 12] = [
+pub const ALL: [Counter; 14] = [
     counter(Id::Size, "size", Keeper::Length, "items queued now"),
     counter(
         Id::Added,
@@ -100,6 +104,18 @@ pub const ALL: [Counter; 12] = [
         "redelivered",
         Keeper::Storage,
         "items delivered again after their consumer did not finish them",
+    ),
+    counter(
+        Id::Leased,
+        "leased",
+        Keeper::Log,
+        "items fetched and not acknowledged yet (durable queues)",
+    ),
+    counter(
+        Id::Syncs,
+        "syncs",
+        Keeper::Log,
+        "syncs of the log to disk (durable queues)",
     ),
     counter(
         Id::Failed,
