@@ -225,3 +225,318 @@ fn sigkill_under_load_sync() {
 fn sigkill_under_load_10ms() {
     crash_test("10");
 }
+
+/// The script API on a durable queue gives the lines a memory queue gives:
+/// return codes, `$mqk`/`$mqv`/`$mq_size`, addmodes, size and byte limits.
+#[test]
+fn script_api_matches_a_memory_queue() {
+    let script = r#"
+        mq_size("Q"); xlog("L_INFO", "T|Q|size-empty $rc $mq_size(Q)\n");
+        if($mqk(Q) == $null) { xlog("L_INFO", "T|Q|null-before\n"); }
+        mq_add("Q", "a", "1"); xlog("L_INFO", "T|Q|add $rc\n");
+        mq_add("Q", "b", "2"); xlog("L_INFO", "T|Q|add $rc\n");
+        mq_add("Q", "a", "3"); xlog("L_INFO", "T|Q|add-again $rc\n");
+        mq_add("Q", "c", "4444444444444444444444444444444444444444"); xlog("L_INFO", "T|Q|add-long $rc\n");
+        mq_add("Q", "d", "5"); xlog("L_INFO", "T|Q|add $rc\n");
+        mq_size("Q"); xlog("L_INFO", "T|Q|size $rc $mq_size(Q)\n");
+        mq_fetch("Q"); xlog("L_INFO", "T|Q|fetch $rc $mqk(Q)=$mqv(Q) $mq_size(Q)\n");
+        mq_pv_free("Q"); xlog("L_INFO", "T|Q|pv_free $rc\n");
+        if($mqk(Q) == $null) { xlog("L_INFO", "T|Q|null-after-free\n"); }
+        while(mq_fetch("Q")) { xlog("L_INFO", "T|Q|got $mqk(Q)=$mqv(Q)\n"); }
+        mq_fetch("Q"); xlog("L_INFO", "T|Q|fetch-empty $rc\n");
+        if($mqk(Q) == $null) { xlog("L_INFO", "T|Q|null-after-empty\n"); }
+        mq_add("Q", "e", "6"); mq_add("Q", "f", "7");
+        xlog("L_INFO", "T|Q|END\n");
+    "#;
+    let tmp = common::TempDir::new("durable-api");
+    let mut params = format!(
+        "modparam(\"mqueue\", \"durable_dir\", \"{}\")\n",
+        tmp.0.display()
+    );
+    let mut routes = String::new();
+    let variants = [
+        ("", "m0", "d0"),
+        (";addmode=1", "m1", "d1"),
+        (";addmode=2;size=2", "m2", "d2"),
+        (";maxbytes=120", "m3", "d3"),
+    ];
+    for (i, (attrs, m, d)) in variants.iter().enumerate() {
+        let durable = if i % 2 == 0 { "sync" } else { "10" };
+        params.push_str(&format!(
+            "modparam(\"mqueue\", \"mqueue\", \"name={m}{attrs}\")\n\
+             modparam(\"mqueue\", \"mqueue\", \"name={d}{attrs};durable={durable}\")\n"
+        ));
+        routes.push_str(&script.replace('Q', m));
+        routes.push_str(&script.replace('Q', d));
+    }
+    let body = format!("{params}event_route[core:worker-one-init] {{\n{routes}\n}}\n");
+    let cfg = Cfg {
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while k.marked("|END").len() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "script did not finish:\n{}",
+            k.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = k.marked("T|");
+    for (_, m, d) in variants {
+        let of = |q: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(&format!("{q}|")).map(str::to_string))
+                .collect()
+        };
+        let (ml, dl) = (of(m), of(d));
+        assert!(ml.len() > 10, "{ml:?}");
+        assert_eq!(dl, ml, "durable {d} and memory {m} differ");
+        // RPC views agree too.
+        for cmd in [["mqueue.get_size", m], ["mqueue.peek", m]] {
+            let a = k.rpc(&cmd).unwrap_or_else(|e| e).replace(m, "Q");
+            let b = k.rpc(&[cmd[0], d]).unwrap_or_else(|e| e).replace(d, "Q");
+            assert_eq!(a, b, "{}", cmd[0]);
+        }
+        let a = k.rpc(&["mqueue.fetch", m]).unwrap_or_else(|e| e);
+        let b = k.rpc(&["mqueue.fetch", d]).unwrap_or_else(|e| e);
+        assert_eq!(a, b, "mqueue.fetch");
+        let a = k
+            .rpc(&["mqueue.clear", m])
+            .unwrap_or_else(|e| e)
+            .replace(m, "Q");
+        let b = k
+            .rpc(&["mqueue.clear", d])
+            .unwrap_or_else(|e| e)
+            .replace(d, "Q");
+        assert_eq!(a, b, "mqueue.clear");
+        assert_eq!(k.queue_size(d), 0);
+        for name in [
+            "added", "fetched", "evicted", "replaced", "rejected", "cleared", "max_size",
+        ] {
+            assert_eq!(k.stat(d, name), k.stat(m, name), "{name} of {d}");
+        }
+    }
+    let stats = k.rpc(&["mqueue.stats", "d0"]).expect("stats");
+    assert_eq!(field(&stats, "backend"), "durable");
+    assert!(k.stat("d0", "syncs") >= 1, "{stats}");
+}
+
+fn durable_cfg(dir: &std::path::Path, queues: &str) -> String {
+    format!(
+        "modparam(\"mqueue\", \"durable_dir\", \"{}\")\n{queues}",
+        dir.display()
+    )
+}
+
+fn start_on(body: &str) -> Kamailio {
+    let cfg = Cfg {
+        body,
+        ..Cfg::default()
+    };
+    Kamailio::start(&cfg, Impl::Rust)
+}
+
+fn refused(body: &str) -> String {
+    let cfg = Cfg {
+        body,
+        ..Cfg::default()
+    };
+    let (code, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+    assert_ne!(code, Some(0), "{log}");
+    log
+}
+
+#[test]
+fn refused_starts_say_why() {
+    let log = refused("modparam(\"mqueue\", \"mqueue\", \"name=jobs;durable=sync\")\n");
+    assert!(
+        log.contains("mqueue jobs is durable: the durable_dir parameter is required"),
+        "{log}"
+    );
+    let tmp = common::TempDir::new("durable-refused");
+    let log = refused(&durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=jobs;durable=10;dbmode=1\")\n",
+    ));
+    assert!(
+        log.contains("durable and dbmode cannot be used together"),
+        "{log}"
+    );
+    let log = refused(&durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=jobs;durable=fast\")\n",
+    ));
+    assert!(log.contains("attribute durable"), "{log}");
+    // A directory that cannot be created (a file is in the way).
+    let file = tmp.0.join("a-file");
+    fs::write(&file, "x").expect("file");
+    let log = refused(&durable_cfg(
+        &file.join("sub"),
+        "modparam(\"mqueue\", \"mqueue\", \"name=jobs;durable=sync\")\n",
+    ));
+    assert!(
+        log.contains("mqueue jobs: cannot create durable_dir"),
+        "{log}"
+    );
+    // A second instance on a directory in use.
+    let dir = tmp.0.join("shared");
+    let body = durable_cfg(
+        &dir,
+        "modparam(\"mqueue\", \"mqueue\", \"name=jobs;durable=sync\")\n",
+    );
+    let first = start_on(&body);
+    let pid = fs::read_to_string(dir.join("mqueue.lock")).expect("lock file");
+    let log = refused(&body);
+    assert!(
+        log.contains(&format!(
+            "durable_dir {} is in use by another Kamailio instance (PID {pid})",
+            dir.display()
+        )),
+        "{log}"
+    );
+    drop(first);
+}
+
+fn add_items(k: &Kamailio, q: &str, n: usize) {
+    for i in 0..n {
+        k.rpc(&["mqueue.add", q, &format!("key-{i}"), &format!("value-{i}")])
+            .expect("add");
+    }
+}
+
+/// A clean restart keeps every item in order; an item fetched and not
+/// acknowledged when every process is killed is delivered again first and
+/// counted.
+#[test]
+fn restarts_keep_items() {
+    let tmp = common::TempDir::new("durable-restart");
+    let body = durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=q;durable=10;addmode=2\")\n",
+    );
+    let k = start_on(&body);
+    add_items(&k, "q", 5);
+    k.rpc(&["mqueue.add", "q", "key-1", "value-1b"])
+        .expect("replace");
+    let mut k = k.restart();
+    assert_eq!(k.queue_size("q"), 5);
+    // The key index was rebuilt: key-2 replaces the loaded one.
+    k.rpc(&["mqueue.add", "q", "key-2", "value-2b"])
+        .expect("replace");
+    assert_eq!(k.queue_size("q"), 5);
+    // Leased by the RPC process, then every process killed.
+    let first = k.rpc(&["mqueue.fetch", "q"]).expect("fetch");
+    assert_eq!(field(&first, "key"), "key-0");
+    assert_eq!(k.stat("q", "leased"), 1);
+    k.kill9();
+    wait_unlocked(&tmp.0.join("mqueue.lock"));
+    let k = k.restart();
+    assert_eq!(k.stat("q", "redelivered"), 1);
+    assert_eq!(k.queue_size("q"), 5);
+    let items: Vec<String> = k
+        .drain("q")
+        .into_iter()
+        .map(|(key, v)| format!("{key}={v}"))
+        .collect();
+    assert_eq!(
+        items,
+        [
+            "key-0=value-0",
+            "key-3=value-3",
+            "key-4=value-4",
+            "key-1=value-1b",
+            "key-2=value-2b"
+        ]
+    );
+    // Drained: one segment left.
+    let segments = fs::read_dir(&tmp.0).expect("dir").filter(|e| {
+        e.as_ref()
+            .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".mqlog"))
+    });
+    assert_eq!(segments.count(), 1);
+}
+
+/// Damaged files: a flipped byte inside one item, a file of another
+/// format, a directory and a FIFO under segment names. Each is set aside
+/// with an error naming it; every intact item is loaded; Kamailio starts.
+#[test]
+fn damaged_files_are_set_aside() {
+    let tmp = common::TempDir::new("durable-damage");
+    let body = durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
+    );
+    let mut k = start_on(&body);
+    add_items(&k, "q", 10);
+    k.stop();
+    let seg = fs::read_dir(&tmp.0)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "mqlog"))
+        .expect("a segment");
+    let mut data = fs::read(&seg).expect("read");
+    let at = data
+        .windows(7)
+        .position(|w| w == b"value-4")
+        .expect("item 4 in the segment");
+    data[at + 2] ^= 0x20;
+    fs::write(&seg, &data).expect("write");
+    fs::write(
+        tmp.0.join("71-00000000000000f0.mqlog"),
+        "not a log at all\n".repeat(20),
+    )
+    .expect("foreign");
+    fs::create_dir(tmp.0.join("71-00000000000000f1.mqlog")).expect("dir");
+    let fifo = std::ffi::CString::new(
+        tmp.0
+            .join("71-00000000000000f2.mqlog")
+            .to_string_lossy()
+            .as_bytes(),
+    )
+    .expect("c");
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let k = k.restart();
+    let log = k.log();
+    let name = seg
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(log.contains(&format!("{name}: damaged at offset")), "{log}");
+    assert!(
+        log.contains("71-00000000000000f0.mqlog: not an mqueue log segment"),
+        "{log}"
+    );
+    assert!(
+        log.contains("71-00000000000000f1.mqlog is not a regular file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("71-00000000000000f2.mqlog is not a regular file"),
+        "{log}"
+    );
+    assert!(log.contains("mqueue q: 9 items loaded"), "{log}");
+    let vals: Vec<String> = k.drain("q").into_iter().map(|(_, v)| v).collect();
+    let want: Vec<String> = (0..10)
+        .filter(|&i| i != 4)
+        .map(|i| format!("value-{i}"))
+        .collect();
+    assert_eq!(vals, want);
+    for f in [
+        &name,
+        "71-00000000000000f0.mqlog",
+        "71-00000000000000f1.mqlog",
+        "71-00000000000000f2.mqlog",
+    ] {
+        assert!(
+            tmp.0.join(format!("{f}.damaged")).exists(),
+            "{f} not set aside"
+        );
+    }
+}
