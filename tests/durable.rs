@@ -540,3 +540,151 @@ fn damaged_files_are_set_aside() {
         );
     }
 }
+
+/// A tmpfs of `size` at `dir`, in a mount namespace private to this test
+/// thread (and the processes it starts): needs root, like `unshare --mount`.
+fn private_tmpfs(dir: &std::path::Path, size: &str, flags: libc::c_ulong) {
+    // SAFETY: unshare of this thread's fs and mount namespace; the calls
+    // below only take valid C strings.
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS),
+            0,
+            "a private mount namespace needs root (unshare --mount): {}",
+            std::io::Error::last_os_error()
+        );
+        let none = c"none";
+        assert_eq!(
+            libc::mount(
+                none.as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            ),
+            0
+        );
+        let target = std::ffi::CString::new(dir.to_string_lossy().as_bytes()).expect("path");
+        let opts = std::ffi::CString::new(format!("size={size},mode=0700")).expect("opts");
+        assert_eq!(
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                opts.as_ptr() as *const libc::c_void
+            ),
+            0,
+            "mount tmpfs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A full disk: adds fail (-1, logged once per burst), SIP is answered,
+/// consumers go on and free space, adds succeed again, and nothing
+/// acknowledged is lost across a SIGKILL.
+#[test]
+fn full_disk() {
+    let tmp = common::TempDir::new("durable-full");
+    let dir = tmp.0.join("dur");
+    fs::create_dir(&dir).expect("dir");
+    private_tmpfs(&dir, "40m", 0);
+    let value = "x".repeat(1000);
+    let body = format!(
+        r#"modparam("mqueue", "durable_dir", "{}")
+modparam("mqueue", "mqueue", "name=q;durable=10")
+modparam("pv", "shvset", "drain=i:0")
+modparam("rtimer", "timer", "name=c;interval=20000u;mode=1")
+modparam("rtimer", "exec", "timer=c;route=DRAIN")
+route[DRAIN] {{
+    if ($shv(drain) == 1) {{
+        $var(j) = 0;
+        while ($var(j) < 20000 && mq_fetch("q")) {{ $var(j) = $var(j) + 1; }}
+        mq_pv_free("q");
+        $shv(drain) = 0;
+        xlog("L_INFO", "D|$var(j)\n");
+    }}
+}}
+request_route {{
+    $var(i) = 0;
+    while ($var(i) < 500) {{
+        if (!mq_add("q", "k", "$var(i)-{value}")) {{ xlog("L_INFO", "F|\n"); }}
+        $var(i) = $var(i) + 1;
+    }}
+    sl_send_reply("200", "OK");
+    exit;
+}}
+"#,
+        dir.display()
+    );
+    let cfg = Cfg {
+        globals: "children=2\nmax_while_loops=1000000",
+        modules: &["rtimer.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    assert_eq!(
+        common::sipp_messages(k.port, 100, 20, &k.dir.0),
+        0,
+        "SIP answered on a full disk"
+    );
+    let log = k.log();
+    let failed = lines(&log, "F|").len();
+    assert!(failed > 1000, "the disk did not fill: {failed} failed adds");
+    let logged = log.matches("cannot write the durable log").count();
+    assert!(
+        (1..=2).contains(&logged),
+        "{logged} lines for one burst per worker:\n{log}"
+    );
+    assert!(log.contains("No space left on device"), "{log}");
+    let queued = k.queue_size("q");
+    assert_eq!(k.stat("q", "added") as usize, queued);
+    // Consumers free space; then adds succeed again.
+    k.rpc(&["pv.shvSet", "drain", "int", "1"]).expect("shvSet");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while k.marked("D|").is_empty() {
+        assert!(Instant::now() < deadline, "no drain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let drained: usize = k.marked("D|")[0].parse().expect("n");
+    assert_eq!(k.queue_size("q"), queued - drained);
+    assert_eq!(common::sipp_messages(k.port, 4, 10, &k.dir.0), 0);
+    assert!(k.log().contains("adds succeed again after"), "{}", k.log());
+    let before = k.queue_size("q");
+    assert!(
+        before > queued - drained,
+        "no add succeeded after the drain"
+    );
+    k.kill9();
+    wait_unlocked(&dir.join("mqueue.lock"));
+    let k = k.restart();
+    let after = k.queue_size("q");
+    assert!(
+        after >= before,
+        "{after} items after the kill, {before} before"
+    );
+    eprintln!("full disk: {failed} adds failed, {queued} kept, {drained} drained, {before} queued at the kill, {after} after");
+}
+
+/// A directory that cannot be written (a read-only file system: root
+/// ignores permission bits) refuses the start, naming the queue.
+#[test]
+fn unwritable_dir_refused() {
+    let tmp = common::TempDir::new("durable-ro");
+    let dir = tmp.0.join("dur");
+    fs::create_dir(&dir).expect("dir");
+    private_tmpfs(&dir, "1m", libc::MS_RDONLY);
+    let log = refused(&durable_cfg(
+        &dir,
+        "modparam(\"mqueue\", \"mqueue\", \"name=cdr;durable=sync\")\n",
+    ));
+    assert!(
+        log.contains(&format!(
+            "mqueue cdr: cannot write in durable_dir {}",
+            dir.display()
+        )),
+        "{log}"
+    );
+}

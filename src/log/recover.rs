@@ -17,6 +17,16 @@ pub struct Item {
     pub val: Vec<u8>,
 }
 
+/// A segment recovery read records from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replayed {
+    pub id: u64,
+    /// The smallest sequence number added in it (0 for a snapshot, which
+    /// holds items of any age).
+    pub first_seq: u64,
+    pub len: usize,
+}
+
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -32,6 +42,9 @@ pub struct Recovered {
     /// Segments read whose records are now in `items` (removed once a new
     /// snapshot is on disk).
     pub superseded: Vec<u64>,
+    /// The segments replayed, in order, for starting on them as they are
+    /// when no snapshot can be written (a full disk).
+    pub replayed: Vec<Replayed>,
     /// Damaged segments (set aside once a new snapshot is on disk).
     pub damaged: Vec<u64>,
     /// Errors for the log, naming the file and what was loaded and lost.
@@ -194,6 +207,7 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
         let mut records = 0usize;
         let mut adds = Vec::new();
         let mut in_snapshot = h.flags & SNAPSHOT != 0;
+        let mut first_seq = if in_snapshot { Some(0) } else { None };
         let scan = format::scan(&data[HEADER_LEN..], h.salt, |r| {
             records += 1;
             if r.kind == Kind::SnapshotEnd {
@@ -201,7 +215,15 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             } else if r.kind == Kind::Add && !in_snapshot {
                 adds.push(r.seq);
             }
+            if r.kind == Kind::Add {
+                first_seq = Some(first_seq.map_or(r.seq, |f: u64| f.min(r.seq)));
+            }
             replay.apply(r);
+        });
+        out.replayed.push(Replayed {
+            id: *id,
+            first_seq: first_seq.unwrap_or(u64::MAX),
+            len: data.len(),
         });
         if scan.damaged_bytes > 0 {
             adds.sort_unstable();

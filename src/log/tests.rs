@@ -265,24 +265,40 @@ fn full_disk_fails_adds_and_keeps_everything() {
         Durability::Sync,
         4096,
     );
-    st.full = true;
-    let mut ok = 0;
-    let mut failed = 0;
+    let mut added: Vec<Vec<u8>> = Vec::new();
     for i in 0..200u32 {
+        q.add(&mut st, &i.to_le_bytes(), &[1u8; 64]).expect("add");
+        added.push(i.to_le_bytes().to_vec());
+    }
+    st.full = true;
+    let mut failed = 0;
+    for i in 1000..1200u32 {
         match q.add(&mut st, &i.to_le_bytes(), &[1u8; 64]) {
-            Ok(AddOutcome::Added) => ok += 1,
+            Ok(AddOutcome::Added) => added.push(i.to_le_bytes().to_vec()),
             Err(_) => failed += 1,
             Ok(o) => panic!("{o:?}"),
         }
     }
-    assert!(ok > 0 && failed > 0);
-    assert_eq!(q.lock().queue.len(), ok);
+    assert!(added.len() > 200 && failed > 0);
+    assert_eq!(q.lock().queue.len(), added.len());
+    // Consumers go on, and their acknowledgements free whole segments.
+    let files = st.current.len();
+    let mut h = None;
+    let half = added.len() / 2;
+    for want in &added[..half] {
+        assert_eq!(fetch(&q, &mut st, &mut h).as_ref(), Some(want));
+    }
+    assert!(st.current.len() < files, "nothing freed");
     st.full = false;
+    // A failed segment creation is not retried for 50 ms.
+    std::thread::sleep(std::time::Duration::from_millis(60));
     assert_eq!(
-        q.add(&mut st, b"after", b"v").expect("add"),
+        q.add(&mut st, b"again", b"v").expect("add"),
         AddOutcome::Added
     );
-    let mut st2 = RecStorage::with_files(st.durable.clone());
+    // After a crash: everything not fetched, the leased item and the new
+    // one (acknowledgements the full disk kept out may bring back more).
+    let mut st2 = RecStorage::with_files(st.current.clone());
     let (_, rec) = open(
         &mut st2,
         AddMode::Append,
@@ -290,7 +306,10 @@ fn full_disk_fails_adds_and_keeps_everything() {
         Durability::Sync,
         4096,
     );
-    assert_eq!(rec.items.len(), ok + 1);
+    let got: std::collections::HashSet<Vec<u8>> = keys(&rec).into_iter().collect();
+    for k in added[half - 1..].iter().chain([&b"again".to_vec()]) {
+        assert!(got.contains(k), "lost {k:?}");
+    }
 }
 
 fn one_segment_with(items: &[(&[u8], &[u8])]) -> Vec<u8> {
@@ -507,4 +526,64 @@ fn group_commit_shares_syncs() {
     let syncs = st.0.lock().unwrap().syncs - start;
     assert_eq!(q.lock().queue.len(), 1600);
     assert!(syncs * 2 < 1600, "{syncs} syncs for 1600 adds");
+}
+
+/// No room for a snapshot at start (a full disk): the queue starts on its
+/// segments as they are, consumers free them, adds resume.
+#[test]
+fn start_on_a_full_disk() {
+    let mut st = RecStorage::default();
+    let (q, _) = open(
+        &mut st,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        4096,
+    );
+    for i in 0..300u32 {
+        q.add(&mut st, &i.to_le_bytes(), &[2u8; 40]).expect("add");
+    }
+    let mut h = None;
+    for _ in 0..10 {
+        fetch(&q, &mut st, &mut h);
+    }
+    let mut st2 = RecStorage::with_files(st.current.clone());
+    st2.full = true;
+    let q2 = Q::new(
+        AddMode::Append,
+        Limits::default(),
+        7,
+        Durability::Sync,
+        4096,
+    );
+    let rec = recover(&mut st2, AddMode::Append, Limits::default()).expect("recover");
+    assert_eq!(rec.items.len(), 291);
+    let notes = q2.open(&mut st2, rec).expect("opens on a full disk");
+    assert!(notes[0].contains("starting on its"), "{notes:?}");
+    assert_eq!(q2.lock().queue.len(), 291);
+    assert!(q2.add(&mut st2, b"x", b"y").is_err());
+    let files = st2.current.len();
+    let mut h = None;
+    let mut got = Vec::new();
+    while let Some(k) = fetch(&q2, &mut st2, &mut h) {
+        got.push(k);
+    }
+    assert_eq!(got.len(), 291);
+    assert_eq!(got[0], 9u32.to_le_bytes().to_vec());
+    assert!(st2.current.len() < files);
+    st2.full = false;
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(
+        q2.add(&mut st2, b"x", b"y").expect("add"),
+        AddOutcome::Added
+    );
+    let mut st3 = RecStorage::with_files(st2.current.clone());
+    let (_, rec) = open(
+        &mut st3,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        4096,
+    );
+    assert_eq!(keys(&rec).last(), Some(&b"x".to_vec()));
 }

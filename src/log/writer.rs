@@ -86,7 +86,25 @@ pub struct LogState<A: RawAlloc> {
     written: u64,
     synced: u64,
     syncing: bool,
+    /// When creating a segment last failed (monotonic ms) and why: adds
+    /// fail fast for a while instead of trying again each time.
+    roll_failed_at: u64,
+    roll_errno: i32,
     stats: LogStats,
+}
+
+/// How long a failed segment creation (a full disk) is not retried,
+/// unless a segment is freed meanwhile.
+const ROLL_RETRY_MS: u64 = 50;
+
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 fn other(msg: &str) -> io::Error {
@@ -125,6 +143,22 @@ impl<A: RawAlloc> LogState<A> {
         if self.count >= MAX_SEGMENTS {
             return Err(other("the log has reached its most segments"));
         }
+        if self.roll_failed_at != 0 && now_ms().saturating_sub(self.roll_failed_at) < ROLL_RETRY_MS
+        {
+            return Err(io::Error::from_raw_os_error(self.roll_errno));
+        }
+        let r = self.roll_now(st, need);
+        match &r {
+            Err(e) => {
+                self.roll_failed_at = now_ms().max(1);
+                self.roll_errno = e.raw_os_error().unwrap_or(libc::EIO);
+            }
+            Ok(()) => self.roll_failed_at = 0,
+        }
+        r
+    }
+
+    fn roll_now<S: Storage>(&mut self, st: &mut S, need: usize) -> io::Result<()> {
         let old = self.cur().id;
         let id = old + 1;
         let len = (HEADER_LEN + need)
@@ -207,6 +241,7 @@ impl<A: RawAlloc> LogState<A> {
             }
             self.head = (self.head + 1) % MAX_SEGMENTS;
             self.count -= 1;
+            self.roll_failed_at = 0;
             self.stats.segments = self.count;
             self.stats.disk_bytes -= s.len as u64;
         }
@@ -224,6 +259,70 @@ impl<A: RawAlloc> LogState<A> {
 
     pub fn stats(&self) -> LogStats {
         self.stats
+    }
+
+    /// Writes every recovered item into a new snapshot segment and syncs
+    /// it; on success the state is that one segment.
+    fn write_snapshot<S: Storage>(&mut self, st: &mut S, rec: &Recovered) -> io::Result<()> {
+        let id = rec.last_segment + 1;
+        let end_len = record_len(Kind::SnapshotEnd, 0, 0);
+        let body: usize = rec
+            .items
+            .iter()
+            .map(|i| record_len(Kind::Add, i.key.len(), i.val.len()))
+            .sum::<usize>()
+            + end_len;
+        let len = (HEADER_LEN + body)
+            .max(self.seg_size)
+            .next_multiple_of(4096);
+        st.create(id, len)?;
+        let salt = format::new_salt();
+        let hdr = encode_header(Header {
+            flags: SNAPSHOT,
+            segment: id,
+            salt,
+        });
+        let mut fill = |b: &mut [u8]| {
+            b[..HEADER_LEN].copy_from_slice(&hdr);
+            let mut at = HEADER_LEN;
+            for i in &rec.items {
+                let n = record_len(Kind::Add, i.key.len(), i.val.len());
+                encode_record(&mut b[at..at + n], salt, Kind::Add, i.seq, &i.key, &i.val);
+                at += n;
+            }
+            encode_record(
+                &mut b[at..at + end_len],
+                salt,
+                Kind::SnapshotEnd,
+                0,
+                &[],
+                &[],
+            );
+        };
+        let written = st
+            .write(id, 0, HEADER_LEN + body, &mut fill)
+            .and_then(|_| st.sync(id));
+        if let Err(e) = written {
+            let _ = st.remove(id);
+            return Err(e);
+        }
+        self.stats.syncs += 1;
+        self.head = 0;
+        self.count = 0;
+        self.push_segment(Segment {
+            id,
+            salt,
+            // Every item recovered is in this segment.
+            first_seq: 0,
+            live: 0,
+            len,
+        });
+        self.off = HEADER_LEN + body;
+        self.next_seq = rec.next_seq;
+        self.written = self.off as u64;
+        self.synced = self.written;
+        self.stats.redelivered = rec.redelivered as u64;
+        Ok(())
     }
 }
 
@@ -264,6 +363,8 @@ impl<A: RawAlloc> Durable<A> {
                 written: 0,
                 synced: 0,
                 syncing: false,
+                roll_failed_at: 0,
+                roll_errno: 0,
                 stats: LogStats::default(),
             }),
             commit: AtomicU32::new(0),
@@ -287,78 +388,60 @@ impl<A: RawAlloc> Durable<A> {
     pub fn open<S: Storage>(&self, st: &mut S, rec: Recovered) -> io::Result<Vec<String>> {
         let mut g = self.state.lock();
         let s = &mut *g;
-        let id = rec.last_segment + 1;
-        let end_len = record_len(Kind::SnapshotEnd, 0, 0);
-        let body: usize = rec
-            .items
-            .iter()
-            .map(|i| record_len(Kind::Add, i.key.len(), i.val.len()))
-            .sum::<usize>()
-            + end_len;
-        let len = (HEADER_LEN + body).max(s.seg_size).next_multiple_of(4096);
-        st.create(id, len)?;
-        let salt = format::new_salt();
-        let hdr = encode_header(Header {
-            flags: SNAPSHOT,
-            segment: id,
-            salt,
-        });
-        let mut fill = |b: &mut [u8]| {
-            b[..HEADER_LEN].copy_from_slice(&hdr);
-            let mut at = HEADER_LEN;
-            for i in &rec.items {
-                let n = record_len(Kind::Add, i.key.len(), i.val.len());
-                encode_record(&mut b[at..at + n], salt, Kind::Add, i.seq, &i.key, &i.val);
-                at += n;
+        let mut notes = Vec::new();
+        match s.write_snapshot(st, &rec) {
+            Ok(()) => {
+                for old in &rec.superseded {
+                    if rec.damaged.contains(old) {
+                        notes.push(format!(
+                            "{} set aside as {}",
+                            st.name(*old),
+                            st.set_aside(*old)?
+                        ));
+                    } else {
+                        st.remove(*old)?;
+                    }
+                }
             }
-            encode_record(
-                &mut b[at..at + end_len],
-                salt,
-                Kind::SnapshotEnd,
-                0,
-                &[],
-                &[],
-            );
-        };
-        let written = st
-            .write(id, 0, HEADER_LEN + body, &mut fill)
-            .and_then(|_| st.sync(id));
-        if let Err(e) = written {
-            let _ = st.remove(id);
-            return Err(e);
-        }
-        let mut aside = Vec::new();
-        for old in &rec.superseded {
-            if rec.damaged.contains(old) {
-                aside.push(format!(
-                    "{} set aside as {}",
-                    st.name(*old),
-                    st.set_aside(*old)?
+            Err(e) if !rec.replayed.is_empty() => {
+                // No room for a copy (a full disk): start on the segments
+                // as they are; new records go to a new segment once there
+                // is space.
+                notes.push(format!(
+                    "cannot write a snapshot of the log ({e}): starting on its {} segments as they are",
+                    rec.replayed.len()
                 ));
-            } else {
-                st.remove(*old)?;
+                s.head = 0;
+                s.count = 0;
+                let mut replayed = rec.replayed.clone();
+                replayed.sort_by_key(|r| r.id);
+                for r in &replayed {
+                    s.push_segment(Segment {
+                        id: r.id,
+                        salt: 0,
+                        first_seq: r.first_seq,
+                        live: 0,
+                        len: r.len,
+                    });
+                }
+                let keep: Vec<u64> = replayed.iter().map(|r| r.id).collect();
+                for old in rec.superseded.iter().filter(|id| !keep.contains(id)) {
+                    let _ = st.remove(*old);
+                }
+                s.off = s.cur().len;
+                s.next_seq = rec.next_seq;
+                s.stats.redelivered = rec.redelivered as u64;
             }
+            Err(e) => return Err(e),
         }
-        s.stats.syncs += 1;
-        s.head = 0;
-        s.count = 0;
-        s.push_segment(Segment {
-            id,
-            salt,
-            // Every item recovered is in this segment.
-            first_seq: 0,
-            live: 0,
-            len,
-        });
-        s.off = HEADER_LEN + body;
-        s.next_seq = rec.next_seq;
-        s.written = s.off as u64;
-        s.synced = s.written;
-        s.stats.redelivered = rec.redelivered as u64;
         let mut gone = Vec::new();
         for i in &rec.items {
             match s.queue.add_seq(&i.key, &i.val, i.seq, |g| gone.push(g)) {
-                AddOutcome::Added => s.seg_mut(0).live += 1,
+                AddOutcome::Added => {
+                    if let Some(n) = s.seg_of(i.seq) {
+                        s.seg_mut(n).live += 1;
+                    }
+                }
                 AddOutcome::Duplicate | AddOutcome::TooLarge => gone.push(i.seq),
                 AddOutcome::NoMemory => {
                     return Err(other("no shared memory left for the queued items"))
@@ -366,11 +449,10 @@ impl<A: RawAlloc> Durable<A> {
             }
         }
         for seq in gone {
-            s.seg_mut(0).live += 1;
             s.gone(st, seq);
         }
         s.reclaim(st);
-        Ok(aside)
+        Ok(notes)
     }
 
     /// Adds an item: written to the log, then queued; with
@@ -415,7 +497,8 @@ impl<A: RawAlloc> Durable<A> {
 
     /// Acknowledges `held` (the item this process fetched last), then
     /// shows the oldest item to `take`; if `take` returns true the item is
-    /// leased to this process and `held` names it. None when empty.
+    /// leased to this process and `held` names it. None when empty. A log
+    /// that cannot be written does not stop deliveries.
     pub fn fetch<S: Storage>(
         &self,
         st: &mut S,
@@ -441,9 +524,12 @@ impl<A: RawAlloc> Durable<A> {
         if s.nleases == MAX_LEASES {
             return Err(other("too many items leased at once"));
         }
-        if let Err(e) = s.append(st, Kind::Lease, seq, &[], &[]) {
+        // Without its lease record (a full disk) the item is still
+        // delivered: after a crash it comes back as waiting, uncounted.
+        // Consumers must go on when the disk is full: their
+        // acknowledgements are what frees it.
+        if s.append(st, Kind::Lease, seq, &[], &[]).is_err() {
             s.stats.write_errors += 1;
-            return Err(e);
         }
         s.queue.fetch_seq(|_, _, _| ());
         s.leases[s.nleases] = seq;

@@ -180,6 +180,9 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
         }
         kinfo!("mqueue {name}: {loaded} items loaded from the durable log ({redelivered} to be delivered again)");
     }
+    // Unmapped before the fork: a mapping inherited by every process
+    // would keep the space of a deleted segment in use.
+    STORAGE.with(|all| all.clear());
     if timer {
         // SAFETY: called from mod_init, as register_basic_timers requires.
         if unsafe { sys::register_basic_timers(1) } < 0 {
