@@ -156,6 +156,7 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
             (g.queue.mode(), g.queue.limits())
         };
         let name = d.name_lossy();
+        let started = std::time::Instant::now();
         let (loaded, redelivered, aside) = with_storage(idx, &d.name, |st| {
             let rec = recover(st, mode, limits).map_err(|e| {
                 format!(
@@ -178,7 +179,10 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
         for a in aside {
             kerr!("mqueue {name}: {a}");
         }
-        kinfo!("mqueue {name}: {loaded} items loaded from the durable log ({redelivered} to be delivered again)");
+        kinfo!(
+            "mqueue {name}: {loaded} items loaded from the durable log ({redelivered} to be delivered again) in {} ms",
+            started.elapsed().as_millis()
+        );
     }
     // Unmapped before the fork: a mapping inherited by every process
     // would keep the space of a deleted segment in use.
