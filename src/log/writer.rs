@@ -600,6 +600,13 @@ impl<A: RawAlloc> Durable<A> {
                 continue;
             }
             g.syncing = true;
+            drop(g);
+            // Let adds about to be written join this sync (group commit
+            // grows with what arrives meanwhile: a yield is the cheapest
+            // wait).
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+            let g = self.state.lock();
             let target = g.written;
             let id = g.cur().id;
             drop(g);

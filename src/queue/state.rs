@@ -144,6 +144,7 @@ impl<A: RawAlloc> QueueState<A> {
         mut gone: impl FnMut(u64),
     ) -> AddOutcome {
         let size = Entry::size_for(key.len(), val.len());
+        let footprint = size + if seq != 0 { 8 } else { 0 };
         if key.len() > u32::MAX as usize / 2 || val.len() > u32::MAX as usize / 2 {
             self.stats.failed += 1;
             return AddOutcome::TooLarge;
@@ -163,13 +164,13 @@ impl<A: RawAlloc> QueueState<A> {
             self.stats.rejected += 1;
             return AddOutcome::Duplicate;
         }
-        if !self.log.reserve(size) || (unique && !self.index.reserve_one()) {
+        if !self.log.reserve(footprint) || (unique && !self.index.reserve_one()) {
             self.stats.failed += 1;
             return AddOutcome::NoMemory;
         }
         if let Some(old) = existing {
             // SAFETY: the index holds live entries of this queue's log.
-            gone(unsafe { (*old).seq });
+            gone(unsafe { (*old).seq() });
             self.kill(old);
             self.stats.replaced += 1;
         }
@@ -208,7 +209,7 @@ impl<A: RawAlloc> QueueState<A> {
         self.index.remove(entry);
         // SAFETY: entry is a live entry of this queue's log.
         let size = unsafe {
-            (*entry).live = 0;
+            (*entry).kill();
             (*entry).size()
         };
         self.live -= 1;
@@ -224,8 +225,8 @@ impl<A: RawAlloc> QueueState<A> {
             // and the next front call.
             let e = unsafe { &mut *entry };
             let size = e.size();
-            self.log.advance(size);
-            if e.live == 0 {
+            self.log.advance(e.footprint());
+            if !e.is_live() {
                 self.dead_bytes -= size;
                 continue;
             }
@@ -234,7 +235,7 @@ impl<A: RawAlloc> QueueState<A> {
             }
             // SAFETY: the entry is live and its chunk is not freed before the
             // next front call.
-            unsafe { f(e.key(), e.val(), e.seq) };
+            unsafe { f(e.key(), e.val(), e.seq()) };
             self.live -= 1;
             self.live_bytes -= size;
             if self.live == 0 {
@@ -286,9 +287,9 @@ impl<A: RawAlloc> QueueState<A> {
             }
             // SAFETY: for_each yields entries of this log.
             let e = unsafe { &*entry };
-            if e.live != 0 {
+            if e.is_live() {
                 // SAFETY: as above; the entry is live.
-                unsafe { f(e.key(), e.val(), e.seq) };
+                unsafe { f(e.key(), e.val(), e.seq()) };
                 left -= 1;
             }
             true
@@ -320,16 +321,17 @@ impl<A: RawAlloc> QueueState<A> {
         old.for_each(|entry| {
             // SAFETY: entries of the old log stay valid until it is dropped.
             let e = unsafe { &*entry };
-            if e.live == 0 {
+            if !e.is_live() {
                 return true;
             }
             // SAFETY: as above.
             let (key, val) = unsafe { (e.key(), e.val()) };
-            if !self.log.reserve(e.size()) {
+            if !self.log.reserve(e.footprint()) {
                 ok = false;
                 return false;
             }
-            let copy = self.log.push(key, val, e.hash, e.seq);
+            // SAFETY: as above.
+            let copy = self.log.push(key, val, e.hash, unsafe { e.seq() });
             self.index.insert(copy);
             true
         });
@@ -343,7 +345,7 @@ impl<A: RawAlloc> QueueState<A> {
             let index = &mut self.index;
             self.log.for_each(|entry| {
                 // SAFETY: entries of the restored log.
-                if unsafe { (*entry).live } != 0 {
+                if unsafe { (*entry).is_live() } {
                     index.insert(entry);
                 }
                 true
