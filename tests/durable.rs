@@ -27,6 +27,9 @@ modparam("rtimer", "exec", "timer=c;route=CONSUME")
 route[CONSUME] {{
     while (mq_fetch("work")) {{
         xlog("L_INFO", "C|$mqv(work)\n");
+        # Work on the item a while: kills land inside leases too.
+        $var(w) = 0;
+        while ($var(w) < 1000) {{ $var(w) = $var(w) + 1; }}
         mq_pv_free("work");
     }}
 }}
