@@ -221,6 +221,57 @@ fn leased_items_come_back_first_and_counted() {
     assert_eq!(rec.redelivered, 0);
 }
 
+/// A stop after a process died holding the lock, or in the middle of a
+/// sync, does not hang: it takes the lock over, syncs what was written and
+/// leaves the leases to be delivered again.
+#[test]
+fn stop_takes_over_a_lock_a_dead_process_held() {
+    let mut st = RecStorage::default();
+    let (q, _) = open(
+        &mut st,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Within(10),
+        1 << 16,
+    );
+    for i in 0..3u8 {
+        q.add(&mut st, &[i], b"v").expect("add");
+    }
+    let mut h = None;
+    assert_eq!(fetch(&q, &mut st, &mut h), Some(vec![0]));
+    // The dead process: it holds the lock and had started a sync.
+    let mut g = q.lock();
+    g.syncing = true;
+    std::mem::forget(g);
+    // SAFETY: this thread is the only user of the queue left.
+    let taken = unsafe { q.stop(&mut st, std::time::Duration::from_millis(50)) };
+    assert!(taken.expect("stop syncs"));
+    assert_eq!(q.lock().stats().leased, 1, "no acknowledgement written");
+    let mut st2 = RecStorage::with_files(st.durable.clone());
+    let (_, rec) = open(
+        &mut st2,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![vec![0], vec![1], vec![2]]);
+    assert_eq!(rec.redelivered, 1);
+    // A stop without a dead process ends the lease.
+    let (q, _) = open(
+        &mut st2,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Within(10),
+        1 << 16,
+    );
+    let mut h = None;
+    fetch(&q, &mut st2, &mut h);
+    // SAFETY: as above.
+    assert!(!unsafe { q.stop(&mut st2, std::time::Duration::from_millis(50)) }.expect("stop"));
+    assert_eq!(q.lock().stats().leased, 0);
+}
+
 #[test]
 fn drained_queue_keeps_one_segment() {
     let mut st = RecStorage::default();

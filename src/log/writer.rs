@@ -9,6 +9,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::format::{
     self, encode_header, encode_record, record_len, Header, Kind, HEADER_LEN, SNAPSHOT,
@@ -85,7 +86,7 @@ pub struct LogState<A: RawAlloc> {
     /// Bytes appended since start and bytes known synced.
     written: u64,
     synced: u64,
-    syncing: bool,
+    pub(super) syncing: bool,
     /// When creating a segment last failed (monotonic ms) and why: adds
     /// fail fast for a while instead of trying again each time.
     roll_failed_at: u64,
@@ -595,6 +596,54 @@ impl<A: RawAlloc> Durable<A> {
             }
         }
         self.flush(st)
+    }
+
+    /// The clean stop of the instance, once every other process has
+    /// exited: as [`Durable::release_all`], unless a process died holding
+    /// the lock (still held after `wait`) or inside a change of the queue.
+    /// Then the lock is taken over and only what was written is synced:
+    /// the leases come back at the next start, as after a crash, rather
+    /// than acknowledgements written on a state a dead process left half
+    /// changed. Returns true when the lock was taken over.
+    ///
+    /// # Safety
+    /// No other process or thread uses the queue any more.
+    pub unsafe fn stop<S: Storage>(&self, st: &mut S, wait: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + wait;
+        let mut taken_over = false;
+        let mut g = loop {
+            if let Some(g) = self.state.try_lock() {
+                break g;
+            }
+            if Instant::now() >= deadline {
+                // SAFETY: the caller guarantees no one else uses the queue:
+                // the holder is dead.
+                unsafe { self.state.force_unlock() };
+                taken_over = true;
+                break self.state.lock();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // A sync a dead process started never ends: no one is left to wait.
+        g.syncing = false;
+        if !taken_over && !g.queue.interrupted() {
+            while g.nleases > 0 {
+                let seq = g.leases[0];
+                g.ack_locked(st, seq);
+            }
+        }
+        let (target, id) = (g.written, g.cur().id);
+        drop(g);
+        let r = st.sync(id);
+        let mut g = self.state.lock();
+        match r {
+            Ok(()) => {
+                g.synced = g.synced.max(target);
+                g.stats.syncs += 1;
+            }
+            Err(_) => g.stats.write_errors += 1,
+        }
+        r.map(|()| taken_over)
     }
 
     /// Syncs what was written so far (the timer of `durable=N`).

@@ -264,17 +264,27 @@ pub fn start_timer() -> Result<(), String> {
     Ok(())
 }
 
+/// How long the stop waits for a queue lock before taking it over.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// mod_destroy (every worker stopped): leases end, logs are synced.
 pub fn stop(reg: &Registry) {
     for (idx, d) in reg.queues.iter().enumerate() {
         let Backend::Durable(q) = &d.backend else {
             continue;
         };
-        if let Err(e) = with_storage(idx, &d.name, |st| q.get().release_all(st)) {
-            kerr!(
+        // SAFETY: mod_destroy runs in the main process after every child
+        // has exited: no one else uses the queue.
+        match with_storage(idx, &d.name, |st| unsafe { q.get().stop(st, STOP_WAIT) }) {
+            Ok(false) => {}
+            Ok(true) => kerr!(
+                "mqueue {}: durable queue lock still held at stop (a process died holding it): its leased items are delivered again at the next start",
+                d.name_lossy()
+            ),
+            Err(e) => kerr!(
                 "mqueue {}: cannot sync the durable log at stop: {e}",
                 d.name_lossy()
-            );
+            ),
         }
     }
 }
