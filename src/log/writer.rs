@@ -480,9 +480,8 @@ impl<A: RawAlloc> Durable<A> {
             let mut g = self.state.lock();
             let s = &mut *g;
             s.settle(st);
-            if s.queue.refuses(key, val).is_some() {
-                // Counted by the queue core as it refuses it again.
-                return Ok(s.queue.add_seq(key, val, 0, |_| ()));
+            if let Some(refused) = s.queue.refuse(key, val) {
+                return Ok(refused);
             }
             let seq = s.next_seq;
             if let Err(e) = s.append(st, Kind::Add, seq, key, val) {

@@ -293,16 +293,19 @@ impl<A: RawAlloc> QueueState<A> {
             || (self.limits.max_bytes > 0 && size > self.limits.max_bytes)
     }
 
-    /// What an add of this item would do before any change: `Some` outcome
-    /// when it would be refused (too large, duplicate under addmode 1).
+    /// Refuses what an add of this tagged item would refuse before any
+    /// change (too large, duplicate under addmode 1), counting it as the
+    /// add would: `Some` outcome then, None when the add would go ahead.
     /// Call [`QueueState::settle`] first under the same lock hold.
-    pub fn refuses(&self, key: &[u8], val: &[u8]) -> Option<AddOutcome> {
+    pub fn refuse(&mut self, key: &[u8], val: &[u8]) -> Option<AddOutcome> {
         if self.too_large(key, val, 8) {
+            self.stats.failed += 1;
             return Some(AddOutcome::TooLarge);
         }
         if self.mode == AddMode::KeepOldest
             && self.index.find(hash_key(self.seed, key), key).is_some()
         {
+            self.stats.rejected += 1;
             return Some(AddOutcome::Duplicate);
         }
         None
