@@ -268,6 +268,7 @@ fn main() {
         .allowlist_function("pv_get_spec_value|pv_locate_name|fixup_spve_null|fixup_free_spve_null")
         .allowlist_function("sr_kemi_modules_add|faked_msg_init|faked_msg_next")
         .allowlist_function("shm_initialized|counter_register|register_timer|sr_kemi_xval_null")
+        .allowlist_function("register_basic_timers|fork_basic_utimer")
         .allowlist_var("PVT_OTHER|PV_NAME_.*|PV_VAL_.*|SR_KEMIP_.*|ANY_ROUTE|PARAM_STR.*")
         .allowlist_var("PARAM_INT|PROC_.*|L_ERR|L_WARN|L_NOTICE|L_INFO|L_DBG|DB_.*|CNT_F_.*")
         .allowlist_var("MODULE_INTERFACE_VER|SR_KEMI_XVAL_.*|FPARAM_.*")

@@ -136,7 +136,8 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
     with tempfile.TemporaryDirectory(prefix="mqueue-bench-") as d:
         cfg = os.path.join(d, "k.cfg")
         with open(cfg, "w") as f:
-            f.write(HEAD.format(port=PORT, mods=MODS, module=module, dir=d, params=params, script=script,
+            f.write(HEAD.format(port=PORT, mods=MODS, module=module, dir=d, params=params.replace("@DIR@", d),
+                                script=script,
                                 children=children, loads=loads, route=route))
         log = open(os.path.join(d, "log"), "w+")
         cmd = [KAMAILIO, "-DD", "-E", "-f", cfg, "-w", d, "-Y", d, *extra_args]
@@ -685,6 +686,107 @@ def redis_figures():
         print("%-44s %12.1f %12.1f" % (key, remote[key], local[key]), flush=True)
 
 
+DUR_N = int(os.environ.get("BENCH_DURABLE_N", "500000"))
+DUR_SYNC_N = int(os.environ.get("BENCH_DURABLE_SYNC_N", "4000"))
+DUR_START_N = int(os.environ.get("BENCH_DURABLE_START_N", "1000000"))
+
+PRODUCE = """route[PRODUCE] {
+    if ($shv(go) == 1 && $var(done) == 0) {
+        $var(done) = 1;
+        $var(i) = 0;
+        while ($var(i) < %(n)d) {
+            if (!mq_add("t", "k$var(i)", "%(val)s")) { $var(fail) = $var(fail) + 1; }
+            $var(i) = $var(i) + 1;
+        }
+        xlog("L_INFO", "B|PDONE fail=$var(fail)\\n");
+    }
+}
+"""
+
+
+def producers(module, attr, producers, n):
+    """`producers` rtimer processes add `n` 64-byte items each to queue t
+    (with `attr`): adds per second for the instance, CPU ns per add (all of
+    Kamailio's processes), and the queue's counters after the run."""
+    params = "\n".join([
+        'modparam("mqueue", "durable_dir", "@DIR@/durable")',
+        'modparam("mqueue", "mqueue", "name=t%s")' % attr,
+        'modparam("pv", "shvset", "go=i:0")'] +
+        ['modparam("rtimer", "timer", "name=p%d;interval=10000u;mode=1")\n'
+         'modparam("rtimer", "exec", "timer=p%d;route=PRODUCE")' % (i, i) for i in range(producers)])
+
+    def during(d, pgid, log, p):
+        ctl = ["kamcmd", "-s", "unix:%s/ctl.sock" % d]
+        cpu0, t0 = cpu_ns(pgid), time.monotonic()
+        subprocess.run(ctl + ["pv.shvSet", "go", "int", "1"], capture_output=True)
+        deadline = time.monotonic() + 600
+        while True:
+            log.seek(0)
+            text = log.read()
+            if text.count("B|PDONE") >= producers:
+                break
+            if time.monotonic() > deadline:
+                sys.exit("producers stalled:\n" + text[-2000:])
+            time.sleep(0.002)
+        secs, cpu = time.monotonic() - t0, cpu_ns(pgid) - cpu0
+        stats = subprocess.run(ctl + ["mqueue.stats", "t"], capture_output=True, text=True).stdout
+        return secs, cpu, stats, text
+
+    shm = str(64 + producers * n * 200 // (1 << 20))
+    _, _, (secs, cpu, stats, text), _ = run(module, params, "", loads='loadmodule "rtimer.so"',
+                                            route=PRODUCE % {"n": n, "val": VAL64} + ROUTE, children=1,
+                                            extra_args=("-m", shm), during=during)
+    fails = sum(int(m) for m in re.findall(r"B\|PDONE fail=(\d+)", text))
+    counters = dict(re.findall(r"^\t(\w+): (\d+)$", stats, re.M))
+    total = producers * n
+    return {"adds/s": total / secs, "CPU ns/add": cpu / total, "failed": fails,
+            "syncs": int(counters.get("syncs", 0)), "added": int(counters.get("added", 0))}
+
+
+def durable_startup(module, n):
+    """Fills a durable=10 queue with `n` 64-byte items, stops Kamailio
+    cleanly, starts it again on the same directory: the module's own
+    measure of the recovery (the log line at start) and the items found."""
+    with tempfile.TemporaryDirectory(prefix="mqueue-bench-durable-") as keep:
+        params = ('modparam("mqueue", "durable_dir", "%s")\n'
+                  'modparam("mqueue", "mqueue", "name=t;durable=10")' % keep)
+        fill = loop(n, 'mq_add("t", "k$var(i)", "%s");' % VAL64)
+        shm = ("-m", str(64 + n * 300 // (1 << 20)))
+        run(module, params, fill, extra_args=shm + ("-X", "tlsf"),
+            during=lambda d, pgid, log, p: (p.send_signal(15), p.wait(timeout=300)))
+        r = run(module, params, "", rpc_after=["mqueue.get_size", "t"], extra_args=shm,
+                during=lambda d, pgid, log, p: (log.seek(0), log.read())[1])
+        m = re.search(r"mqueue t: (\d+) items loaded from the durable log .* in (\d+) ms", r[2])
+        size = re.search(r"size: (\d+)", r[1] or "")
+        return {"items": int(m.group(1)), "recovery ms": int(m.group(2)),
+                "size": int(size.group(1)) if size else -1}
+
+
+def durable_figures():
+    """Durable queues beside memory queues, ours, in one run: durable=10
+    adds from 2 producers (CPU per add against a memory queue's, adds per
+    second), durable=sync acknowledged adds from 8 producers (syncs per
+    add: group commit), and the start-up with 1,000,000 queued items."""
+    mod = IMPLS["rust"]
+    runs = {"memory": [], "durable=10": []}
+    for _ in range(3):
+        runs["memory"].append(producers(mod, "", 2, DUR_N))
+        runs["durable=10"].append(producers(mod, ";durable=10", 2, DUR_N))
+    med = {k: {m: sorted(r[m] for r in v)[1] for m in v[0]} for k, v in runs.items()}
+    print("%-52s %12s %12s %8s" % ("durable (ours), 2 producers x %d adds" % DUR_N, "durable=10", "memory",
+                                   "ratio"))
+    for key in ("CPU ns/add", "adds/s", "failed"):
+        row("  %s (median of 3)" % key, med["durable=10"][key], med["memory"][key])
+    sync = producers(mod, ";durable=sync", 8, DUR_SYNC_N)
+    print("%-52s %12.1f" % ("durable=sync, 8 producers: acknowledged adds/s", sync["adds/s"]))
+    print("%-52s %12.3f" % ("durable=sync, 8 producers: syncs per add", sync["syncs"] / max(sync["added"], 1)))
+    print("%-52s %12.1f" % ("durable=sync, 8 producers: CPU ns/add", sync["CPU ns/add"]))
+    print("%-52s %12d" % ("durable=sync, 8 producers: failed adds", sync["failed"]))
+    st = durable_startup(mod, DUR_START_N)
+    print("%-52s %12d" % ("start-up: items recovered (of %d)" % DUR_START_N, st["items"]))
+    print("%-52s %12d" % ("start-up: recovery ms", st["recovery ms"]), flush=True)
+
+
 def row(name, ours, theirs, digits=1):
     ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
     print("%-44s %12.*f %12.*f %s" % (name, digits, ours, digits, theirs, ratio), flush=True)
@@ -706,6 +808,8 @@ def main():
         res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
         for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
             row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
+    if os.environ.get("BENCH_ONLY") == "durable":
+        durable_figures()
         return
     print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
     print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
@@ -758,6 +862,7 @@ def main():
     row("1,000 queues drained: shm bytes left per queue", res["rust"]["left per queue"],
         res["c"]["left per queue"])
     redis_figures()
+    durable_figures()
 
 
 if __name__ == "__main__":

@@ -11,5 +11,6 @@
 #include "core/globals.h"
 #include "core/shm_init.h"
 #include "core/timer.h"
+#include "core/timer_proc.h"
 #include "lib/srdb1/db.h"
 #include "shim.h"

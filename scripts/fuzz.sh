@@ -21,7 +21,7 @@ fi
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-for target in param ops spill; do
+for target in param ops spill log; do
   mkdir -p "fuzz/corpus/$target"
   if [ "$mode" = temp ]; then
     mkdir -p "$scratch/$target"

@@ -10,6 +10,7 @@
 //! The host layers are compiled out of unit-test builds (they need the
 //! Kamailio core to link) and when the `host` feature is off (fuzzing).
 
+pub mod log;
 pub mod queue;
 
 /// Queues on Redis Streams (no Kamailio dependency): the `redis` feature,

@@ -163,3 +163,17 @@ fn every_call_record_arrives_through_a_redis_queue() {
     let lines = run_on(Impl::Rust, &format!(";redis={}", redis.url()));
     check_records(Impl::Rust, &lines);
 }
+
+/// `bind_mq` on a durable queue: acc_json's records go through the log and
+/// arrive the same way.
+#[test]
+fn every_call_record_arrives_through_a_durable_queue() {
+    let dir = common::TempDir::new("acc-durable");
+    // The queue's definition, then one more modparam line: durable_dir.
+    let attr = format!(
+        ";durable=sync\")\nmodparam(\"mqueue\", \"durable_dir\", \"{}",
+        dir.0.display()
+    );
+    let lines = run_on(Impl::Rust, &attr);
+    check_records(Impl::Rust, &lines);
+}

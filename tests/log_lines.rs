@@ -60,7 +60,10 @@ fn a_64_kb_queue_name_in_the_config_logs_short_lines() {
     let k = Kamailio::start(&cfg, Impl::Rust);
     assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(20)).len(), 1);
     let log = k.log();
-    assert!(log.contains("... (65536 bytes)"), "the name is not shown cut");
+    assert!(
+        log.contains("... (65536 bytes)"),
+        "the name is not shown cut"
+    );
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 1024, "longest log line {longest} bytes");
 }

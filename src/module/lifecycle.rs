@@ -4,7 +4,7 @@
 
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 
-use super::{ops, params, persist, registry, remote, stats, tables};
+use super::{durable, ops, params, persist, registry, remote, stats, tables};
 use crate::host_entry;
 use crate::kamailio::core;
 use crate::kamailio::guard::install_panic_hook;
@@ -48,6 +48,10 @@ host_entry! {
             kerr!("cannot register the timer that ages spare queue memory");
             return -1;
         }
+        if let Err(e) = durable::init(reg) {
+            kerr!("{e}");
+            return -1;
+        }
         let db_url = params::DB_URL.lock().ok().and_then(|u| u.clone());
         match persist::init(&reg.queues, db_url.as_deref()) {
             Ok(true) => {
@@ -81,6 +85,12 @@ host_entry! {
         if rank == sys::PROC_INIT {
             persist::load_all();
         }
+        if rank == sys::PROC_MAIN as c_int {
+            if let Err(e) = durable::start_timer() {
+                kerr!("{e}");
+                return -1;
+            }
+        }
         0
     }
 }
@@ -89,6 +99,7 @@ host_entry! {
     pub fn mod_destroy(), "mod_destroy", () => {
         persist::save_all();
         if let Some(reg) = registry::frozen() {
+            durable::stop(reg);
             remote::release_all(reg);
         }
     }

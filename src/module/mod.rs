@@ -6,6 +6,7 @@
 //! inside [`crate::kamailio::guard::guard`].
 
 mod bind;
+mod durable;
 mod kemi;
 mod lifecycle;
 pub mod ops;

@@ -6,9 +6,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::durable::{self, DurableRef};
 use super::registry::{self, Backend, QueueDef};
 use super::remote;
 use crate::kamailio::process_local::ProcessLocal;
+use crate::log::{Durability, LogStats};
 use crate::queue::counters::{self, Id, Keeper, Values};
 use crate::queue::{self, AddMode, Limits};
 use crate::stream::{self, StreamSpec};
@@ -26,6 +28,9 @@ pub enum Failure {
     TooLarge,
     /// A Redis call failed (logged with Redis's error).
     Remote,
+    /// A durable queue's log could not be written (full disk, I/O error;
+    /// logged with the error).
+    Disk,
 }
 
 impl fmt::Display for Failure {
@@ -35,6 +40,7 @@ impl fmt::Display for Failure {
             Failure::NoMemory => "no more shared memory",
             Failure::TooLarge => "item larger than the queue's maxbytes",
             Failure::Remote => "a Redis call failed",
+            Failure::Disk => "cannot write the durable log",
         })
     }
 }
@@ -80,6 +86,9 @@ struct FetchedItem {
     /// Redis queues: the entry this process was delivered last and has
     /// not acknowledged yet (acknowledged by the next fetch or mq_pv_free).
     held: Option<String>,
+    /// Durable queues: the item this process holds leased (acknowledged
+    /// by the next fetch or mq_pv_free).
+    lease: Option<u64>,
 }
 
 impl FetchedItem {
@@ -191,6 +200,26 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
             });
             outcome
         }
+        Backend::Durable(q) => {
+            let result = durable::with_storage(idx, &d.name, |st| q.get().add(st, key, val));
+            let outcome = match &result {
+                Ok(o) => core_add(*o),
+                Err(_) => Add::Failed(Failure::Disk),
+            };
+            if outcome == Add::Queued {
+                // Rung after the lock is released (and, durable=sync,
+                // after the sync), like a memory queue's add.
+                d.bell().ring();
+            }
+            note_add_result(idx, outcome, || match &result {
+                Err(e) => format!("cannot write the durable log: {e}"),
+                Ok(_) => match outcome {
+                    Add::Failed(f) => f.to_string(),
+                    _ => String::new(),
+                },
+            });
+            outcome
+        }
         // Logged by the streak bookkeeping, not by remote_failed.
         Backend::Remote(st) => {
             let result = remote::with(|s| s.add(st, key, val));
@@ -208,6 +237,15 @@ pub fn add(idx: usize, key: &[u8], val: &[u8]) -> Add {
             });
             outcome
         }
+    }
+}
+
+fn core_add(o: queue::AddOutcome) -> Add {
+    match o {
+        queue::AddOutcome::Added => Add::Queued,
+        queue::AddOutcome::Duplicate => Add::Duplicate,
+        queue::AddOutcome::NoMemory => Add::Failed(Failure::NoMemory),
+        queue::AddOutcome::TooLarge => Add::Failed(Failure::TooLarge),
     }
 }
 
@@ -257,6 +295,7 @@ pub fn fetch(idx: usize) -> Fetch {
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
+        Backend::Durable(q) => fetch_durable(idx, d, q, |_, _| true),
     }
 }
 
@@ -283,7 +322,8 @@ pub fn fetch_wait(idx: usize, timeout: Duration) -> Fetch {
         }
     };
     match &d.backend {
-        Backend::Memory => {
+        // A durable queue's add rings the bell too.
+        Backend::Memory | Backend::Durable(_) => {
             d.bell().wait_for(timeout, take);
         }
         Backend::Remote(_) => {
@@ -330,7 +370,48 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, reply),
+        Backend::Durable(q) => fetch_durable(idx, d, q, reply),
     }
+}
+
+/// Durable queue: acknowledges the leased item and leases the next one,
+/// if `reply` can use it (else it stays queued).
+fn fetch_durable(
+    idx: usize,
+    d: &QueueDef,
+    q: &DurableRef,
+    reply: impl FnOnce(&[u8], &[u8]) -> bool,
+) -> Fetch {
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        let FetchedItem {
+            key, val, lease, ..
+        } = slot;
+        let r = durable::with_storage(idx, &d.name, |st| {
+            q.get().fetch(st, lease, |k, v| {
+                let fits = reply(k, v);
+                if fits {
+                    key.clear();
+                    key.extend_from_slice(k);
+                    val.clear();
+                    val.extend_from_slice(v);
+                }
+                fits
+            })
+        });
+        match r {
+            Ok(Some(true)) => {
+                slot.present = true;
+                Fetch::Fetched
+            }
+            Ok(Some(false)) => Fetch::Kept,
+            Ok(None) => Fetch::Empty,
+            Err(e) => {
+                kerr!("mqueue {}: cannot fetch: {e}", d.name_lossy());
+                Fetch::Failed(Failure::Disk)
+            }
+        }
+    })
 }
 
 /// Redis queue: acknowledges the held entry and takes the next one. An
@@ -374,11 +455,14 @@ pub fn pv_free(idx: usize) {
         if let Some(h) = slot.in_place.take() {
             d.queue().lock().release(h);
         }
+        if let (Backend::Durable(q), Some(seq)) = (&d.backend, slot.lease.take()) {
+            durable::with_storage(idx, &d.name, |st| q.get().ack(st, seq));
+        }
         let Some(held) = slot.held.take() else {
             return;
         };
         match &d.backend {
-            Backend::Memory => {}
+            Backend::Memory | Backend::Durable(_) => {}
             Backend::Remote(st) => {
                 if let Err(e) = remote::with(|s| s.ack(st, &held)) {
                     remote_failed(d, "acknowledge", &e);
@@ -412,6 +496,7 @@ pub fn size(idx: usize) -> Result<usize, Failure> {
     let d = def(idx).ok_or(Failure::UnknownQueue)?;
     match &d.backend {
         Backend::Memory => Ok(d.queue().lock().len()),
+        Backend::Durable(q) => Ok(q.get().lock().queue.len()),
         Backend::Remote(st) => {
             remote::with(|s| s.len(st)).map_err(|e| remote_failed(d, "size", &e))
         }
@@ -431,6 +516,14 @@ pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, String> {
             Ok(items)
         }
         Backend::Remote(st) => remote::with(|s| s.peek(st, n)).map_err(|e| format!("Redis: {e}")),
+        Backend::Durable(q) => {
+            let mut items = Vec::new();
+            q.get()
+                .lock()
+                .queue
+                .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+            Ok(items)
+        }
     }
 }
 
@@ -454,6 +547,11 @@ pub fn clear(d: &QueueDef) -> Result<usize, String> {
     match &d.backend {
         Backend::Memory => Ok(d.queue().lock().clear()),
         Backend::Remote(st) => remote::with(|s| s.clear(st)).map_err(|e| format!("Redis: {e}")),
+        Backend::Durable(q) => {
+            let idx = registry::lookup(&d.name).ok_or_else(|| "no such queue".to_string())?;
+            durable::with_storage(idx, &d.name, |st| q.get().clear(st))
+                .map_err(|e| format!("cannot write the durable log: {e}"))
+        }
     }
 }
 
@@ -463,6 +561,14 @@ pub enum Report<'a> {
         values: Values,
         limits: Limits,
         mode: AddMode,
+    },
+    /// A durable queue: as a memory queue, with its log's figures.
+    Durable {
+        values: Values,
+        limits: Limits,
+        mode: AddMode,
+        durability: Durability,
+        log: LogStats,
     },
     Remote {
         spec: &'a StreamSpec,
@@ -492,11 +598,11 @@ static REMOTE_COUNTERS: ProcessLocal<Vec<Option<CountersRead>>> = ProcessLocal::
 pub fn counters(idx: usize) -> Option<Values> {
     let d = def(idx)?;
     let shared = |d| match report(d) {
-        Report::Memory { values, .. } => Some(values),
+        Report::Memory { values, .. } | Report::Durable { values, .. } => Some(values),
         Report::Remote { shared, .. } => shared.ok().map(|(values, _)| values),
     };
     match &d.backend {
-        Backend::Memory => shared(d),
+        Backend::Memory | Backend::Durable(_) => shared(d),
         Backend::Remote(_) => REMOTE_COUNTERS.with(|cache| {
             if cache.len() <= idx {
                 cache.resize(idx + 1, None);
@@ -516,12 +622,31 @@ pub fn counters(idx: usize) -> Option<Values> {
 
 /// The counters and figures of queue `d`.
 pub fn report(d: &QueueDef) -> Report<'_> {
+    if let Backend::Durable(q) = &d.backend {
+        let q = q.get();
+        let g = q.lock();
+        let (stats, limits, mode, log) =
+            (g.queue.stats(), g.queue.limits(), g.queue.mode(), g.stats());
+        drop(g);
+        let mut values = Values::from(&stats);
+        values.set(Id::Redelivered, log.redelivered);
+        values.set(Id::Leased, log.leased as u64);
+        values.set(Id::Syncs, log.syncs);
+        return Report::Durable {
+            values,
+            limits,
+            mode,
+            durability: q.durability(),
+            log,
+        };
+    }
     let q = d.queue().lock();
     let (stats, limits, mode) = (q.stats(), q.limits(), q.mode());
     drop(q);
     let values = Values::from(&stats);
     match &d.backend {
-        Backend::Memory => Report::Memory {
+        // (A durable queue was reported above.)
+        Backend::Memory | Backend::Durable(_) => Report::Memory {
             values,
             limits,
             mode,
@@ -538,7 +663,7 @@ pub fn report(d: &QueueDef) -> Report<'_> {
                             .map_or(0, |(_, v)| *v),
                         Keeper::Length => f.length.max(0) as u64,
                         Keeper::Instance => values.get(c.id),
-                        Keeper::SharedMemory => 0,
+                        Keeper::SharedMemory | Keeper::Log => 0,
                     };
                     shared.set(c.id, v);
                 }

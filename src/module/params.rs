@@ -6,13 +6,16 @@
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
+use super::durable;
 use super::persist::DbMode;
 use super::registry::{self, Backend};
 use crate::host_entry;
 use crate::kamailio::shm;
+use crate::log::Durability;
 use crate::queue::param::{meanings, parse_queue_spec, QueueSpec};
 use crate::queue::{AddMode, Limits};
 use crate::stream::{StreamSpec, DEFAULT_CLAIM_MS, DEFAULT_GROUP};
@@ -43,6 +46,14 @@ pub static REDIS_BACKOFF_MS: AtomicI64 = AtomicI64::new(1000);
 /// Where the queue keeps its items; for a queue on Redis Streams, what the
 /// C attributes mean there, checked.
 fn backend(s: &QueueSpec) -> Result<Backend, String> {
+    if let Some(d) = s.durable {
+        let limits = Limits {
+            max_items: s.size.max(0) as usize,
+            max_bytes: s.maxbytes.max(0) as usize,
+        };
+        let mode = AddMode::from_int(s.addmode as i32);
+        return durable::create(mode, limits, registry::random_seed(), d).map(Backend::Durable);
+    }
     let Some(url) = &s.redis else {
         return Ok(Backend::Memory);
     };
@@ -97,6 +108,10 @@ fn define(param: &str, s: &QueueSpec) -> c_int {
     };
     let on_redis = match &backend {
         Backend::Remote(st) => format!("|redis={}", st.shown_url),
+        Backend::Durable(q) => match q.get().durability() {
+            Durability::Sync => "|durable=sync".to_string(),
+            Durability::Within(n) => format!("|durable={n}"),
+        },
         Backend::Memory => String::new(),
     };
     match registry::define(
@@ -252,6 +267,23 @@ host_entry! {
             return -1;
         }
         REDIS_BACKOFF_MS.store(n, Ordering::Relaxed);
+        0
+    }
+}
+
+host_entry! {
+    /// `durable_dir` (string): the directory of the durable queues' logs,
+    /// created if missing.
+    pub fn mq_param_durable_dir(_type: u32, val: *mut c_void) -> c_int, "modparam durable_dir", -1 => {
+        let dir = string_arg(val).unwrap_or_default();
+        if dir.is_empty() {
+            kerr!("modparam durable_dir: empty directory name");
+            return -1;
+        }
+        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir));
+        if let Ok(mut slot) = durable::DURABLE_DIR.lock() {
+            *slot = Some(path);
+        }
         0
     }
 }

@@ -19,6 +19,9 @@ pub enum Backend {
     /// shares; the shm queue then only keeps this instance's counters
     /// (failed calls).
     Remote(Box<StreamSpec>),
+    /// Shared memory backed by a crash-safe log in `durable_dir`
+    /// (`durable=sync|N`); the shm queue beside it is not used.
+    Durable(super::durable::DurableRef),
 }
 
 /// One defined queue.
@@ -60,7 +63,7 @@ impl QueueDef {
     pub fn remote(&self) -> Option<&StreamSpec> {
         match &self.backend {
             Backend::Remote(st) => Some(st.as_ref()),
-            Backend::Memory => None,
+            Backend::Memory | Backend::Durable(_) => None,
         }
     }
 }
@@ -82,7 +85,7 @@ static FROZEN: OnceLock<Registry> = OnceLock::new();
 
 /// A seed for a queue's key hash; from the clock and the process id if
 /// the kernel has no random bytes to give (it always has, after boot).
-fn random_seed() -> u64 {
+pub(super) fn random_seed() -> u64 {
     getrandom::u64().unwrap_or_else(|_| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

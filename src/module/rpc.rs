@@ -10,6 +10,7 @@ use super::registry;
 use crate::host_entry;
 use crate::kamailio::guard::guard;
 use crate::kamailio::rpc::{Rpc, RpcArray, RpcStruct};
+use crate::log::Durability;
 use crate::queue::counters::{Id, Keeper};
 use crate::sys;
 
@@ -272,10 +273,37 @@ fn stats_entry(rpc: &Rpc, def: &registry::QueueDef) -> bool {
             st.int(c"addmode", mode.as_int() as i64);
             st.int(c"dbmode", def.dbmode.as_int() as i64);
             for (c, v) in values.iter() {
-                if !matches!(c.id, Id::Size | Id::Redelivered | Id::Dead) {
+                if !matches!(c.id, Id::Size | Id::Redelivered | Id::Dead) && c.keeper != Keeper::Log
+                {
                     counter(&st, c.name, v);
                 }
             }
+        }
+        Report::Durable {
+            values,
+            limits,
+            mode,
+            durability,
+            log,
+        } => {
+            st.str(c"backend", b"durable");
+            let d = match durability {
+                Durability::Sync => "sync".to_string(),
+                Durability::Within(n) => n.to_string(),
+            };
+            st.str(c"durable", d.as_bytes());
+            st.int(c"size", values.get(Id::Size) as i64);
+            st.int(c"limit", limits.max_items as i64);
+            st.int(c"maxbytes", limits.max_bytes as i64);
+            st.int(c"addmode", mode.as_int() as i64);
+            for (c, v) in values.iter() {
+                if !matches!(c.id, Id::Size | Id::Dead) {
+                    counter(&st, c.name, v);
+                }
+            }
+            st.int(c"segments", log.segments as i64);
+            st.int(c"disk_bytes", log.disk_bytes as i64);
+            st.int(c"write_errors", log.write_errors as i64);
         }
         Report::Remote {
             spec,

@@ -113,6 +113,7 @@ host_table! {
         param(c"spill_dir", sys::PARAM_STRING, params::mq_param_spill_dir),
         param(c"stats_queues", sys::PARAM_INT, params::mq_param_stats_queues),
         param(c"redis_backoff", sys::PARAM_INT, params::mq_param_redis_backoff),
+        param(c"durable_dir", sys::PARAM_STRING, params::mq_param_durable_dir),
     ];
 }
 

@@ -17,6 +17,8 @@ pub enum Id {
     Redelivered,
     /// Redis queues: entries moved to the dead letters.
     Dead,
+    Leased,
+    Syncs,
     Failed,
     MaxSize,
     ItemBytes,
@@ -35,6 +37,8 @@ pub enum Keeper {
     Instance,
     /// Only a queue in shared memory has it (0 elsewhere).
     SharedMemory,
+    /// Only a durable queue's log has it (0 elsewhere).
+    Log,
 }
 
 /// One counter.
@@ -59,7 +63,7 @@ const fn counter(id: Id, name: &'static str, keeper: Keeper, doc: &'static str) 
 }
 
 /// Every counter, in [`Id`] order (checked by a unit test).
-pub const ALL: [Counter; 13] = [
+pub const ALL: [Counter; 15] = [
     counter(Id::Size, "size", Keeper::Length, "items queued now"),
     counter(
         Id::Added,
@@ -108,6 +112,18 @@ pub const ALL: [Counter; 13] = [
         "dead",
         Keeper::Storage,
         "items moved to the dead letters after max_deliveries (Redis queues)",
+    ),
+    counter(
+        Id::Leased,
+        "leased",
+        Keeper::Log,
+        "items fetched and not acknowledged yet (durable queues)",
+    ),
+    counter(
+        Id::Syncs,
+        "syncs",
+        Keeper::Log,
+        "syncs of the log to disk (durable queues)",
     ),
     counter(
         Id::Failed,

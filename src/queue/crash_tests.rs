@@ -74,6 +74,8 @@ type SharedQueue = Queue<Shared>;
 #[derive(Clone)]
 enum Op {
     Add(Vec<u8>, Vec<u8>),
+    /// A durable queue's add: the item tagged with a sequence number.
+    AddTagged(Vec<u8>, Vec<u8>, u64),
     Fetch,
     FetchIf,
     /// A fetch read in place, then its release.
@@ -85,6 +87,12 @@ impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Op::Add(k, v) => write!(f, "add({}, {} bytes)", String::from_utf8_lossy(k), v.len()),
+            Op::AddTagged(k, v, seq) => write!(
+                f,
+                "add({}, {} bytes, seq {seq})",
+                String::from_utf8_lossy(k),
+                v.len()
+            ),
             Op::Fetch => write!(f, "fetch"),
             Op::FetchIf => write!(f, "fetch_if"),
             Op::FetchHeld => write!(f, "fetch held, release"),
@@ -98,8 +106,11 @@ fn apply(q: &mut QueueState<Shared>, op: &Op) {
         Op::Add(k, v) => {
             q.add(k, v);
         }
+        Op::AddTagged(k, v, seq) => {
+            q.add_seq(k, v, *seq, |_| {});
+        }
         Op::Fetch => {
-            q.fetch_with(|_, _| {});
+            q.fetch_seq(|_, _, _| {});
         }
         Op::FetchIf => {
             q.fetch_if(|_, _| true);
@@ -201,6 +212,7 @@ fn every_step(mode: AddMode, limits: Limits, setup: &[Op], op: Op) -> u64 {
             after.len()
         );
         g.check_consistent();
+        check_tags(&g);
         go_on(&mut g, mode, limits, seen);
         if !died {
             return n;
@@ -234,6 +246,55 @@ fn go_on(q: &mut QueueState<Shared>, mode: AddMode, limits: Limits, seen: Items)
     }
     assert!(q.is_empty());
     q.check_consistent();
+}
+
+/// Every tagged item still carries its own sequence number (the value of
+/// a tagged test item starts with `T` and the number).
+fn check_tags(q: &QueueState<Shared>) {
+    q.peek_seq(usize::MAX, |_, v, seq| {
+        if v.first() == Some(&b'T') {
+            assert_eq!(seq.to_le_bytes(), v[1..9], "a tagged item lost its number");
+        } else {
+            assert_eq!(seq, 0, "an untagged item got a number");
+        }
+    });
+}
+
+/// A tagged add: the value is `T`, the sequence number, then padding.
+fn add_tagged(k: &str, v: usize, seq: u64) -> Op {
+    let mut val = vec![b'T'];
+    val.extend_from_slice(&seq.to_le_bytes());
+    val.resize(v.max(9), b'v');
+    Op::AddTagged(k.as_bytes().to_vec(), val, seq)
+}
+
+#[test]
+fn tagged_items_evicted_replaced_compacted_and_fetched() {
+    let lim = Limits {
+        max_items: 3,
+        max_bytes: 0,
+    };
+    let setup: Vec<Op> = (0..3)
+        .map(|i| add_tagged(&format!("k{i}"), 30, i + 1))
+        .collect();
+    every_step(AddMode::Append, lim, &setup, add_tagged("new", 30, 9));
+    every_step(AddMode::KeepNewest, NONE, &setup, add_tagged("k1", 40, 9));
+    // Dead tagged entries in front are skipped by their footprint.
+    let mut dead_front = setup.clone();
+    dead_front.push(add_tagged("k0", 20, 7));
+    every_step(AddMode::KeepNewest, NONE, &dead_front, Op::Fetch);
+    every_step(AddMode::KeepNewest, NONE, &dead_front, Op::FetchHeld);
+    // Mixed with untagged items, replacements until a compaction.
+    let mut setup: Vec<Op> = (0..5)
+        .map(|i| add_tagged(&format!("k{i}"), 1000, i + 1))
+        .collect();
+    setup.extend((0..15).map(|i| add_tagged(&format!("k{}", i % 5), 1000, i + 10)));
+    setup.push(add("plain", 10));
+    let q = fresh_queue(AddMode::KeepNewest, NONE, &setup);
+    let op = add_tagged("k0", 1000, 99);
+    apply(&mut q.lock(), &op);
+    assert_eq!(q.lock().dead_bytes(), 0, "the case must compact");
+    every_step(AddMode::KeepNewest, NONE, &setup, op);
 }
 
 fn add(k: &str, v: usize) -> Op {

@@ -60,19 +60,53 @@ pub struct Entry {
     pub key_len: u32,
     pub val_len: u32,
     pub hash: u32,
-    pub live: u32,
+    /// [`LIVE`], and [`TAGGED`] when a sequence number follows the value.
+    pub flags: u32,
     /// Next entry in the same index bucket.
     pub bucket_next: *mut Entry,
 }
 
+/// The item is queued (not replaced).
+pub const LIVE: u32 = 1;
+/// A durable queue's item: its log sequence number (u64) follows the value,
+/// so memory queues pay nothing for it.
+pub const TAGGED: u32 = 2;
+
 impl Entry {
-    /// Bytes the entry takes in its chunk.
+    /// Bytes an item counts for (`maxbytes`, statistics): its header, key
+    /// and value.
     pub fn size_for(key_len: usize, val_len: usize) -> usize {
         (ENTRY_HEADER + key_len + val_len + 7) & !7
     }
 
     pub fn size(&self) -> usize {
         Self::size_for(self.key_len as usize, self.val_len as usize)
+    }
+
+    /// Bytes the entry takes in its chunk (the size, and the tag if any).
+    pub fn footprint(&self) -> usize {
+        self.size() + if self.flags & TAGGED != 0 { 8 } else { 0 }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.flags & LIVE != 0
+    }
+
+    pub fn kill(&mut self) {
+        self.flags &= !LIVE;
+    }
+
+    /// The log sequence number (0 for a memory queue's item).
+    ///
+    /// # Safety
+    /// As for [`Entry::key`].
+    pub unsafe fn seq(&self) -> u64 {
+        if self.flags & TAGGED == 0 {
+            return 0;
+        }
+        // SAFETY: push wrote 8 bytes at `size()` for tagged entries; the
+        // offset is a multiple of 8 from an 8-aligned entry.
+        unsafe { ((self as *const Entry as *const u8).add(self.size()) as *const u64).read() }
     }
 
     /// # Safety
@@ -343,25 +377,31 @@ impl<A: RawAlloc> Log<A> {
         true
     }
 
-    /// Appends an entry; [`Log::reserve`] must have made room for it. The
-    /// entry is part of the queue from the store of the tail's `used` on.
-    pub fn push(&mut self, key: &[u8], val: &[u8], hash: u32) -> *mut Entry {
-        let size = Entry::size_for(key.len(), val.len());
+    /// Appends an entry, tagged with `seq` unless it is 0; [`Log::reserve`]
+    /// must have made room for it ([`Entry::size_for`], 8 more when tagged).
+    /// The entry, tag included, is part of the queue from the store of the
+    /// tail's `used` on.
+    pub fn push(&mut self, key: &[u8], val: &[u8], hash: u32, seq: u64) -> *mut Entry {
+        let base = Entry::size_for(key.len(), val.len());
+        let size = base + if seq != 0 { 8 } else { 0 };
         // SAFETY: reserve guaranteed `size` free bytes at tail.used; the entry
         // header is aligned because every entry size is a multiple of 8.
         unsafe {
             let tail = &mut *self.tail;
             debug_assert!((tail.cap - tail.used) as usize >= size);
-            let base = (self.tail as *mut u8).add(CHUNK_HEADER + tail.used as usize);
-            let entry = base as *mut Entry;
+            let start = (self.tail as *mut u8).add(CHUNK_HEADER + tail.used as usize);
+            let entry = start as *mut Entry;
             entry.write(Entry {
                 key_len: key.len() as u32,
                 val_len: val.len() as u32,
                 hash,
-                live: 1,
+                flags: if seq != 0 { LIVE | TAGGED } else { LIVE },
                 bucket_next: ptr::null_mut(),
             });
-            let data = base.add(ENTRY_HEADER);
+            if seq != 0 {
+                (start.add(base) as *mut u64).write(seq);
+            }
+            let data = start.add(ENTRY_HEADER);
             ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
             ptr::copy_nonoverlapping(val.as_ptr(), data.add(key.len()), val.len());
             step();
@@ -453,7 +493,7 @@ impl<A: RawAlloc> Log<A> {
                     if !f(entry) {
                         return;
                     }
-                    off += (*entry).size();
+                    off += (*entry).footprint();
                 }
                 chunk = (*chunk).next;
             }

@@ -39,6 +39,8 @@ pub struct QueueSpec {
     /// `replicas=N` (Redis queues): an add is acknowledged once N replicas
     /// have it.
     pub replicas: Option<i64>,
+    /// `durable=sync|N`: the queue is kept in a crash-safe log.
+    pub durable: Option<crate::log::Durability>,
     /// Values read differently from how they are written (see the module
     /// doc), for a warning at start.
     pub warnings: Vec<String>,
@@ -130,6 +132,23 @@ fn c_number(attr: &str, v: &[u8], warnings: &mut Vec<String>) -> i64 {
     n
 }
 
+/// `durable=sync` or `durable=N` (milliseconds, 1 to 60000).
+fn durability(v: &[u8]) -> Result<crate::log::Durability, String> {
+    if v.eq_ignore_ascii_case(b"sync") {
+        return Ok(crate::log::Durability::Sync);
+    }
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|t| t.parse::<u32>().ok())
+    {
+        Some(n @ 1..=60_000) => Ok(crate::log::Durability::Within(n)),
+        _ => Err(format!(
+            "attribute durable: sync or a number of milliseconds from 1 to 60000, not {}",
+            String::from_utf8_lossy(v)
+        )),
+    }
+}
+
 /// Splits on `;` outside quotes.
 fn split_attrs(s: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -183,6 +202,7 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
             "max_deliveries" => spec.max_deliveries = Some(number("max_deliveries", value)?),
             "replicas" => spec.replicas = Some(number("replicas", value)?),
             "consumer_idle_ms" => spec.consumer_idle_ms = Some(number("consumer_idle_ms", value)?),
+            "durable" => spec.durable = Some(durability(value)?),
             _ => {
                 return Err(format!(
                     "unknown attribute: {}",
@@ -193,6 +213,15 @@ pub fn parse_queue_spec(input: &[u8]) -> Result<QueueSpec, String> {
     }
     if !have_name || spec.name.is_empty() {
         return Err("queue name not defined".into());
+    }
+    if spec.durable.is_some() && spec.redis.is_some() {
+        return Err("durable and redis cannot be used together".into());
+    }
+    if spec.durable.is_some() && (1..=3).contains(&spec.dbmode) {
+        return Err(
+            "durable and dbmode cannot be used together (a durable queue keeps its items itself)"
+                .into(),
+        );
     }
     if spec.redis.is_none()
         && (spec.group.is_some()

@@ -167,12 +167,27 @@ impl<A: RawAlloc> QueueState<A> {
         unsafe { std::ptr::read_volatile(&self.busy) }
     }
 
+    /// Repairs what a holder that died inside a mutation left, if one did;
+    /// `gone` is told the sequence number of every item the repair drops
+    /// (durable queues: the log must drop them too).
+    pub fn settle(&mut self, gone: impl FnMut(u64)) {
+        if self.interrupted() {
+            self.repair_seq(gone);
+        }
+    }
+
     /// Starts a mutation: repairs what a holder that died left, then marks
     /// the state busy until [`QueueState::end`].
     #[inline(always)]
     fn begin(&mut self) {
+        self.begin_seq(&mut |_| ());
+    }
+
+    /// As [`QueueState::begin`]; `gone` is told what the repair drops.
+    #[inline(always)]
+    fn begin_seq(&mut self, gone: &mut impl FnMut(u64)) {
         if self.interrupted() {
-            self.repair_cold();
+            self.repair_seq(gone);
         }
         // SAFETY: a plain write of our own field; volatile so that it is
         // in memory before the mutation's first store.
@@ -192,13 +207,15 @@ impl<A: RawAlloc> QueueState<A> {
     /// key index (an addmode 2 add that died between appending the new
     /// item and dropping the old one keeps the new one), and the limits.
     /// Returns the items queued.
-    #[cold]
-    #[inline(never)]
-    fn repair_cold(&mut self) {
-        self.repair();
+    pub fn repair(&mut self) -> usize {
+        self.repair_seq(|_| ())
     }
 
-    pub fn repair(&mut self) -> usize {
+    /// As [`QueueState::repair`]; `gone` is told the sequence number of
+    /// every item it drops.
+    #[cold]
+    #[inline(never)]
+    pub fn repair_seq(&mut self, mut gone: impl FnMut(u64)) -> usize {
         self.log.rebuild_tail();
         self.index.clear();
         let (mut live, mut live_bytes, mut dead_bytes) = (0, 0, 0);
@@ -209,7 +226,7 @@ impl<A: RawAlloc> QueueState<A> {
             // SAFETY: entries of the list from head are whole.
             let e = unsafe { &mut *entry };
             let size = e.size();
-            if e.live == 0 {
+            if !e.is_live() {
                 dead_bytes += size;
                 return true;
             }
@@ -221,7 +238,9 @@ impl<A: RawAlloc> QueueState<A> {
                     Some(old) => {
                         index.remove(old);
                         // SAFETY: `old` is a live entry of the list.
-                        unsafe { (*old).live = 0 };
+                        gone(unsafe { (*old).seq() });
+                        // SAFETY: as above.
+                        unsafe { (*old).kill() };
                         // SAFETY: as above.
                         let old_size = unsafe { (*old).size() };
                         live -= 1;
@@ -232,7 +251,9 @@ impl<A: RawAlloc> QueueState<A> {
                     None => false,
                 };
                 if drop_this {
-                    e.live = 0;
+                    // SAFETY: as above.
+                    gone(unsafe { e.seq() });
+                    e.kill();
                     dead_bytes += size;
                     return true;
                 }
@@ -250,7 +271,7 @@ impl<A: RawAlloc> QueueState<A> {
         if live == 0 {
             self.reset_storage();
         }
-        self.enforce_limits();
+        self.enforce_limits(&mut gone);
         self.stats.max_size = self.stats.max_size.max(self.live);
         // SAFETY: as in end.
         unsafe { std::ptr::write_volatile(&mut self.busy, false) };
@@ -260,22 +281,69 @@ impl<A: RawAlloc> QueueState<A> {
     /// Adds an item under the queue's addmode and limits.
     #[inline]
     pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
-        self.begin();
-        let outcome = self.add_inner(key, val);
+        self.add_seq(key, val, 0, |_| ())
+    }
+
+    /// Bytes an item takes against `maxbytes`.
+    pub fn item_size(key: &[u8], val: &[u8]) -> usize {
+        Entry::size_for(key.len(), val.len())
+    }
+
+    /// True when an item this large is refused whatever the queue holds
+    /// (`tag`: 8 for a durable queue's sequence number, else 0).
+    fn too_large(&self, key: &[u8], val: &[u8], tag: usize) -> bool {
+        let size = Entry::size_for(key.len(), val.len());
+        key.len() > u32::MAX as usize / 2
+            || val.len() > u32::MAX as usize / 2
+            || size + tag > MAX_ENTRY
+            || (self.limits.max_bytes > 0 && size > self.limits.max_bytes)
+    }
+
+    /// Refuses what an add of this tagged item would refuse before any
+    /// change (too large, duplicate under addmode 1), counting it as the
+    /// add would: `Some` outcome then, None when the add would go ahead.
+    /// Call [`QueueState::settle`] first under the same lock hold.
+    pub fn refuse(&mut self, key: &[u8], val: &[u8]) -> Option<AddOutcome> {
+        if self.too_large(key, val, 8) {
+            self.stats.failed += 1;
+            return Some(AddOutcome::TooLarge);
+        }
+        if self.mode == AddMode::KeepOldest
+            && self.index.find(hash_key(self.seed, key), key).is_some()
+        {
+            self.stats.rejected += 1;
+            return Some(AddOutcome::Duplicate);
+        }
+        None
+    }
+
+    /// Adds an item tagged with a log sequence number (0: untagged); `gone`
+    /// is told the sequence number of every item the add evicted or
+    /// replaced.
+    pub fn add_seq(
+        &mut self,
+        key: &[u8],
+        val: &[u8],
+        seq: u64,
+        mut gone: impl FnMut(u64),
+    ) -> AddOutcome {
+        self.begin_seq(&mut gone);
+        let outcome = self.add_inner(key, val, seq, &mut gone);
         self.end();
         outcome
     }
 
-    fn add_inner(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
+    fn add_inner(
+        &mut self,
+        key: &[u8],
+        val: &[u8],
+        seq: u64,
+        gone: &mut impl FnMut(u64),
+    ) -> AddOutcome {
         let size = Entry::size_for(key.len(), val.len());
-        if key.len() > u32::MAX as usize / 2
-            || val.len() > u32::MAX as usize / 2
-            || size > MAX_ENTRY
-        {
-            self.stats.failed += 1;
-            return AddOutcome::TooLarge;
-        }
-        if self.limits.max_bytes > 0 && size > self.limits.max_bytes {
+        let tag = if seq != 0 { 8 } else { 0 };
+        let footprint = size + tag;
+        if self.too_large(key, val, tag) {
             self.stats.failed += 1;
             return AddOutcome::TooLarge;
         }
@@ -290,14 +358,16 @@ impl<A: RawAlloc> QueueState<A> {
             self.stats.rejected += 1;
             return AddOutcome::Duplicate;
         }
-        if !self.log.reserve(size) || (unique && !self.index.reserve_one()) {
+        if !self.log.reserve(footprint) || (unique && !self.index.reserve_one()) {
             self.stats.failed += 1;
             return AddOutcome::NoMemory;
         }
         // The new item goes in before the old one goes out: a process that
         // dies between the two leaves both, and the repair keeps the new.
-        let entry = self.log.push(key, val, hash);
+        let entry = self.log.push(key, val, hash, seq);
         if let Some(old) = existing {
+            // SAFETY: the index holds live entries of this queue's log.
+            gone(unsafe { (*old).seq() });
             self.kill(old);
             self.stats.replaced += 1;
         }
@@ -307,7 +377,7 @@ impl<A: RawAlloc> QueueState<A> {
         self.live += 1;
         self.live_bytes += size;
         self.stats.added += 1;
-        self.enforce_limits();
+        self.enforce_limits(gone);
         self.stats.max_size = self.stats.max_size.max(self.live);
         if self.dead_bytes > CHUNK_PAYLOAD && self.dead_bytes > self.live_bytes {
             self.compact();
@@ -326,19 +396,19 @@ impl<A: RawAlloc> QueueState<A> {
     }
 
     /// Drops the oldest items while a bound is exceeded (one inline test
-    /// when none is).
+    /// when none is); `gone` is told the sequence number of each.
     #[inline(always)]
-    fn enforce_limits(&mut self) {
+    fn enforce_limits(&mut self, gone: &mut impl FnMut(u64)) {
         if self.over_limits() {
-            self.evict_cold();
+            self.evict_cold(gone);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn evict_cold(&mut self) {
+    fn evict_cold(&mut self, gone: &mut impl FnMut(u64)) {
         while self.over_limits() {
-            if !self.pop_with(|_, _| ()) {
+            if !self.pop_with(|_, _, seq| gone(seq)) {
                 break;
             }
             self.stats.evicted += 1;
@@ -346,12 +416,12 @@ impl<A: RawAlloc> QueueState<A> {
     }
 
     /// Marks a live entry dead (addmode 2 replacement): the store of
-    /// `live` takes it out of the queue.
+    /// `flags` takes it out of the queue.
     fn kill(&mut self, entry: *mut Entry) {
         self.index.remove(entry);
         // SAFETY: entry is a live entry of this queue's log.
         let size = unsafe {
-            (*entry).live = 0;
+            (*entry).kill();
             (*entry).size()
         };
         step();
@@ -361,11 +431,11 @@ impl<A: RawAlloc> QueueState<A> {
     }
 
     /// Removes the oldest item and shows it to `f`; false when empty.
-    fn pop_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+    fn pop_with(&mut self, f: impl FnOnce(&[u8], &[u8], u64)) -> bool {
         self.pop_entry(|_, e| {
             // SAFETY: the entry's chunk is not freed before the next front
             // call.
-            unsafe { f(e.key(), e.val()) }
+            unsafe { f(e.key(), e.val(), e.seq()) }
         })
     }
 
@@ -379,8 +449,8 @@ impl<A: RawAlloc> QueueState<A> {
             // and the next front call.
             let e = unsafe { &mut *entry };
             let size = e.size();
-            if e.live == 0 {
-                self.log.advance(size);
+            if !e.is_live() {
+                self.log.advance(e.footprint());
                 self.dead_bytes -= size;
                 continue;
             }
@@ -389,7 +459,7 @@ impl<A: RawAlloc> QueueState<A> {
             }
             // The item leaves the queue with the advance: a process that
             // dies before `f` has copied it loses this one item only.
-            self.log.advance(size);
+            self.log.advance(e.footprint());
             f(&mut self.log, e);
             self.live -= 1;
             self.live_bytes -= size;
@@ -443,6 +513,11 @@ impl<A: RawAlloc> QueueState<A> {
     /// Takes the oldest item out, handing its key and value to `f` (which
     /// copies them); false when the queue is empty.
     pub fn fetch_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+        self.fetch_seq(|k, v, _| f(k, v))
+    }
+
+    /// As [`QueueState::fetch_with`], with the item's sequence number.
+    pub fn fetch_seq(&mut self, f: impl FnOnce(&[u8], &[u8], u64)) -> bool {
         self.begin();
         let found = self.pop_with(f);
         if found {
@@ -469,6 +544,11 @@ impl<A: RawAlloc> QueueState<A> {
 
     /// Shows up to `n` items, oldest first, without removing them.
     pub fn peek(&self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
+        self.peek_seq(n, |k, v, _| f(k, v))
+    }
+
+    /// As [`QueueState::peek`], with each item's sequence number.
+    pub fn peek_seq(&self, n: usize, mut f: impl FnMut(&[u8], &[u8], u64)) {
         let mut left = n;
         self.log.for_each(|entry| {
             if left == 0 {
@@ -476,9 +556,9 @@ impl<A: RawAlloc> QueueState<A> {
             }
             // SAFETY: for_each yields entries of this log.
             let e = unsafe { &*entry };
-            if e.live != 0 {
+            if e.is_live() {
                 // SAFETY: as above; the entry is live.
-                unsafe { f(e.key(), e.val()) };
+                unsafe { f(e.key(), e.val(), e.seq()) };
                 left -= 1;
             }
             true
@@ -516,16 +596,16 @@ impl<A: RawAlloc> QueueState<A> {
         self.log.for_each(|entry| {
             // SAFETY: entries of the list stay valid while it is not changed.
             let e = unsafe { &*entry };
-            if e.live == 0 {
+            if !e.is_live() {
                 return true;
             }
-            if !fresh.reserve(e.size()) {
+            if !fresh.reserve(e.footprint()) {
                 ok = false;
                 return false;
             }
             // SAFETY: as above.
-            let (key, val) = unsafe { (e.key(), e.val()) };
-            fresh.push(key, val, e.hash);
+            let (key, val, seq) = unsafe { (e.key(), e.val(), e.seq()) };
+            fresh.push(key, val, e.hash, seq);
             true
         });
         if !ok {
@@ -560,7 +640,7 @@ impl<A: RawAlloc> QueueState<A> {
         self.log.for_each(|entry| {
             // SAFETY: entries of the list are whole.
             let e = unsafe { &*entry };
-            if e.live == 0 {
+            if !e.is_live() {
                 dead_bytes += e.size();
                 return true;
             }
