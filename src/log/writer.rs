@@ -625,12 +625,13 @@ impl<A: RawAlloc> Durable<A> {
         };
         // A sync a dead process started never ends: no one is left to wait.
         g.syncing = false;
-        if !taken_over && !g.queue.interrupted() {
-            while g.nleases > 0 {
-                let seq = g.leases[0];
-                g.ack_locked(st, seq);
-            }
-        }
+        // Leases are not ended here: Kamailio stops the whole instance when
+        // one process dies, and by now no process is left to tell a lease
+        // of one that finished its item from one that crashed half-way
+        // through. Every lease still held goes back for redelivery at the
+        // next start (the item a consumer saw last, unless it fetched
+        // again or called mq_pv_free): nothing a script did not finish is
+        // lost.
         let (target, id) = (g.written, g.cur().id);
         drop(g);
         let r = st.sync(id);
