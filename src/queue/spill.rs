@@ -40,6 +40,9 @@ pub fn file_name(queue: &[u8]) -> String {
     format!("mqueue-{enc}.spill")
 }
 
+/// FNV-1a, kept by hand rather than swapped for crc32fast: a long queue
+/// name's spill file name carries it, and a spill file written by the
+/// previous release must still be found under its name.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
