@@ -555,6 +555,60 @@ fn damaged_files_are_set_aside() {
     }
 }
 
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let segs: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "mqlog"))
+        .collect();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    segs[0].clone()
+}
+
+#[test]
+fn truncated_segments_are_set_aside() {
+    // Segments are created at full size: one cut to its header, or to
+    // nothing, is damage (reported and set aside), not an empty queue.
+    let tmp = common::TempDir::new("durable-truncated");
+    let body = durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
+    );
+    let mut k = start_on(&body);
+    for len in [40u64, 0] {
+        add_items(&k, "q", 10);
+        k.stop();
+        let seg = only_segment(&tmp.0);
+        let name = seg
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open")
+            .set_len(len)
+            .expect("truncate");
+        k = k.restart();
+        let log = k.log();
+        let said = if len == 0 {
+            format!("{name} is empty (truncated")
+        } else {
+            format!("{name}: truncated to 40 bytes")
+        };
+        assert!(log.contains(&said), "{log}");
+        assert!(log.contains("may have been lost"), "{log}");
+        assert!(
+            tmp.0.join(format!("{name}.damaged")).exists(),
+            "{name} not set aside"
+        );
+        assert!(k.drain("q").is_empty());
+    }
+    k.stop();
+}
+
 /// A tmpfs of `size` at `dir`, in a mount namespace private to this test
 /// thread (and the processes it starts): needs root, like `unshare --mount`.
 fn private_tmpfs(dir: &std::path::Path, size: &str, flags: libc::c_ulong) {

@@ -140,7 +140,7 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
     let mut out = Recovered::default();
     let mut found = st.segments()?;
     found.sort_by_key(|f| f.id);
-    let mut files: Vec<(u64, format::Header, Vec<u8>)> = Vec::new();
+    let mut files: Vec<(u64, format::Header, Vec<u8>, bool)> = Vec::new();
     for f in found {
         out.last_segment = out.last_segment.max(f.id);
         let name = st.name(f.id);
@@ -161,13 +161,24 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
                 continue;
             }
         };
-        if data.iter().take(HEADER_LEN).all(|&b| b == 0) && data.iter().all(|&b| b == 0) {
+        // Segments are created at their full size, a multiple of 4096
+        // bytes (fallocate under a temporary name, then linked): a shorter
+        // or empty one was truncated.
+        let truncated = data.is_empty() || data.len() % 4096 != 0;
+        if data.is_empty() {
+            let to = st.set_aside(f.id)?;
+            out.errors.push(format!(
+                "{name} is empty (truncated: segments are created at full size): set aside as {to}, the items in it may have been lost"
+            ));
+            continue;
+        }
+        if !truncated && data.iter().all(|&b| b == 0) {
             // Created but never written (a crash right after creating it).
             out.superseded.push(f.id);
             continue;
         }
         match format::decode_header(&data, f.id) {
-            Ok(h) => files.push((f.id, h, data)),
+            Ok(h) => files.push((f.id, h, data, truncated)),
             Err(e) => {
                 let to = st.set_aside(f.id)?;
                 out.errors.push(format!(
@@ -178,7 +189,7 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
     }
     // The newest complete snapshot replaces every older segment.
     let mut base = 0;
-    for (i, (_, h, data)) in files.iter().enumerate() {
+    for (i, (_, h, data, _)) in files.iter().enumerate() {
         if h.flags & SNAPSHOT != 0 {
             let mut complete = false;
             format::scan(&data[HEADER_LEN..], h.salt, |r| {
@@ -198,7 +209,7 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
         bytes: 0,
         max_seq: 0,
     };
-    for (i, (id, h, data)) in files.iter().enumerate() {
+    for (i, (id, h, data, truncated)) in files.iter().enumerate() {
         out.superseded.push(*id);
         let incomplete_snapshot = i > base && h.flags & SNAPSHOT != 0;
         if i < base || incomplete_snapshot {
@@ -225,7 +236,14 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             first_seq: first_seq.unwrap_or(u64::MAX),
             len: data.len(),
         });
-        if scan.damaged_bytes > 0 {
+        if scan.damaged_bytes == 0 && *truncated {
+            out.damaged.push(*id);
+            out.errors.push(format!(
+                "{}: truncated to {} bytes (segments are created at full size): {records} records loaded, the items after them may have been lost",
+                st.name(*id),
+                data.len()
+            ));
+        } else if scan.damaged_bytes > 0 {
             adds.sort_unstable();
             let missing: u64 = adds.windows(2).map(|w| w[1].saturating_sub(w[0] + 1)).sum();
             out.damaged.push(*id);

@@ -237,16 +237,36 @@ impl Storage for FileStorage {
     }
 
     fn create(&mut self, id: u64, len: usize) -> io::Result<()> {
-        let fd = self.open_fd(id, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+        // Built at full size under a temporary name, then linked under its
+        // own: a segment shorter than its full size is never legitimate, so
+        // recovery can tell a truncated file from one a crash left behind.
+        let path = self.path(id);
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let c = cstr(&tmp)?;
+        // SAFETY: c is a valid C string; open has no other preconditions.
+        let fd = check(unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        })?;
         // SAFETY: fd is open; fallocate reserves the blocks so that later
         // writes through the mapping cannot fail for want of space.
         let r = unsafe { libc::posix_fallocate(fd, 0, len as libc::off_t) };
         // SAFETY: fd is open and owned here.
         unsafe { libc::close(fd) };
-        if r != 0 {
-            let _ = std::fs::remove_file(self.path(id));
-            return Err(io::Error::from_raw_os_error(r));
-        }
+        // hard_link fails if the name exists (as O_EXCL did).
+        let linked = if r != 0 {
+            Err(io::Error::from_raw_os_error(r))
+        } else {
+            std::fs::hard_link(&tmp, &path)
+        };
+        let _ = std::fs::remove_file(&tmp);
+        linked?;
         self.sync_dir()
     }
 
