@@ -1085,6 +1085,25 @@ fn poison_item_goes_to_the_dead_letters_after_max_deliveries() {
     assert_eq!(k.stat("work", "added"), 2);
 }
 
+/// `mqueue.dead_list` and `mqueue.dead_requeue` refuse a count below 1,
+/// as `mqueue.fetch` does, and cap a huge one.
+#[test]
+fn dead_letter_rpcs_check_the_count() {
+    let redis = RedisServer::start();
+    let k = plain_instance_with(&redis.url(), ";max_deliveries=3");
+    for cmd in ["mqueue.dead_list", "mqueue.dead_requeue"] {
+        let r = k.rpc(&[cmd, "work", "0"]);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("Invalid count")),
+            "{cmd} work 0: {r:?}"
+        );
+    }
+    let r = k
+        .rpc(&["mqueue.dead_requeue", "work", "2000000000"])
+        .expect("dead_requeue with a huge count");
+    assert_eq!(field(&r, "requeued"), "0", "{r}");
+}
+
 /// Consumers that hold nothing and were idle for `consumer_idle_ms` (left
 /// by instances killed long ago) leave the group when an instance starts;
 /// a consumer that holds an entry stays.

@@ -343,11 +343,23 @@ fn counter(st: &RpcStruct<'_>, name: &str, v: u64) {
     }
 }
 
+/// Most dead letters one `mqueue.dead_list` or `mqueue.dead_requeue` handles.
+const DEAD_MAX: usize = 1000;
+
 /// The Redis queue named by the first parameter and the count in the
-/// second (default 1); a fault for a memory queue.
+/// second (default 1, at most `DEAD_MAX`); a fault for a memory queue or a
+/// count below 1.
 fn dead_params(rpc: &Rpc) -> Option<(&'static crate::stream::StreamSpec, usize)> {
     let (_, idx) = queue_param(rpc, (400, 400, 404))?;
-    let n = rpc.scan_int(true).unwrap_or(1).max(0) as usize;
+    let n = match rpc.scan_int(true) {
+        None => 1,
+        // Capped: one script call moves them all.
+        Some(n) if n >= 1 => (n as usize).min(DEAD_MAX),
+        Some(_) => {
+            rpc.fault(400, c"Invalid count");
+            return None;
+        }
+    };
     let def = registry::frozen().and_then(|r| r.queues.get(idx))?;
     let st = def.remote();
     if st.is_none() {
