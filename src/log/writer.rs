@@ -16,6 +16,7 @@ use super::format::{
 };
 use super::recover::Recovered;
 use super::storage::Storage;
+use crate::queue::futex;
 use crate::queue::{
     AddMode, AddOutcome, FutexMutex, Limits, QueueState, RawAlloc, SharedAlloc, ShmSafe,
 };
@@ -663,7 +664,7 @@ impl<A: RawAlloc> Durable<A> {
             if g.syncing {
                 let seen = self.commit.load(Ordering::Acquire);
                 drop(g);
-                futex_wait(&self.commit, seen);
+                futex::wait(&self.commit, seen, None);
                 continue;
             }
             g.syncing = true;
@@ -689,29 +690,8 @@ impl<A: RawAlloc> Durable<A> {
             }
             self.commit.fetch_add(1, Ordering::Release);
             drop(g);
-            futex_wake_all(&self.commit);
+            futex::wake(&self.commit, i32::MAX as u32);
             r?;
         }
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: the futex syscall only reads the word at this valid address;
-    // spurious returns are handled by the caller's loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE does not access memory beyond the word's address.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
 }

@@ -10,7 +10,7 @@ pub mod counters;
 #[cfg(test)]
 mod crash;
 pub mod doorbell;
-mod futex;
+pub(crate) mod futex;
 mod index;
 pub mod lock;
 mod log;
