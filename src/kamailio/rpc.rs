@@ -95,10 +95,10 @@ impl Rpc {
         (n >= 1).then_some(v)
     }
 
-    /// An optional integer parameter: `Ok(None)` when absent, `Err(())`
-    /// when present but not an integer. Read as text (autoconverted), as
+    /// An optional integer parameter: `Ok(None)` when absent, an error
+    /// (`NotAnInt`) when present but not an integer. Read as text (autoconverted), as
     /// binrpc's "d" cannot tell a string from no parameter.
-    pub fn scan_opt_int(&self) -> Result<Option<i32>, ()> {
+    pub fn scan_opt_int(&self) -> Result<Option<i32>, NotAnInt> {
         let mut s = sys::str_ {
             s: std::ptr::null_mut(),
             len: 0,
@@ -123,7 +123,7 @@ impl Rpc {
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .map(Some)
-            .ok_or(())
+            .ok_or(NotAnInt)
     }
 
     /// Adds a struct to the reply (to the array, for array replies).
@@ -204,3 +204,7 @@ impl RpcStruct<'_> {
         }
     }
 }
+
+/// An RPC parameter that is there but is not an integer.
+#[derive(Debug)]
+pub struct NotAnInt;
