@@ -13,6 +13,7 @@ the ratio ours/C.
 - Memory: `kamcmd core.shmmem` before and after queueing."""
 
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -166,6 +167,9 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
                 p.send_signal(15)
                 p.wait(timeout=300)
                 for name in os.listdir(d):
+                    if name.startswith("cg.") and os.environ.get("BENCH_KEEP_CG"):
+                        # For callgrind_annotate: the outputs kept by name.
+                        shutil.copy(os.path.join(d, name), os.environ["BENCH_KEEP_CG"])
                     if name.startswith("cg."):
                         with open(os.path.join(d, name)) as f:
                             cg = f.read()
