@@ -812,6 +812,7 @@ def main():
         res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
         for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
             row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
+        return
     if os.environ.get("BENCH_ONLY") == "durable":
         durable_figures()
         return

@@ -269,7 +269,7 @@ impl<A: RawAlloc> QueueState<A> {
         self.live_bytes = live_bytes;
         self.dead_bytes = dead_bytes;
         if live == 0 {
-            self.reset_storage();
+            self.reset_storage(false);
         }
         self.enforce_limits(&mut gone);
         self.stats.max_size = self.stats.max_size.max(self.live);
@@ -464,7 +464,7 @@ impl<A: RawAlloc> QueueState<A> {
             self.live -= 1;
             self.live_bytes -= size;
             if self.live == 0 {
-                self.reset_storage();
+                self.reset_storage(true);
             }
             return true;
         }
@@ -569,7 +569,7 @@ impl<A: RawAlloc> QueueState<A> {
     pub fn clear(&mut self) -> usize {
         self.begin();
         let n = self.live;
-        self.reset_storage();
+        self.reset_storage(false);
         self.stats.cleared += n as u64;
         self.live = 0;
         self.live_bytes = 0;
@@ -577,9 +577,11 @@ impl<A: RawAlloc> QueueState<A> {
         n
     }
 
-    fn reset_storage(&mut self) {
+    /// Empties the storage; a drain (`spare`) keeps the chunks as spares
+    /// for the next refill, a clear or repair gives them back.
+    fn reset_storage(&mut self, spare: bool) {
         self.index.release();
-        self.log.reset();
+        self.log.reset(spare);
         self.dead_bytes = 0;
     }
 
