@@ -152,6 +152,7 @@ impl<A: RawAlloc> QueueState<A> {
     pub fn age(&mut self) {
         if !self.interrupted() {
             self.log.age_spare();
+            self.index.age();
         }
     }
 
@@ -580,7 +581,11 @@ impl<A: RawAlloc> QueueState<A> {
     /// Empties the storage; a drain (`spare`) keeps the chunks as spares
     /// for the next refill, a clear or repair gives them back.
     fn reset_storage(&mut self, spare: bool) {
-        self.index.release();
+        if spare {
+            self.index.clear();
+        } else {
+            self.index.release();
+        }
         self.log.reset(spare);
         self.dead_bytes = 0;
     }
