@@ -67,15 +67,17 @@ fn start(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str) -> Started {
     }
 }
 
-/// Shared memory in use once started, per queue, from the difference
-/// between `n` queues and 1.
-fn shm_per_queue(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str) -> (f64, f64) {
+/// Shared memory per queue once started, from the difference between `n`
+/// queues and 1: `core.shmmem` used (what the issue's bound is about) and
+/// real_used (allocator overhead included), and the start-up time.
+fn shm_per_queue(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str) -> (f64, f64, f64) {
     let one = start(1, imp, pkg_mb, shm_mb);
-    let base = one.k.shm("real_used");
+    let base = (one.k.shm("used"), one.k.shm("real_used"));
     drop(one);
     let many = start(n, imp, pkg_mb, shm_mb);
-    let used = many.k.shm("real_used");
-    ((used - base) as f64 / (n - 1) as f64, many.secs)
+    let used = (many.k.shm("used"), many.k.shm("real_used"));
+    let per = |a: i64, b: i64| (a - b) as f64 / (n - 1) as f64;
+    (per(used.0, base.0), per(used.1, base.1), many.secs)
 }
 
 fn check_usable(k: &Kamailio, n: usize) {
@@ -89,22 +91,24 @@ fn check_usable(k: &Kamailio, n: usize) {
 /// `with_c`: also start the C module and compare (its start-up is
 /// quadratic in the number of queues, too long for 100,000).
 fn many(n: usize, pkg_mb: &str, shm_mb: &str, with_c: bool) {
-    let (ours_mem, ours_secs) = shm_per_queue(n, Impl::Rust, pkg_mb, shm_mb);
+    let (ours_mem, ours_real, ours_secs) = shm_per_queue(n, Impl::Rust, pkg_mb, shm_mb);
     if with_c {
-        let (c_mem, c_secs) = shm_per_queue(n, Impl::C, pkg_mb, shm_mb);
+        let (c_mem, c_real, c_secs) = shm_per_queue(n, Impl::C, pkg_mb, shm_mb);
         eprintln!(
             "{n} queues (-M {pkg_mb} -m {shm_mb}): start to first RPC answer: ours \
-             {ours_secs:.2} s, C {c_secs:.2} s; shared memory per empty queue: ours \
-             {ours_mem:.0} B, C {c_mem:.0} B"
+             {ours_secs:.2} s, C {c_secs:.2} s; shared memory per empty queue (used / \
+             real_used): ours {ours_mem:.0} / {ours_real:.0} B, C {c_mem:.0} / {c_real:.0} B"
         );
+        // The issue's bound: at most twice the C module's per empty queue.
         assert!(
             ours_mem <= 2.0 * c_mem,
-            "{ours_mem:.0} B per queue, C {c_mem:.0} B"
+            "{ours_mem:.0} B used per queue, C {c_mem:.0} B"
         );
     } else {
         eprintln!(
             "{n} queues (-M {pkg_mb} -m {shm_mb}): start to first RPC answer: ours \
-             {ours_secs:.2} s; shared memory per empty queue: ours {ours_mem:.0} B"
+             {ours_secs:.2} s; shared memory per empty queue (used / real_used): ours \
+             {ours_mem:.0} / {ours_real:.0} B"
         );
     }
     let s = start(n, Impl::Rust, pkg_mb, shm_mb);
