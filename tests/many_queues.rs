@@ -45,10 +45,15 @@ struct Started {
 }
 
 fn start(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str) -> Started {
+    start_with(n, imp, pkg_mb, shm_mb, "")
+}
+
+/// As [`start`], with more module parameters.
+fn start_with(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str, params: &str) -> Started {
     let http_port = common::free_port();
     let globals = format!("children=1\nlisten=tcp:127.0.0.1:{http_port}\ntcp_accept_no_cl=yes");
     let body = format!(
-        "{}modparam(\"jsonrpcs\", \"transport\", 1)\n\
+        "{params}{}modparam(\"jsonrpcs\", \"transport\", 1)\n\
          event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n",
         body(n)
     );
@@ -169,6 +174,55 @@ fn many(n: usize, pkg_mb: &str, shm_mb: &str, with_c: bool) {
 #[test]
 fn ten_thousand_queues() {
     many(10_000, "32", "256", true);
+}
+
+/// A large `stats_queues`: the counters of exactly the first N queues are
+/// exported (as many as Kamailio's table holds when N is more), and
+/// start-up stays near linear (Kamailio keeps a group's
+/// counters in a list sorted by name: we register them in descending
+/// order, so that each goes in at the front). Times are reported.
+#[test]
+fn many_exported_queues() {
+    let n = 10_000;
+    for exported in [1000, 2000, 5000] {
+        let s = start_with(
+            n,
+            Impl::Rust,
+            "64",
+            "256",
+            &format!("modparam(\"mqueue\", \"stats_queues\", {exported})\n"),
+        );
+        eprintln!(
+            "{n} queues, stats_queues={exported}: start to first RPC answer {:.2} s",
+            s.secs
+        );
+        check_usable(&s.k, n);
+        let one = |stat: &str| {
+            s.k.rpc(&["stats.get_statistics", stat])
+                .unwrap_or_else(|e| e)
+        };
+        // More than Kamailio's table holds: as many as fit, said so.
+        let exported = if exported * 14 > 32_767 {
+            let log = s.k.log();
+            let fit = log
+                .split("has room for the 14 counters of ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            let fit = fit.unwrap_or_else(|| panic!("no warning of the table's room:\n{log}"));
+            assert!(fit > 2000 && fit < exported, "{fit}");
+            fit
+        } else {
+            exported
+        };
+        for (q, shown) in [(0, true), (exported - 1, true), (exported, false)] {
+            let r = one(&format!("q{q}_added"));
+            assert_eq!(r.contains(&format!("q{q}_added =")), shown, "{r}");
+        }
+        // The counters read the queues: q0 had one add.
+        let q0 = one("q0_added");
+        assert!(q0.contains("q0_added = 1"), "{q0}");
+    }
 }
 
 #[test]
