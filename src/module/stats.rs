@@ -90,19 +90,14 @@ pub fn register(queues: &[QueueDef]) {
             .collect();
         let mut done = vec![0usize; target];
         for (name, param) in sorted_desc(rest) {
-            if let Err(e) = counters::register(group, &name, doc_of(param), read_counter, param)
-            {
+            if let Err(e) = counters::register(group, &name, doc_of(param), read_counter, param) {
                 refused = Some(e);
                 break;
             }
             done[param / ALL.len()] += 1;
         }
         // The queues whose every counter went in, from the first on.
-        exported = done[1..]
-            .iter()
-            .take_while(|&&n| n == per_queue)
-            .count()
-            + 1;
+        exported = done[1..].iter().take_while(|&&n| n == per_queue).count() + 1;
     }
     if exported == queues.len() {
         return;
