@@ -13,6 +13,7 @@ the ratio ours/C.
 - Memory: `kamcmd core.shmmem` before and after queueing."""
 
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -166,6 +167,9 @@ def run_once(module, params, script, rpc_after, extra_args, callgrind, children,
                 p.send_signal(15)
                 p.wait(timeout=300)
                 for name in os.listdir(d):
+                    if name.startswith("cg.") and os.environ.get("BENCH_KEEP_CG"):
+                        # For callgrind_annotate: the outputs kept by name.
+                        shutil.copy(os.path.join(d, name), os.environ["BENCH_KEEP_CG"])
                     if name.startswith("cg."):
                         with open(os.path.join(d, name)) as f:
                             cg = f.read()
@@ -808,6 +812,7 @@ def main():
         res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
         for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
             row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
+        return
     if os.environ.get("BENCH_ONLY") == "durable":
         durable_figures()
         return

@@ -243,6 +243,37 @@ route[T] {
 }
 "#;
 
+/// A timeout that is not a number fails every call (-1) but is logged
+/// once, not once per call.
+#[test]
+fn a_bad_timeout_is_logged_once_not_per_call() {
+    let body = r#"modparam("mqueue", "mqueue", "name=q")
+modparam("rtimer", "timer", "name=t;interval=100000u;mode=1;")
+modparam("rtimer", "exec", "timer=t;route=T")
+modparam("pv", "shvset", "go=i:0")
+route[T] {
+    if ($shv(go) != 1) { return; }
+    $shv(go) = 0;
+    $var(ms) = "abc";
+    $var(i) = 0;
+    $var(bad) = 0;
+    while ($var(i) < 50) {
+        $var(rc) = mq_fetch_wait("q", "$var(ms)");
+        if ($var(rc) == -1) { $var(bad) = $var(bad) + 1; }
+        $var(i) = $var(i) + 1;
+    }
+    xlog("L_INFO", "R|bad|$var(bad)\n");
+}
+"#;
+    let k = start(body, 1);
+    k.rpc(&["pv.shvSet", "go", "int", "1"]).expect("pv.shvSet");
+    let r = k.wait_marked("R|", 1, Duration::from_secs(10));
+    assert_eq!(r, ["bad|50"], "{}", k.log());
+    let log = k.log();
+    let errors = log.matches("the timeout is not a number").count();
+    assert_eq!(errors, 1, "{log}");
+}
+
 #[test]
 fn a_redis_queue_waits_too() {
     let redis = RedisServer::start();

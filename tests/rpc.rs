@@ -250,6 +250,19 @@ fn fetch_with_count_returns_a_list() {
         k.rpc(&["mqueue.fetch", "q1", "0"]).unwrap_err(),
         "error: 400 - Invalid count"
     );
+    // A count that is not a number: 400 over both, nothing taken.
+    k.rpc(&["mqueue.add", "q1", "k4", "v4"]).unwrap();
+    assert_eq!(
+        k.rpc(&["mqueue.fetch", "q1", "abc"]).unwrap_err(),
+        "error: 400 - Invalid count"
+    );
+    let bad = json(r#""q1", "abc""#);
+    assert_eq!(bad["error"]["code"], 400, "{bad}");
+    assert!(k
+        .rpc(&["mqueue.get_size", "q1"])
+        .unwrap()
+        .contains("size: 1"));
+    k.rpc(&["mqueue.fetch", "q1"]).unwrap();
     // Past the first item, a list stops before one over 4 KB (a 16 KB
     // value does not fit in a struct of ctl's binrpc reply, see
     // big_values.rs): it stays queued, first; JSON-RPC then returns it.

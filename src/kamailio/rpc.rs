@@ -95,6 +95,37 @@ impl Rpc {
         (n >= 1).then_some(v)
     }
 
+    /// An optional integer parameter: `Ok(None)` when absent, an error
+    /// (`NotAnInt`) when present but not an integer. Read as text (autoconverted), as
+    /// binrpc's "d" cannot tell a string from no parameter.
+    pub fn scan_opt_int(&self) -> Result<Option<i32>, NotAnInt> {
+        let mut s = sys::str_ {
+            s: std::ptr::null_mut(),
+            len: 0,
+        };
+        // SAFETY: "S" writes one str through the pointer we pass.
+        let n = unsafe {
+            let Some(scan) = (*self.api).scan else {
+                return Ok(None);
+            };
+            scan(
+                self.ctx,
+                c"*.S".as_ptr() as *mut c_char,
+                &mut s as *mut sys::str_,
+            )
+        };
+        if n < 1 {
+            return Ok(None);
+        }
+        // SAFETY: the transport filled s; it stays valid for this call.
+        let text = unsafe { crate::kamailio::str::as_bytes(&s) };
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .map(Some)
+            .ok_or(NotAnInt)
+    }
+
     /// Adds a struct to the reply (to the array, for array replies).
     pub fn add_struct(&self) -> Option<RpcStruct<'_>> {
         self.add_node(c"{")
@@ -173,3 +204,7 @@ impl RpcStruct<'_> {
         }
     }
 }
+
+/// An RPC parameter that is there but is not an integer.
+#[derive(Debug)]
+pub struct NotAnInt;

@@ -92,10 +92,12 @@ rpc_handler!(mqueue_rpc_fetch, "mqueue.fetch", |rpc| {
     let Some((_, idx)) = queue_param(&rpc, (500, 500, 500)) else {
         return;
     };
-    match rpc.scan_int(true) {
-        None => fetch_one(&rpc, idx),
-        Some(n) if n >= 1 => fetch_many(&rpc, idx, n as usize),
-        Some(_) => rpc.fault(400, c"Invalid count"),
+    // A count that is not a number answers as one below 1 (binrpc would
+    // otherwise take it as absent).
+    match rpc.scan_opt_int() {
+        Ok(None) => fetch_one(&rpc, idx),
+        Ok(Some(n)) if n >= 1 => fetch_many(&rpc, idx, n as usize),
+        _ => rpc.fault(400, c"Invalid count"),
     }
 });
 

@@ -3,12 +3,13 @@
 //! and their fixups. A constant queue name is resolved once, at fixup.
 
 use std::os::raw::{c_char, c_int, c_void};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ops::{self, Add, Fetch};
 use super::registry;
 use crate::host_entry;
 use crate::kamailio::fixup;
+use crate::kamailio::process_local::ProcessLocal;
 use crate::kerr;
 use crate::sys;
 
@@ -207,6 +208,28 @@ pub(super) fn timeout_ms(text: &[u8]) -> Option<Duration> {
     Some(Duration::from_millis(ms.max(0) as u64))
 }
 
+/// When this process last logged a bad timeout: a script that passes one
+/// on every call logs it every 10 s at most.
+static LAST_BAD_TIMEOUT: ProcessLocal<Option<Instant>> = ProcessLocal::new(None);
+
+/// Logs a timeout that is not a number, at most every 10 s per process.
+fn bad_timeout(t: &[u8]) {
+    let now = Instant::now();
+    let due = LAST_BAD_TIMEOUT.with(|last| {
+        let due = last.is_none_or(|l| now.duration_since(l) >= Duration::from_secs(10));
+        if due {
+            *last = Some(now);
+        }
+        due
+    });
+    if due {
+        kerr!(
+            "mq_fetch_wait: the timeout is not a number of milliseconds: {} (logged every 10 s at most)",
+            crate::kamailio::log::shown(t)
+        );
+    }
+}
+
 host_entry! {
     /// `mq_fetch_wait(queue, timeout_ms)`: as `mq_fetch`, waiting up to
     /// `timeout_ms` for an item when the queue is empty.
@@ -222,11 +245,11 @@ host_entry! {
                 Err(rc) => return rc,
             };
             let Some(t) = fixup::value(msg, timeout as *mut sys::gparam_t) else {
-                kerr!("cannot get the timeout");
+                bad_timeout(b"(cannot get it)");
                 return -1;
             };
             let Some(t) = timeout_ms(t) else {
-                kerr!("mq_fetch_wait: the timeout is not a number of milliseconds: {}", crate::kamailio::log::shown(t));
+                bad_timeout(t);
                 return -1;
             };
             fetch_code(&ops::fetch_wait(idx, t))

@@ -11,12 +11,13 @@
 //! rebuilt from a walk from `head` ([`Log::rebuild_tail`]).
 //!
 //! No allocator churn: a chunk the reader finished, or that a drain
-//! dropped, becomes the log's spare (the largest one is kept), and the next
-//! chunk the writer needs is the spare when it is large enough. A queue
-//! that cycles between empty and a few items then allocates nothing once
-//! its spare holds a cycle. The spare ages out: [`Log::age_spare`] (a timer,
-//! every second) frees a spare no chunk request used since its last call,
-//! so an idle queue returns to one small chunk at most.
+//! dropped, joins the log's spares (a stack), and the next chunk the writer
+//! needs is a spare when one is large enough. A queue that cycles between
+//! empty and some items then allocates nothing once its spares hold a
+//! cycle, and a fetch frees nothing. Spares age out: [`Log::age_spare`] (a
+//! timer, every second) frees the spares no chunk request needed since its
+//! last call (the stack's low-water mark), so an idle queue returns to one
+//! small chunk at most.
 
 use std::ptr;
 
@@ -32,6 +33,8 @@ const FIRST_CHUNK_PAYLOAD: usize = 32;
 /// A drained queue keeps its last chunk for reuse only up to this payload,
 /// so an idle queue holds little shared memory.
 const KEPT_CHUNK_PAYLOAD: usize = 256;
+/// Spares a chunk request looks at, from the top of the stack.
+const SPARE_SEARCH: usize = 4;
 const CHUNK_HEADER: usize = std::mem::size_of::<Chunk>();
 const ENTRY_HEADER: usize = std::mem::size_of::<Entry>();
 /// Largest entry a chunk can hold (offsets are 32-bit).
@@ -130,6 +133,41 @@ impl Entry {
     }
 }
 
+/// Values from this size on are copied eight bytes per instruction
+/// (`rep movsq`, as gcc compiles the C module's `memcpy`); glibc's
+/// `memcpy` moves them with `rep movsb`, one byte per iteration: as fast on
+/// current CPUs, but eight times the instructions where those are counted.
+const WORD_COPY_MIN: usize = 2048;
+
+/// Copies `val` to `dst`.
+///
+/// # Safety
+/// `dst` is valid for `val.len()` bytes of writes and does not overlap `val`.
+#[inline]
+unsafe fn copy_value(val: &[u8], dst: *mut u8) {
+    #[cfg(target_arch = "x86_64")]
+    if val.len() >= WORD_COPY_MIN {
+        let words = val.len() / 8;
+        let rest = val.len() % 8;
+        // SAFETY: rep movsq moves `words` 8-byte words from rsi to rdi,
+        // both inside the ranges the caller vouches for; the direction
+        // flag is clear at every call (System V ABI). The tail follows.
+        unsafe {
+            std::arch::asm!(
+                "rep movsq",
+                inout("rcx") words => _,
+                inout("rsi") val.as_ptr() => _,
+                inout("rdi") dst => _,
+                options(nostack, preserves_flags)
+            );
+            ptr::copy_nonoverlapping(val.as_ptr().add(words * 8), dst.add(words * 8), rest);
+        }
+        return;
+    }
+    // SAFETY: as the caller vouches.
+    unsafe { ptr::copy_nonoverlapping(val.as_ptr(), dst, val.len()) };
+}
+
 /// The chunk list. All pointers are into memory from the allocator `A`.
 pub struct Log<A: RawAlloc> {
     alloc: A,
@@ -139,10 +177,14 @@ pub struct Log<A: RawAlloc> {
     tail: *mut Chunk,
     /// Chunks held, for the memory statistics (derived).
     chunk_bytes: usize,
-    /// A chunk out of the list, kept for the next chunk request (or null).
+    /// Chunks out of the list kept for the next chunk requests, linked
+    /// through `next`, the last retired first.
     spare: *mut Chunk,
-    /// The spare served a request since the last [`Log::age_spare`].
-    spare_fresh: bool,
+    /// Chunks in `spare` (derived; only aging relies on it).
+    spares: u32,
+    /// The fewest spares since the last [`Log::age_spare`]: that many
+    /// were not needed, the next call frees them.
+    spares_low: u32,
     /// Chunks out of the list that still have pinned entries, linked
     /// through `next`.
     held: *mut Chunk,
@@ -156,7 +198,8 @@ impl<A: RawAlloc> Log<A> {
             tail: ptr::null_mut(),
             chunk_bytes: 0,
             spare: ptr::null_mut(),
-            spare_fresh: false,
+            spares: 0,
+            spares_low: 0,
             held: ptr::null_mut(),
         }
     }
@@ -212,25 +255,48 @@ impl<A: RawAlloc> Log<A> {
     }
 
     fn spare_bytes(&self) -> usize {
-        if self.spare.is_null() {
-            0
-        } else {
-            // SAFETY: the spare is a live chunk owned by this log.
-            CHUNK_HEADER + unsafe { (*self.spare).cap } as usize
+        let mut bytes = 0;
+        let mut chunk = self.spare;
+        while !chunk.is_null() {
+            // SAFETY: the spare stack links live chunks of this log.
+            unsafe {
+                bytes += CHUNK_HEADER + (*chunk).cap as usize;
+                chunk = (*chunk).next;
+            }
         }
+        bytes
     }
 
-    /// The spare, emptied, when it holds `min_payload` bytes; it leaves
-    /// the spare slot with one store (a death after it leaks the chunk).
+    /// A spare near the top of the stack (the first of [`SPARE_SEARCH`])
+    /// that holds `min_payload` bytes (and, a chunk larger than ordinary
+    /// ones, at most twice that: a big block is not spent on small items),
+    /// emptied; it leaves the stack with one store (a death after it leaks
+    /// the chunk).
     fn take_spare(&mut self, min_payload: usize) -> *mut Chunk {
-        let chunk = self.spare;
-        // SAFETY: the spare, when not null, is a live chunk of this log.
-        if chunk.is_null() || (unsafe { (*chunk).cap } as usize) < min_payload {
-            return ptr::null_mut();
+        let mut link: *mut *mut Chunk = &mut self.spare;
+        let mut chunk = ptr::null_mut();
+        // SAFETY: walking the spare stack of live chunks of this log.
+        unsafe {
+            for _ in 0..SPARE_SEARCH {
+                let c = *link;
+                if c.is_null() {
+                    return ptr::null_mut();
+                }
+                let cap = (*c).cap as usize;
+                if cap >= min_payload && (cap <= CHUNK_PAYLOAD || cap / 2 <= min_payload) {
+                    chunk = c;
+                    break;
+                }
+                link = &mut (*c).next;
+            }
+            if chunk.is_null() {
+                return ptr::null_mut();
+            }
+            *link = (*chunk).next;
         }
-        self.spare = ptr::null_mut();
         step();
-        self.spare_fresh = true;
+        self.spares = self.spares.saturating_sub(1);
+        self.spares_low = self.spares_low.min(self.spares);
         // SAFETY: the chunk is ours alone now: in no list, not the spare.
         unsafe {
             (*chunk).next = ptr::null_mut();
@@ -241,18 +307,33 @@ impl<A: RawAlloc> Log<A> {
         chunk
     }
 
-    /// Frees the spare unless a chunk request used it since the last call
-    /// (a timer calls this every second): a spare outlives its last use by
+    /// Frees the spares no chunk request needed since the last call (a
+    /// timer calls this every second): those below the stack's low-water
+    /// mark, the least recently retired. A spare outlives its last use by
     /// one to two calls.
     pub fn age_spare(&mut self) {
-        if std::mem::take(&mut self.spare_fresh) || self.spare.is_null() {
-            return;
+        let keep = self.spares.saturating_sub(self.spares_low);
+        let mut link: *mut *mut Chunk = &mut self.spare;
+        // SAFETY: walking the spare stack of live chunks; the cut is one
+        // store, after which the rest is ours alone to free.
+        unsafe {
+            for _ in 0..keep {
+                if (*link).is_null() {
+                    break;
+                }
+                link = &mut (**link).next;
+            }
+            let mut chunk = *link;
+            *link = ptr::null_mut();
+            step();
+            while !chunk.is_null() {
+                let next = (*chunk).next;
+                self.alloc.free(chunk as *mut u8);
+                chunk = next;
+            }
         }
-        let chunk = self.spare;
-        self.spare = ptr::null_mut();
-        step();
-        // SAFETY: the chunk left the spare slot above; freed once.
-        unsafe { self.alloc.free(chunk as *mut u8) };
+        self.spares = keep;
+        self.spares_low = keep;
     }
 
     fn new_chunk(&mut self, min_payload: usize) -> *mut Chunk {
@@ -296,11 +377,16 @@ impl<A: RawAlloc> Log<A> {
         }
     }
 
-    /// A chunk no list reaches any more becomes the spare when it is
-    /// larger than the spare (whose turn it is to be freed then), else it
-    /// is freed. Chunks of their own for one large entry are freed.
+    /// A chunk no list reaches any more: held while it has pins, else a
+    /// spare.
     #[inline(never)]
     fn retire_chunk(&mut self, chunk: *mut Chunk) {
+        self.retire_or_free(chunk, true);
+    }
+
+    /// As [`Log::retire_chunk`], freeing the chunk instead of keeping it
+    /// as a spare unless `spare`.
+    fn retire_or_free(&mut self, chunk: *mut Chunk, spare: bool) {
         // SAFETY: chunk is a live chunk of this log, unlinked by the caller.
         let (cap, pins) = unsafe { ((*chunk).cap as usize, (*chunk).pins) };
         if pins > 0 {
@@ -312,29 +398,27 @@ impl<A: RawAlloc> Log<A> {
             step();
             return;
         }
-        // SAFETY: as above, for the spare.
-        let larger = self.spare.is_null() || cap > unsafe { (*self.spare).cap } as usize;
-        if cap > CHUNK_PAYLOAD || !larger {
+        if !spare {
             self.free_chunk(chunk);
             return;
         }
-        let old = self.spare;
         self.chunk_bytes -= CHUNK_HEADER + cap;
+        // SAFETY: as above; linking it first is one store.
+        unsafe { (*chunk).next = self.spare };
+        step();
         self.spare = chunk;
         step();
-        if !old.is_null() {
-            // SAFETY: the old spare left the slot above; freed once.
-            unsafe { self.alloc.free(old as *mut u8) };
-        }
+        self.spares += 1;
     }
 
-    /// Retires the chunks from `chunk` on, up to (not including) `stop`;
-    /// the caller has already unlinked them from the list.
-    fn retire_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk) {
+    /// Retires the chunks from `chunk` on, up to (not including) `stop`
+    /// (as spares if `spare`); the caller has already unlinked them from
+    /// the list.
+    fn retire_chain(&mut self, mut chunk: *mut Chunk, stop: *mut Chunk, spare: bool) {
         while !chunk.is_null() && chunk != stop {
             // SAFETY: walking a detached chain of chunks not yet freed.
             let next = unsafe { (*chunk).next };
-            self.retire_chunk(chunk);
+            self.retire_or_free(chunk, spare);
             chunk = next;
         }
     }
@@ -403,7 +487,7 @@ impl<A: RawAlloc> Log<A> {
             }
             let data = start.add(ENTRY_HEADER);
             ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
-            ptr::copy_nonoverlapping(val.as_ptr(), data.add(key.len()), val.len());
+            copy_value(val, data.add(key.len()));
             step();
             tail.used += size as u32;
             step();
@@ -447,9 +531,10 @@ impl<A: RawAlloc> Log<A> {
         step();
     }
 
-    /// Drops every entry; keeps the tail chunk for reuse if it is small.
-    /// `head = null` publishes the empty log; the rest only frees.
-    pub fn reset(&mut self) {
+    /// Drops every entry; keeps the tail chunk for reuse if it is small,
+    /// the others as spares if `spare` (else they are freed). `head = null`
+    /// publishes the empty log; the rest only frees.
+    pub fn reset(&mut self, spare: bool) {
         let (first, tail) = (self.head, self.tail);
         // SAFETY: tail, when not null, is a live chunk of this log.
         let keep = if !tail.is_null()
@@ -464,7 +549,7 @@ impl<A: RawAlloc> Log<A> {
         step();
         self.tail = ptr::null_mut();
         // keep, the tail, is the last chunk of the list from first.
-        self.retire_chain(first, keep);
+        self.retire_chain(first, keep, spare);
         if keep.is_null() {
             return;
         }
@@ -509,7 +594,9 @@ impl<A: RawAlloc> Log<A> {
         step();
         self.tail = fresh.tail;
         let fresh_bytes = fresh.chunk_bytes;
-        self.retire_chain(old, ptr::null_mut());
+        // The copy took what it needed from the allocator: the old chunks
+        // go back to it (spares would pile up with every compaction).
+        self.retire_chain(old, ptr::null_mut(), false);
         self.chunk_bytes = fresh_bytes;
     }
 
@@ -543,7 +630,8 @@ impl<A: RawAlloc> Log<A> {
             tail: ptr::null_mut(),
             chunk_bytes: 0,
             spare: ptr::null_mut(),
-            spare_fresh: false,
+            spares: 0,
+            spares_low: 0,
             held: ptr::null_mut(),
         };
         copy.rebuild_tail();
@@ -558,10 +646,15 @@ impl<A: RawAlloc> Drop for Log<A> {
         let head = self.head;
         self.head = ptr::null_mut();
         self.free_chain(head, ptr::null_mut());
-        let spare = std::mem::replace(&mut self.spare, ptr::null_mut());
-        if !spare.is_null() {
-            // SAFETY: the spare is a live chunk of this log, freed once.
-            unsafe { self.alloc.free(spare as *mut u8) };
+        let mut spare = std::mem::replace(&mut self.spare, ptr::null_mut());
+        while !spare.is_null() {
+            // SAFETY: the spare stack links live chunks of this log, each
+            // freed once.
+            unsafe {
+                let next = (*spare).next;
+                self.alloc.free(spare as *mut u8);
+                spare = next;
+            }
         }
         let mut held = std::mem::replace(&mut self.held, ptr::null_mut());
         while !held.is_null() {

@@ -278,7 +278,7 @@ impl<A: RawAlloc> Core<'_, A> {
         self.b.live_bytes = live_bytes;
         self.b.dead_bytes = dead_bytes;
         if live == 0 {
-            self.reset_storage();
+            self.reset_storage(false);
         }
         self.enforce_limits(&mut gone);
         self.stats.max_size = self.stats.max_size.max(self.b.live);
@@ -470,7 +470,7 @@ impl<A: RawAlloc> Core<'_, A> {
             self.b.live -= 1;
             self.b.live_bytes -= size;
             if self.b.live == 0 {
-                self.reset_storage();
+                self.reset_storage(true);
             }
             return true;
         }
@@ -553,7 +553,7 @@ impl<A: RawAlloc> Core<'_, A> {
     pub fn clear(&mut self) -> usize {
         self.begin();
         let n = self.b.live;
-        self.reset_storage();
+        self.reset_storage(false);
         self.stats.cleared += n as u64;
         self.b.live = 0;
         self.b.live_bytes = 0;
@@ -561,9 +561,11 @@ impl<A: RawAlloc> Core<'_, A> {
         n
     }
 
-    fn reset_storage(&mut self) {
+    /// Empties the storage; a drain (`spare`) keeps the chunks as spares
+    /// for the next refill, a clear or repair gives them back.
+    fn reset_storage(&mut self, spare: bool) {
         self.b.index.release();
-        self.b.log.reset();
+        self.b.log.reset(spare);
         self.b.dead_bytes = 0;
     }
 
