@@ -131,8 +131,8 @@ fn many(n: usize, pkg_mb: &str, shm_mb: &str, with_c: bool) {
     if n <= 10_000 {
         // mqueue.get_sizes over JSON-RPC lists every queue. (For 100,000
         // jsonrpcs itself takes minutes: it walks the reply array to its
-        // end for every entry; on 2026-11-30, 344 s, and the reply held
-        // 95,742 of the 100,000 entries.)
+        // end for every entry; on 2026-11-30, 202 s for the whole reply,
+        // the C module's figure is in the README.)
         let t = Instant::now();
         let reply = post_slow(
             s.http_port,
