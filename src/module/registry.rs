@@ -68,13 +68,24 @@ impl QueueDef {
     }
 }
 
-#[derive(Default)]
 pub struct Registry {
     pub queues: Vec<QueueDef>,
     by_name: HashMap<Vec<u8>, usize>,
     /// Free slots of the last block of queue heads, and the next one.
     slots_left: usize,
     next_slot: *mut WaitableQueue<ShmAlloc>,
+}
+
+// By hand: `Default` for raw pointers is newer than our rust-version.
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            queues: Vec::new(),
+            by_name: HashMap::new(),
+            slots_left: 0,
+            next_slot: std::ptr::null_mut(),
+        }
+    }
 }
 
 // SAFETY: `next_slot` points into shm (see QueueDef); the registry is
