@@ -385,3 +385,48 @@ fn spill_dir_on_tmpfs_warns_and_a_missing_one_is_refused() {
         "{log}"
     );
 }
+
+/// A `spill_dir` that Kamailio's user cannot write is found at start
+/// (after Kamailio has taken its user), not at the first save: set
+/// explicitly, it stops the start with the reason. (/proc/1 takes no new
+/// file, whoever asks, root included.)
+#[test]
+fn an_unwritable_spill_dir_is_refused_at_start() {
+    let db = Db::sqlite();
+    let body = one_queue_cfg(&db, "modparam(\"mqueue\", \"spill_dir\", \"/proc/1\")\n");
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let (code, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("spill_dir /proc/1: Kamailio's user (uid ")
+            && log.contains("cannot create files there"),
+        "{log}"
+    );
+    // A writable one starts, and leaves no probe file behind.
+    let dir = common::TempDir::new("spill-ok");
+    let db = Db::sqlite();
+    let body = one_queue_cfg(
+        &db,
+        &format!(
+            "modparam(\"mqueue\", \"spill_dir\", \"{}\")\n",
+            dir.0.display()
+        ),
+    );
+    let cfg = Cfg {
+        modules: &["db_sqlite.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    assert!(!k.log().contains("cannot create files"), "{}", k.log());
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .expect("read spill_dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -8,16 +8,21 @@ use crate::sys;
 /// The value callback: called with the `param` given at registration.
 pub type ReadFn = unsafe extern "C" fn(sys::counter_handle_t, *mut c_void) -> sys::counter_val_t;
 
+/// Most counters Kamailio's table holds (`MAX_COUNTER_ID` in the core's
+/// counters.c, the same in every supported version).
+pub const MAX_COUNTERS: usize = 32_767;
+
 /// Registers counter `group:name`, read by `read(param)`, never reset by
 /// `stats.reset_statistics` (its value is the caller's own). Call before
-/// the fork.
+/// the fork. Returns the counter's id: ids are given in order, so one
+/// more than it is how many counters the table holds.
 pub fn register(
     group: &'static CString,
     name: &[u8],
     doc: &str,
     read: ReadFn,
     param: usize,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let shown = String::from_utf8_lossy(name);
     let bad = |what: &str| {
         format!(
@@ -50,5 +55,5 @@ pub fn register(
             group.to_string_lossy()
         ));
     }
-    Ok(())
+    Ok(h.id as usize)
 }

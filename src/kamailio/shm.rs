@@ -21,6 +21,117 @@ unsafe impl RawAlloc for ShmAlloc {
         // SAFETY: the caller passes a block from shm_malloc, freed once.
         unsafe { sys::mqrs_shm_free(ptr as *mut libc::c_void) }
     }
+
+    fn alloc_lasting(&self, size: usize) -> *mut u8 {
+        lasting::alloc(size)
+    }
+
+    unsafe fn free_lasting(&self, _ptr: *mut u8) {
+        // Kept: queue bodies live as long as the server.
+    }
+}
+
+/// Blocks that live as long as the server (queue bodies, allocated at a
+/// queue's first add in any process), packed into shared slabs: each
+/// costs its size, not the allocator's overhead of about 100 bytes per
+/// block. Lock-free, so that a process dying in the middle stops nobody:
+/// it leaks at most the slab it allocated or the block it took.
+mod lasting {
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
+
+    use super::{ShmAlloc, ShmSafe};
+    use crate::queue::RawAlloc;
+
+    /// Bytes of a slab after its header.
+    const SLAB_BYTES: usize = 16 * 1024 - 16;
+    /// Larger blocks get a block of their own.
+    const MAX_BLOCK: usize = SLAB_BYTES / 8;
+
+    #[repr(C)]
+    struct Slab {
+        /// Bytes handed out (may run past SLAB_BYTES: the slab is full).
+        used: AtomicUsize,
+        _pad: usize,
+    }
+
+    /// The slab blocks are taken from, in shm.
+    struct Root {
+        current: AtomicPtr<Slab>,
+    }
+
+    // SAFETY: one atomic pointer into shm, used only atomically.
+    unsafe impl ShmSafe for Root {}
+
+    /// Set once in the main process before the fork (first queue
+    /// definition), so every process finds the same root.
+    static ROOT: AtomicPtr<Root> = AtomicPtr::new(std::ptr::null_mut());
+
+    /// Creates the root (main process, before the fork); false without shm.
+    pub fn init() -> bool {
+        if !ROOT.load(Acquire).is_null() {
+            return true;
+        }
+        match super::shm_box(Root {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+        }) {
+            Some(r) => {
+                ROOT.store(r, std::sync::atomic::Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn alloc(size: usize) -> *mut u8 {
+        let size = size.next_multiple_of(8);
+        let root = ROOT.load(Acquire);
+        if size > MAX_BLOCK || root.is_null() {
+            return ShmAlloc.alloc(size);
+        }
+        // SAFETY: the root is an shm block set before the fork and never
+        // freed.
+        let current = unsafe { &(*root).current };
+        loop {
+            let slab = current.load(Acquire);
+            if !slab.is_null() {
+                // SAFETY: a slab published in the root is never freed.
+                let off = unsafe { (*slab).used.fetch_add(size, AcqRel) };
+                if off + size <= SLAB_BYTES {
+                    // SAFETY: [off, off + size) is inside the slab's
+                    // bytes and handed out once (fetch_add).
+                    return unsafe { (slab.add(1) as *mut u8).add(off) };
+                }
+            }
+            let fresh = ShmAlloc.alloc(std::mem::size_of::<Slab>() + SLAB_BYTES) as *mut Slab;
+            if fresh.is_null() {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: a fresh block large enough for the header; the first
+            // `size` bytes after it are ours.
+            unsafe {
+                fresh.write(Slab {
+                    used: AtomicUsize::new(size),
+                    _pad: 0,
+                })
+            };
+            if current
+                .compare_exchange(slab, fresh, AcqRel, Acquire)
+                .is_ok()
+            {
+                // SAFETY: as above.
+                return unsafe { fresh.add(1) as *mut u8 };
+            }
+            // Another process published a slab first: use that one.
+            // SAFETY: never published, ours alone.
+            unsafe { ShmAlloc.free(fresh as *mut u8) };
+        }
+    }
+}
+
+/// Prepares the packing of queue bodies (main process, before the fork);
+/// false without shm.
+pub fn init_lasting() -> bool {
+    lasting::init()
 }
 
 // SAFETY: shm is mapped before the fork at the same address in every
@@ -46,6 +157,24 @@ pub fn shm_box<T: ShmSafe>(value: T) -> Option<*mut T> {
     // SAFETY: p is a fresh block of size_of::<T>() bytes, aligned for T
     // (checked above).
     unsafe { p.write(value) };
+    Some(p)
+}
+
+/// An shm block for `n` values of `T`, not initialised; None when shm is
+/// exhausted. The caller writes each slot before it reads it.
+pub fn shm_slots<T: ShmSafe>(n: usize) -> Option<*mut T> {
+    const { assert!(std::mem::align_of::<T>() <= SHM_ALIGN) };
+    let size = std::mem::size_of::<T>().checked_mul(n)?;
+    let p = ShmAlloc.alloc(size) as *mut T;
+    if p.is_null() {
+        return None;
+    }
+    if !(p as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        // SAFETY: p came from shm_malloc just above.
+        unsafe { ShmAlloc.free(p as *mut u8) };
+        crate::kerr!("shm_malloc returned a block not aligned for the queue state");
+        return None;
+    }
     Some(p)
 }
 

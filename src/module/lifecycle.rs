@@ -83,6 +83,12 @@ host_entry! {
 host_entry! {
     pub fn child_init(rank: c_int) -> c_int, "child_init", -1 => {
         if rank == sys::PROC_INIT {
+            if let Some(reg) = registry::frozen() {
+                if let Err(e) = persist::check_spill_writable(&reg.queues) {
+                    kerr!("{e}");
+                    return -1;
+                }
+            }
             persist::load_all();
         }
         if rank == sys::PROC_MAIN as c_int {

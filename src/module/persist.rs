@@ -309,6 +309,52 @@ fn check_spill_dir(queue: &QueueDef) -> Result<(), String> {
     Ok(())
 }
 
+/// `child_init(PROC_INIT)`: Kamailio has taken its user (`-u`, `user`)
+/// by then, before any child is forked. When a queue saves, a probe file
+/// (created exclusively, never following a link, removed at once) shows
+/// whether that user can write spill files. An explicit `spill_dir` it
+/// cannot write stops the start: the operator chose it for the items the
+/// database does not take. The default (the runtime directory) only warns,
+/// since the C module, which writes no spill file, starts there.
+pub fn check_spill_writable(queues: &[QueueDef]) -> Result<(), String> {
+    let Some(first) = queues.iter().find(|d| saves(d)) else {
+        return Ok(());
+    };
+    let explicit = SPILL_DIR.lock().ok().and_then(|d| d.clone()).is_some();
+    let dir = spill_dir();
+    let Err(e) = probe_write(&dir) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if explicit {
+        return Err(format!(
+            "spill_dir {}: Kamailio's user (uid {uid}) cannot create files there ({e}):              items the database does not take at shutdown would be lost",
+            dir.display()
+        ));
+    }
+    kwarn!(
+        "mqueue {}: spill files go to {}, where Kamailio's user (uid {uid}) cannot create          files ({e}): items the database does not take at shutdown would be lost; set the          spill_dir parameter to a directory it can write",
+        first.name_lossy(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Creates and removes a file of an unpredictable name in `dir`.
+fn probe_write(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = format!(".mqueue-probe-{:016x}", super::registry::random_seed());
+    let path = dir.join(name);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    fs::remove_file(&path)
+}
+
 fn on_tmpfs(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {

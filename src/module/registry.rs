@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use super::persist::DbMode;
-use crate::kamailio::shm::{shm_box, ShmAlloc};
+use crate::kamailio::shm::{init_lasting, shm_slots, ShmAlloc};
 use crate::queue::{AddMode, Doorbell, Limits, Queue, QueueState, WaitableQueue};
 use crate::stream::StreamSpec;
 
@@ -49,7 +49,7 @@ impl QueueDef {
     }
 
     fn shared(&self) -> &WaitableQueue<ShmAlloc> {
-        // SAFETY: set from shm_box at definition and never freed while the
+        // SAFETY: set from a slot of shm_slots at definition and never freed while the
         // module is loaded (mod_destroy runs after every worker stopped).
         unsafe { &*self.shared }
     }
@@ -68,10 +68,54 @@ impl QueueDef {
     }
 }
 
-#[derive(Default)]
 pub struct Registry {
     pub queues: Vec<QueueDef>,
     by_name: HashMap<Vec<u8>, usize>,
+    /// Free slots of the last block of queue heads, and the next one.
+    slots_left: usize,
+    next_slot: *mut WaitableQueue<ShmAlloc>,
+}
+
+// By hand: `Default` for raw pointers is newer than our rust-version.
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            queues: Vec::new(),
+            by_name: HashMap::new(),
+            slots_left: 0,
+            next_slot: std::ptr::null_mut(),
+        }
+    }
+}
+
+// SAFETY: `next_slot` points into shm (see QueueDef); the registry is
+// built in the main process only, behind PENDING's mutex.
+unsafe impl Send for Registry {}
+// SAFETY: frozen, the registry is read only; `next_slot` is not used.
+unsafe impl Sync for Registry {}
+
+/// Queue heads per shm block: the heads of many queues share one block,
+/// so a queue costs its head and no allocator overhead.
+const SLOTS_PER_BLOCK: usize = 256;
+
+impl Registry {
+    /// Places a queue head in the current block of heads, or a new one.
+    fn place(&mut self, head: WaitableQueue<ShmAlloc>) -> Option<*mut WaitableQueue<ShmAlloc>> {
+        if self.slots_left == 0 {
+            self.next_slot = shm_slots(SLOTS_PER_BLOCK)?;
+            self.slots_left = SLOTS_PER_BLOCK;
+        }
+        let p = self.next_slot;
+        // SAFETY: p is a free slot of a block of SLOTS_PER_BLOCK heads
+        // (slots_left > 0), written once here; the next slot is inside
+        // the block or one past its end, used only after a new block.
+        unsafe {
+            p.write(head);
+            self.next_slot = p.add(1);
+        }
+        self.slots_left -= 1;
+        Some(p)
+    }
 }
 
 impl Registry {
@@ -116,12 +160,16 @@ pub fn define(
             crate::kamailio::log::shown(name)
         ));
     }
+    if !init_lasting() {
+        return Err("no more shm for the queue bodies".into());
+    }
     let state = QueueState::<ShmAlloc>::new(mode, limits, random_seed());
-    let shared = shm_box(WaitableQueue {
-        queue: Queue::new(state),
-        bell: Doorbell::new(),
-    })
-    .ok_or_else(|| format!("no more shm for: {}", crate::kamailio::log::shown(name)))?;
+    let shared = reg
+        .place(WaitableQueue {
+            queue: Queue::new(state),
+            bell: Doorbell::new(),
+        })
+        .ok_or_else(|| format!("no more shm for: {}", crate::kamailio::log::shown(name)))?;
     reg.by_name.insert(name.to_vec(), reg.queues.len());
     reg.queues.push(QueueDef {
         name: name.to_vec(),

@@ -37,6 +37,24 @@ pub unsafe trait RawAlloc: Default {
     /// # Safety
     /// `ptr` came from `alloc` of this allocator and is not used afterwards.
     unsafe fn free(&self, ptr: *mut u8);
+
+    /// Allocates a small block that is freed, if ever, only with its queue
+    /// (a queue's body): an allocator may pack many into one block, so
+    /// that each costs no allocator overhead.
+    fn alloc_lasting(&self, size: usize) -> *mut u8 {
+        self.alloc(size)
+    }
+
+    /// Frees a block from `alloc_lasting` (an allocator that packs them
+    /// may keep it).
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_lasting` of this allocator and is not used
+    /// afterwards.
+    unsafe fn free_lasting(&self, ptr: *mut u8) {
+        // SAFETY: the default `alloc_lasting` is `alloc`.
+        unsafe { self.free(ptr) }
+    }
 }
 
 /// The process heap, for unit tests and fuzzing.

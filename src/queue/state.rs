@@ -5,9 +5,9 @@
 //! a crash elsewhere, its own SIGTERM handler). The chunk list ([`Log`]) is
 //! then still the exact record of the items, as before or after the
 //! operation (docs/reliability.md, "Crash consistency"); every mutation
-//! runs between [`QueueState::begin`] and [`QueueState::end`], so the next
+//! runs between [`Core::begin`] and [`Core::end`], so the next
 //! holder finds `busy` set and rebuilds the rest from the list
-//! ([`QueueState::repair`]).
+//! ([`Core::repair`]).
 
 use super::index::{hash_key, Index};
 use super::log::{Chunk, Entry, Log, CHUNK_PAYLOAD, MAX_ENTRY};
@@ -86,113 +86,122 @@ pub enum Taken {
     Held(Held),
 }
 
-pub struct QueueState<A: RawAlloc> {
-    mode: AddMode,
-    limits: Limits,
-    seed: u64,
+/// The counters a queue keeps since start (the rest of [`Stats`] is
+/// derived); in the head, so that a never used queue shows its zeros and
+/// its failures without a body.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    added: u64,
+    fetched: u64,
+    evicted: u64,
+    replaced: u64,
+    rejected: u64,
+    failed: u64,
+    cleared: u64,
+    max_size: usize,
+}
+
+/// What a queue holds once used: its items, index and counts. Allocated
+/// at the first add ([`QueueState`]), so a defined queue that is never
+/// used costs only its head.
+struct Body<A: RawAlloc> {
     log: Log<A>,
     index: Index<A>,
     live: usize,
     live_bytes: usize,
     dead_bytes: usize,
-    stats: Stats,
     /// Set while a mutation runs: found set by a lock holder, it means the
     /// previous holder died half-way.
     busy: bool,
 }
 
-// SAFETY: the state owns its chunks; every access goes through the queue
-// lock, and the memory is valid in every process that maps it.
-unsafe impl<A: RawAlloc> Send for QueueState<A> {}
-
-impl<A: RawAlloc> QueueState<A> {
-    pub fn new(mode: AddMode, limits: Limits, seed: u64) -> Self {
-        QueueState {
-            mode,
-            limits,
-            seed,
+impl<A: RawAlloc> Body<A> {
+    fn new() -> Self {
+        Body {
             log: Log::new(A::default()),
             index: Index::new(A::default()),
             live: 0,
             live_bytes: 0,
             dead_bytes: 0,
-            stats: Stats::default(),
             busy: false,
         }
     }
 
-    pub fn mode(&self) -> AddMode {
-        self.mode
+    /// True when the last holder of the lock died inside a mutation.
+    fn interrupted(&self) -> bool {
+        // SAFETY: a plain read of our own field; volatile because another
+        // process may have written it.
+        unsafe { std::ptr::read_volatile(&self.busy) }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
+    /// Shows up to `n` items, oldest first, without removing them.
+    fn peek_seq(&self, n: usize, mut f: impl FnMut(&[u8], &[u8], u64)) {
+        let mut left = n;
+        self.log.for_each(|entry| {
+            if left == 0 {
+                return false;
+            }
+            // SAFETY: for_each yields entries of this log.
+            let e = unsafe { &*entry };
+            if e.is_live() {
+                // SAFETY: as above; the entry is live.
+                unsafe { f(e.key(), e.val(), e.seq()) };
+                left -= 1;
+            }
+            true
+        });
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.live
-    }
+// SAFETY: the body owns its chunks; every access goes through the queue
+// lock, and the memory is valid in every process that maps it.
+unsafe impl<A: RawAlloc> Send for Body<A> {}
 
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
+/// A queue's head and body together, for a mutation under the lock.
+struct Core<'a, A: RawAlloc> {
+    mode: AddMode,
+    limits: Limits,
+    seed: u64,
+    stats: &'a mut Counters,
+    b: &'a mut Body<A>,
+}
 
-    pub fn stats(&self) -> Stats {
-        Stats {
-            size: self.live,
-            item_bytes: self.live_bytes,
-            shm_bytes: self.log.chunk_bytes() + self.index.bytes(),
-            ..self.stats
-        }
-    }
-
+impl<A: RawAlloc> Core<'_, A> {
     /// Frees storage kept for reuse that no add used since the last call
     /// (a timer calls it every second), so an idle queue gives it back.
     /// Left to the next mutation when a process died inside one.
     pub fn age(&mut self) {
-        if !self.interrupted() {
-            self.log.age_spare();
-            self.index.age();
+        if !self.b.interrupted() {
+            self.b.log.age_spare();
+            self.b.index.age();
         }
-    }
-
-    /// Counts a call that failed outside the queue (a Redis call).
-    pub fn count_failure(&mut self) {
-        self.stats.failed += 1;
-    }
-
-    /// True when the last holder of the lock died inside a mutation.
-    pub fn interrupted(&self) -> bool {
-        // SAFETY: a plain read of our own field; volatile because another
-        // process may have written it.
-        unsafe { std::ptr::read_volatile(&self.busy) }
     }
 
     /// Repairs what a holder that died inside a mutation left, if one did;
     /// `gone` is told the sequence number of every item the repair drops
     /// (durable queues: the log must drop them too).
     pub fn settle(&mut self, gone: impl FnMut(u64)) {
-        if self.interrupted() {
+        if self.b.interrupted() {
             self.repair_seq(gone);
         }
     }
 
     /// Starts a mutation: repairs what a holder that died left, then marks
-    /// the state busy until [`QueueState::end`].
+    /// the state busy until [`Core::end`].
     #[inline(always)]
     fn begin(&mut self) {
         self.begin_seq(&mut |_| ());
     }
 
-    /// As [`QueueState::begin`]; `gone` is told what the repair drops.
+    /// As [`Core::begin`]; `gone` is told what the repair drops.
     #[inline(always)]
     fn begin_seq(&mut self, gone: &mut impl FnMut(u64)) {
-        if self.interrupted() {
+        if self.b.interrupted() {
             self.repair_seq(gone);
         }
         // SAFETY: a plain write of our own field; volatile so that it is
         // in memory before the mutation's first store.
-        unsafe { std::ptr::write_volatile(&mut self.busy, true) };
+        unsafe { std::ptr::write_volatile(&mut self.b.busy, true) };
         step();
     }
 
@@ -200,7 +209,7 @@ impl<A: RawAlloc> QueueState<A> {
     fn end(&mut self) {
         step();
         // SAFETY: as in begin.
-        unsafe { std::ptr::write_volatile(&mut self.busy, false) };
+        unsafe { std::ptr::write_volatile(&mut self.b.busy, false) };
     }
 
     /// Rebuilds everything but the chunk list from the list, after a
@@ -212,18 +221,18 @@ impl<A: RawAlloc> QueueState<A> {
         self.repair_seq(|_| ())
     }
 
-    /// As [`QueueState::repair`]; `gone` is told the sequence number of
+    /// As [`Core::repair`]; `gone` is told the sequence number of
     /// every item it drops.
     #[cold]
     #[inline(never)]
     pub fn repair_seq(&mut self, mut gone: impl FnMut(u64)) -> usize {
-        self.log.rebuild_tail();
-        self.index.clear();
+        self.b.log.rebuild_tail();
+        self.b.index.clear();
         let (mut live, mut live_bytes, mut dead_bytes) = (0, 0, 0);
         let unique = self.mode.unique();
         let mode = self.mode;
-        let index = &mut self.index;
-        self.log.for_each(|entry| {
+        let index = &mut self.b.index;
+        self.b.log.for_each(|entry| {
             // SAFETY: entries of the list from head are whole.
             let e = unsafe { &mut *entry };
             let size = e.size();
@@ -266,38 +275,32 @@ impl<A: RawAlloc> QueueState<A> {
             live_bytes += size;
             true
         });
-        self.live = live;
-        self.live_bytes = live_bytes;
-        self.dead_bytes = dead_bytes;
+        self.b.live = live;
+        self.b.live_bytes = live_bytes;
+        self.b.dead_bytes = dead_bytes;
         if live == 0 {
             self.reset_storage(false);
         }
         self.enforce_limits(&mut gone);
-        self.stats.max_size = self.stats.max_size.max(self.live);
+        self.stats.max_size = self.stats.max_size.max(self.b.live);
         // SAFETY: as in end.
-        unsafe { std::ptr::write_volatile(&mut self.busy, false) };
-        self.live
-    }
-
-    /// Adds an item under the queue's addmode and limits.
-    #[inline]
-    pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
-        self.add_seq(key, val, 0, |_| ())
-    }
-
-    /// Bytes an item takes against `maxbytes`.
-    pub fn item_size(key: &[u8], val: &[u8]) -> usize {
-        Entry::size_for(key.len(), val.len())
+        unsafe { std::ptr::write_volatile(&mut self.b.busy, false) };
+        self.b.live
     }
 
     /// True when an item this large is refused whatever the queue holds
     /// (`tag`: 8 for a durable queue's sequence number, else 0).
     fn too_large(&self, key: &[u8], val: &[u8], tag: usize) -> bool {
+        Self::too_large_for(self.limits, key, val, tag)
+    }
+
+    /// As [`Core::too_large`], for a queue with these limits.
+    fn too_large_for(limits: Limits, key: &[u8], val: &[u8], tag: usize) -> bool {
         let size = Entry::size_for(key.len(), val.len());
         key.len() > u32::MAX as usize / 2
             || val.len() > u32::MAX as usize / 2
             || size + tag > MAX_ENTRY
-            || (self.limits.max_bytes > 0 && size > self.limits.max_bytes)
+            || (limits.max_bytes > 0 && size > limits.max_bytes)
     }
 
     /// Refuses what an add of this tagged item would refuse before any
@@ -310,7 +313,7 @@ impl<A: RawAlloc> QueueState<A> {
             return Some(AddOutcome::TooLarge);
         }
         if self.mode == AddMode::KeepOldest
-            && self.index.find(hash_key(self.seed, key), key).is_some()
+            && self.b.index.find(hash_key(self.seed, key), key).is_some()
         {
             self.stats.rejected += 1;
             return Some(AddOutcome::Duplicate);
@@ -351,7 +354,7 @@ impl<A: RawAlloc> QueueState<A> {
         let unique = self.mode.unique();
         let hash = if unique { hash_key(self.seed, key) } else { 0 };
         let existing = if unique {
-            self.index.find(hash, key)
+            self.b.index.find(hash, key)
         } else {
             None
         };
@@ -359,13 +362,13 @@ impl<A: RawAlloc> QueueState<A> {
             self.stats.rejected += 1;
             return AddOutcome::Duplicate;
         }
-        if !self.log.reserve(footprint) || (unique && !self.index.reserve_one()) {
+        if !self.b.log.reserve(footprint) || (unique && !self.b.index.reserve_one()) {
             self.stats.failed += 1;
             return AddOutcome::NoMemory;
         }
         // The new item goes in before the old one goes out: a process that
         // dies between the two leaves both, and the repair keeps the new.
-        let entry = self.log.push(key, val, hash, seq);
+        let entry = self.b.log.push(key, val, hash, seq);
         if let Some(old) = existing {
             // SAFETY: the index holds live entries of this queue's log.
             gone(unsafe { (*old).seq() });
@@ -373,14 +376,14 @@ impl<A: RawAlloc> QueueState<A> {
             self.stats.replaced += 1;
         }
         if unique {
-            self.index.insert(entry);
+            self.b.index.insert(entry);
         }
-        self.live += 1;
-        self.live_bytes += size;
+        self.b.live += 1;
+        self.b.live_bytes += size;
         self.stats.added += 1;
         self.enforce_limits(gone);
-        self.stats.max_size = self.stats.max_size.max(self.live);
-        if self.dead_bytes > CHUNK_PAYLOAD && self.dead_bytes > self.live_bytes {
+        self.stats.max_size = self.stats.max_size.max(self.b.live);
+        if self.b.dead_bytes > CHUNK_PAYLOAD && self.b.dead_bytes > self.b.live_bytes {
             self.compact();
         }
         AddOutcome::Added
@@ -393,7 +396,8 @@ impl<A: RawAlloc> QueueState<A> {
             max_items,
             max_bytes,
         } = self.limits;
-        (max_items > 0 && self.live > max_items) || (max_bytes > 0 && self.live_bytes > max_bytes)
+        (max_items > 0 && self.b.live > max_items)
+            || (max_bytes > 0 && self.b.live_bytes > max_bytes)
     }
 
     /// Drops the oldest items while a bound is exceeded (one inline test
@@ -419,16 +423,16 @@ impl<A: RawAlloc> QueueState<A> {
     /// Marks a live entry dead (addmode 2 replacement): the store of
     /// `flags` takes it out of the queue.
     fn kill(&mut self, entry: *mut Entry) {
-        self.index.remove(entry);
+        self.b.index.remove(entry);
         // SAFETY: entry is a live entry of this queue's log.
         let size = unsafe {
             (*entry).kill();
             (*entry).size()
         };
         step();
-        self.live -= 1;
-        self.live_bytes -= size;
-        self.dead_bytes += size;
+        self.b.live -= 1;
+        self.b.live_bytes -= size;
+        self.b.dead_bytes += size;
     }
 
     /// Removes the oldest item and shows it to `f`; false when empty.
@@ -444,27 +448,29 @@ impl<A: RawAlloc> QueueState<A> {
     /// (whose head chunk holds the entry); false when empty.
     #[inline(always)]
     fn pop_entry(&mut self, f: impl FnOnce(&mut Log<A>, &Entry)) -> bool {
-        while self.live > 0 {
-            let Some(entry) = self.log.front() else { break };
+        while self.b.live > 0 {
+            let Some(entry) = self.b.log.front() else {
+                break;
+            };
             // SAFETY: front returns an entry of this log, valid until advance
             // and the next front call.
             let e = unsafe { &mut *entry };
             let size = e.size();
             if !e.is_live() {
-                self.log.advance(e.footprint());
-                self.dead_bytes -= size;
+                self.b.log.advance(e.footprint());
+                self.b.dead_bytes -= size;
                 continue;
             }
             if self.mode.unique() {
-                self.index.remove(entry);
+                self.b.index.remove(entry);
             }
             // The item leaves the queue with the advance: a process that
             // dies before `f` has copied it loses this one item only.
-            self.log.advance(e.footprint());
-            f(&mut self.log, e);
-            self.live -= 1;
-            self.live_bytes -= size;
-            if self.live == 0 {
+            self.b.log.advance(e.footprint());
+            f(&mut self.b.log, e);
+            self.b.live -= 1;
+            self.b.live_bytes -= size;
+            if self.b.live == 0 {
                 self.reset_storage(true);
             }
             return true;
@@ -508,12 +514,12 @@ impl<A: RawAlloc> QueueState<A> {
     /// Ends a [`Held`] item: its chunk is reused or freed once no other
     /// process holds an item in it.
     pub fn release(&mut self, held: Held) {
-        self.log.unpin(held.chunk);
+        self.b.log.unpin(held.chunk);
     }
 
     /// Takes the oldest item out, handing its key and value to `f` (which
     /// copies them); false when the queue is empty.
-    pub fn fetch_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+    fn fetch_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
         self.fetch_seq(|k, v, _| f(k, v))
     }
 
@@ -531,49 +537,27 @@ impl<A: RawAlloc> QueueState<A> {
     /// Shows the oldest item to `f` and removes it only if `f` returns
     /// true: None when empty, else what `f` returned.
     pub fn fetch_if(&mut self, f: impl FnOnce(&[u8], &[u8]) -> bool) -> Option<bool> {
-        if self.interrupted() {
+        if self.b.interrupted() {
             self.repair();
         }
         let mut taken = None;
         let mut f = Some(f);
-        self.peek(1, |k, v| taken = f.take().map(|f| f(k, v)));
+        self.b
+            .peek_seq(1, |k, v, _| taken = f.take().map(|f| f(k, v)));
         if taken == Some(true) {
             self.fetch_with(|_, _| {});
         }
         taken
     }
 
-    /// Shows up to `n` items, oldest first, without removing them.
-    pub fn peek(&self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
-        self.peek_seq(n, |k, v, _| f(k, v))
-    }
-
-    /// As [`QueueState::peek`], with each item's sequence number.
-    pub fn peek_seq(&self, n: usize, mut f: impl FnMut(&[u8], &[u8], u64)) {
-        let mut left = n;
-        self.log.for_each(|entry| {
-            if left == 0 {
-                return false;
-            }
-            // SAFETY: for_each yields entries of this log.
-            let e = unsafe { &*entry };
-            if e.is_live() {
-                // SAFETY: as above; the entry is live.
-                unsafe { f(e.key(), e.val(), e.seq()) };
-                left -= 1;
-            }
-            true
-        });
-    }
-
     /// Drops every item; returns how many there were.
     pub fn clear(&mut self) -> usize {
         self.begin();
-        let n = self.live;
+        let n = self.b.live;
         self.reset_storage(false);
         self.stats.cleared += n as u64;
-        self.live = 0;
-        self.live_bytes = 0;
+        self.b.live = 0;
+        self.b.live_bytes = 0;
         self.end();
         n
     }
@@ -582,12 +566,12 @@ impl<A: RawAlloc> QueueState<A> {
     /// for the next refill, a clear or repair gives them back.
     fn reset_storage(&mut self, spare: bool) {
         if spare {
-            self.index.clear();
+            self.b.index.clear();
         } else {
-            self.index.release();
+            self.b.index.release();
         }
-        self.log.reset(spare);
-        self.dead_bytes = 0;
+        self.b.log.reset(spare);
+        self.b.dead_bytes = 0;
     }
 
     /// Rewrites the live entries into fresh chunks, dropping dead ones, when
@@ -600,7 +584,7 @@ impl<A: RawAlloc> QueueState<A> {
     fn compact(&mut self) {
         let mut fresh = Log::new(A::default());
         let mut ok = true;
-        self.log.for_each(|entry| {
+        self.b.log.for_each(|entry| {
             // SAFETY: entries of the list stay valid while it is not changed.
             let e = unsafe { &*entry };
             if !e.is_live() {
@@ -619,12 +603,12 @@ impl<A: RawAlloc> QueueState<A> {
             // Out of memory half-way: the copy goes, the queue is unchanged.
             return;
         }
-        self.log.replace_with(fresh);
-        self.dead_bytes = 0;
-        self.index.clear();
+        self.b.log.replace_with(fresh);
+        self.b.dead_bytes = 0;
+        self.b.index.clear();
         if self.mode.unique() {
-            let index = &mut self.index;
-            self.log.for_each(|entry| {
+            let index = &mut self.b.index;
+            self.b.log.for_each(|entry| {
                 index.insert(entry);
                 true
             });
@@ -633,18 +617,14 @@ impl<A: RawAlloc> QueueState<A> {
 }
 
 #[cfg(test)]
-impl<A: RawAlloc> QueueState<A> {
-    pub fn dead_bytes(&self) -> usize {
-        self.dead_bytes
-    }
-
+impl<A: RawAlloc> Core<'_, A> {
     /// Panics unless everything derived agrees with the chunk list.
     pub fn check_consistent(&self) {
-        assert!(!self.interrupted());
-        self.log.check_derived();
+        assert!(!self.b.interrupted());
+        self.b.log.check_derived();
         let (mut live, mut live_bytes, mut dead_bytes) = (0, 0, 0);
         let mut keys = std::collections::HashSet::new();
-        self.log.for_each(|entry| {
+        self.b.log.for_each(|entry| {
             // SAFETY: entries of the list are whole.
             let e = unsafe { &*entry };
             if !e.is_live() {
@@ -657,16 +637,291 @@ impl<A: RawAlloc> QueueState<A> {
                 // SAFETY: as above.
                 let key = unsafe { e.key() };
                 assert!(keys.insert(key.to_vec()), "a key queued twice");
-                assert_eq!(self.index.find(e.hash, key), Some(entry));
+                assert_eq!(self.b.index.find(e.hash, key), Some(entry));
             }
             true
         });
         assert_eq!(
-            (self.live, self.live_bytes, self.dead_bytes),
+            (self.b.live, self.b.live_bytes, self.b.dead_bytes),
             (live, live_bytes, dead_bytes)
         );
         if self.mode.unique() {
-            assert_eq!(self.index.count(), live);
+            assert_eq!(self.b.index.count(), live);
+        }
+    }
+}
+
+/// A queue's head: what every defined queue costs in shared memory (its
+/// settings, its counters, and a pointer to its [`Body`], null until the
+/// first add). Callers hold the queue lock (see [`super::Queue`]) around
+/// every method.
+///
+/// The body is published by one store of `body` after it is written in
+/// full: a process that dies before that store leaks the block and leaves
+/// the queue unused, never half-made (docs/reliability.md).
+pub struct QueueState<A: RawAlloc> {
+    mode: AddMode,
+    limits: Limits,
+    seed: u64,
+    stats: Counters,
+    body: *mut Body<A>,
+}
+
+// SAFETY: the head owns its body, which is Send; every access goes through
+// the queue lock.
+unsafe impl<A: RawAlloc> Send for QueueState<A> {}
+
+impl<A: RawAlloc> QueueState<A> {
+    pub fn new(mode: AddMode, limits: Limits, seed: u64) -> Self {
+        const { assert!(std::mem::align_of::<Body<A>>() <= 8) };
+        QueueState {
+            mode,
+            limits,
+            seed,
+            stats: Counters::default(),
+            body: std::ptr::null_mut(),
+        }
+    }
+
+    fn body(&self) -> Option<&Body<A>> {
+        // SAFETY: a volatile read of our own field (another process may
+        // have published the body); a non-null body was written in full
+        // before it was published and lives as long as the head.
+        unsafe { std::ptr::read_volatile(&self.body).as_ref() }
+    }
+
+    /// Head and body for a mutation; None before the first add.
+    fn core(&mut self) -> Option<Core<'_, A>> {
+        // SAFETY: as in `body`; `&mut self` means the lock is held.
+        let b = unsafe { std::ptr::read_volatile(&self.body).as_mut() }?;
+        Some(Core {
+            mode: self.mode,
+            limits: self.limits,
+            seed: self.seed,
+            stats: &mut self.stats,
+            b,
+        })
+    }
+
+    /// As [`QueueState::core`], allocating the body at the first call;
+    /// None without memory for it.
+    fn core_or_new(&mut self) -> Option<Core<'_, A>> {
+        if self.body().is_none() {
+            let p = A::default().alloc_lasting(std::mem::size_of::<Body<A>>()) as *mut Body<A>;
+            if p.is_null() {
+                return None;
+            }
+            // SAFETY: a fresh block of the body's size, aligned to 8
+            // (RawAlloc), enough for the body (asserted in `new`).
+            unsafe { p.write(Body::new()) };
+            step();
+            // SAFETY: a volatile write of our own field: the one store
+            // that publishes the body written above.
+            unsafe { std::ptr::write_volatile(&mut self.body, p) };
+            step();
+        }
+        self.core()
+    }
+
+    pub fn mode(&self) -> AddMode {
+        self.mode
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn len(&self) -> usize {
+        self.body().map_or(0, |b| b.live)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.stats;
+        let mut s = Stats {
+            added: c.added,
+            fetched: c.fetched,
+            evicted: c.evicted,
+            replaced: c.replaced,
+            rejected: c.rejected,
+            failed: c.failed,
+            cleared: c.cleared,
+            max_size: c.max_size,
+            ..Stats::default()
+        };
+        if let Some(b) = self.body() {
+            s.size = b.live;
+            s.item_bytes = b.live_bytes;
+            s.shm_bytes = b.log.chunk_bytes() + b.index.bytes();
+        }
+        s
+    }
+
+    /// Frees storage kept for reuse that no add used since the last call
+    /// (a timer calls it every second), so an idle queue gives it back.
+    pub fn age(&mut self) {
+        if let Some(mut c) = self.core() {
+            c.age();
+        }
+    }
+
+    /// Counts a call that failed outside the queue (a Redis call).
+    pub fn count_failure(&mut self) {
+        self.stats.failed += 1;
+    }
+
+    /// True when the last holder of the lock died inside a mutation.
+    pub fn interrupted(&self) -> bool {
+        self.body().is_some_and(Body::interrupted)
+    }
+
+    /// Repairs what a holder that died inside a mutation left, if one did;
+    /// `gone` is told the sequence number of every item the repair drops.
+    pub fn settle(&mut self, gone: impl FnMut(u64)) {
+        if let Some(mut c) = self.core() {
+            c.settle(gone);
+        }
+    }
+
+    /// Rebuilds the state from the chunk list after a process died inside
+    /// a mutation; returns the items queued.
+    pub fn repair(&mut self) -> usize {
+        self.repair_seq(|_| ())
+    }
+
+    /// As [`QueueState::repair`]; `gone` is told the sequence number of
+    /// every item it drops.
+    pub fn repair_seq(&mut self, gone: impl FnMut(u64)) -> usize {
+        self.core().map_or(0, |mut c| c.repair_seq(gone))
+    }
+
+    /// Adds an item under the queue's addmode and limits.
+    #[inline]
+    pub fn add(&mut self, key: &[u8], val: &[u8]) -> AddOutcome {
+        self.add_seq(key, val, 0, |_| ())
+    }
+
+    /// Bytes an item takes against `maxbytes`.
+    pub fn item_size(key: &[u8], val: &[u8]) -> usize {
+        Entry::size_for(key.len(), val.len())
+    }
+
+    /// Refuses what an add of this tagged item would refuse before any
+    /// change (too large, duplicate under addmode 1), counting it as the
+    /// add would: `Some` outcome then, None when the add would go ahead.
+    /// Call [`QueueState::settle`] first under the same lock hold.
+    pub fn refuse(&mut self, key: &[u8], val: &[u8]) -> Option<AddOutcome> {
+        let limits = self.limits;
+        match self.core() {
+            Some(mut c) => c.refuse(key, val),
+            None if Core::<A>::too_large_for(limits, key, val, 8) => {
+                self.stats.failed += 1;
+                Some(AddOutcome::TooLarge)
+            }
+            None => None,
+        }
+    }
+
+    /// Adds an item tagged with a log sequence number (0: untagged); `gone`
+    /// is told the sequence number of every item the add evicted or
+    /// replaced.
+    pub fn add_seq(
+        &mut self,
+        key: &[u8],
+        val: &[u8],
+        seq: u64,
+        gone: impl FnMut(u64),
+    ) -> AddOutcome {
+        match self.core_or_new() {
+            Some(mut c) => c.add_seq(key, val, seq, gone),
+            None => {
+                self.stats.failed += 1;
+                AddOutcome::NoMemory
+            }
+        }
+    }
+
+    /// Takes the oldest item out: one whose key and value take up to
+    /// `copy_max` bytes is shown to `copy`; a larger one stays where it is,
+    /// pinned, until [`QueueState::release`].
+    #[inline]
+    pub fn fetch_or_hold(&mut self, copy_max: usize, copy: impl FnOnce(&[u8], &[u8])) -> Taken {
+        match self.core() {
+            Some(mut c) => c.fetch_or_hold(copy_max, copy),
+            None => Taken::Empty,
+        }
+    }
+
+    /// Ends a [`Held`] item: its chunk is reused or freed once no other
+    /// process holds an item in it.
+    pub fn release(&mut self, held: Held) {
+        if let Some(mut c) = self.core() {
+            c.release(held);
+        }
+    }
+
+    /// Takes the oldest item out, handing its key and value to `f` (which
+    /// copies them); false when the queue is empty.
+    pub fn fetch_with(&mut self, f: impl FnOnce(&[u8], &[u8])) -> bool {
+        self.fetch_seq(|k, v, _| f(k, v))
+    }
+
+    /// As [`QueueState::fetch_with`], with the item's sequence number.
+    pub fn fetch_seq(&mut self, f: impl FnOnce(&[u8], &[u8], u64)) -> bool {
+        self.core().is_some_and(|mut c| c.fetch_seq(f))
+    }
+
+    /// Shows the oldest item to `f` and removes it only if `f` returns
+    /// true: None when empty, else what `f` returned.
+    pub fn fetch_if(&mut self, f: impl FnOnce(&[u8], &[u8]) -> bool) -> Option<bool> {
+        self.core().and_then(|mut c| c.fetch_if(f))
+    }
+
+    /// Shows up to `n` items, oldest first, without removing them.
+    pub fn peek(&self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
+        self.peek_seq(n, |k, v, _| f(k, v))
+    }
+
+    /// As [`QueueState::peek`], with each item's sequence number.
+    pub fn peek_seq(&self, n: usize, f: impl FnMut(&[u8], &[u8], u64)) {
+        if let Some(b) = self.body() {
+            b.peek_seq(n, f);
+        }
+    }
+
+    /// Drops every item; returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        self.core().map_or(0, |mut c| c.clear())
+    }
+}
+
+impl<A: RawAlloc> Drop for QueueState<A> {
+    fn drop(&mut self) {
+        if !self.body.is_null() {
+            // SAFETY: the body came from `alloc_lasting` of this allocator
+            // type (stateless: `Default`), is dropped once and not used
+            // after.
+            unsafe {
+                std::ptr::drop_in_place(self.body);
+                A::default().free_lasting(self.body as *mut u8);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl<A: RawAlloc> QueueState<A> {
+    pub fn dead_bytes(&self) -> usize {
+        self.body().map_or(0, |b| b.dead_bytes)
+    }
+
+    /// Panics unless everything derived agrees with the chunk list.
+    pub fn check_consistent(&mut self) {
+        if let Some(c) = self.core() {
+            c.check_consistent();
         }
     }
 }

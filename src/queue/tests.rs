@@ -298,3 +298,33 @@ fn items_read_in_place_keep_their_bytes_through_adds_fetches_and_clears() {
         q.stats().shm_bytes
     );
 }
+
+#[test]
+fn a_never_used_queue_is_its_head_only() {
+    let mut q = QueueState::<CountingAlloc>::new(AddMode::KeepOldest, Limits::default(), 1);
+    let before = ALLOCS.with(|n| n.get());
+    assert!(!q.fetch_with(|_, _| {}));
+    assert_eq!(q.clear(), 0);
+    q.age();
+    q.count_failure();
+    assert!(q.refuse(b"k", b"v").is_none());
+    assert_eq!(
+        ALLOCS.with(|n| n.get()),
+        before,
+        "no allocation before the first add"
+    );
+    assert_eq!(
+        q.stats(),
+        Stats {
+            failed: 1,
+            ..Stats::default()
+        }
+    );
+    assert!(std::mem::size_of::<crate::queue::WaitableQueue<CountingAlloc>>() <= 128);
+    // The first add allocates the body; the counters kept before stay.
+    assert_eq!(q.add(b"k", b"v"), AddOutcome::Added);
+    assert!(ALLOCS.with(|n| n.get()) > before);
+    let s = q.stats();
+    assert_eq!((s.size, s.added, s.failed), (1, 1, 1));
+    q.check_consistent();
+}
