@@ -307,12 +307,21 @@ impl<A: RawAlloc> Log<A> {
         chunk
     }
 
-    /// Frees the spares no chunk request needed since the last call (a
-    /// timer calls this every second): those below the stack's low-water
-    /// mark, the least recently retired. A spare outlives its last use by
-    /// one to two calls.
+    /// Frees spares no chunk request needed since the last call (a timer
+    /// calls this every second): half of those below the stack's low-water
+    /// mark (the least recently retired) while requests take spares, all
+    /// once none did. A spare outlives the queue's last refill by one to
+    /// two calls.
     pub fn age_spare(&mut self) {
-        let keep = self.spares.saturating_sub(self.spares_low);
+        // In use (a request took a spare): half of the unneeded ones go,
+        // so a burst now and then finds most of its chunks still there.
+        // Idle (none taken): all of them.
+        let unneeded = if self.spares_low < self.spares {
+            self.spares_low / 2
+        } else {
+            self.spares
+        };
+        let keep = self.spares.saturating_sub(unneeded);
         let mut link: *mut *mut Chunk = &mut self.spare;
         // SAFETY: walking the spare stack of live chunks; the cut is one
         // store, after which the rest is ours alone to free.
