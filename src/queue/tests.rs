@@ -328,3 +328,32 @@ fn a_never_used_queue_is_its_head_only() {
     assert_eq!((s.size, s.added, s.failed), (1, 1, 1));
     q.check_consistent();
 }
+
+#[test]
+fn a_drained_queue_of_big_items_reuses_its_chunks_and_gives_them_back_once_idle() {
+    let mut q = QueueState::<CountingAlloc>::new(AddMode::Append, Limits::default(), 1);
+    let start = q.stats().shm_bytes;
+    let val = vec![5u8; 16 * 1024];
+    let fill = |q: &mut QueueState<CountingAlloc>| {
+        for i in 0..100u32 {
+            assert_eq!(q.add(&i.to_le_bytes(), &val), AddOutcome::Added);
+        }
+    };
+    fill(&mut q);
+    let full = q.stats().shm_bytes;
+    while q.fetch_with(|_, v| assert_eq!(v.len(), val.len())) {}
+    // The drain kept the chunks: a refill allocates nothing and the queue
+    // holds no more than when it was full.
+    let before = ALLOCS.with(|n| n.get());
+    fill(&mut q);
+    assert_eq!(ALLOCS.with(|n| n.get()) - before, 0, "refill allocated");
+    assert!(q.stats().shm_bytes <= full);
+    while q.fetch_with(|_, _| {}) {}
+    q.age();
+    q.age();
+    assert!(
+        q.stats().shm_bytes - start <= 512,
+        "{} bytes held once idle",
+        q.stats().shm_bytes - start
+    );
+}
