@@ -453,11 +453,19 @@ def sip_near_empty(module):
     shared-memory allocations per message there (callgrind)."""
     n = int(os.environ.get("BENCH_NEAR_EMPTY_N", "1000"))
     opts = ("--toggle-collect=receive_msg", "--compress-strings=no")
-    _, _, (_, items, _), irs = run(module, NEAR_EMPTY_PARAMS, "", children=2, loads='loadmodule "rtimer.so"',
-                                   route=SIP_ROUTE, callgrind=True, extra_args=("-m", "256"),
-                                   during=sip_traffic(n, 500, n), cg_opts=opts)
-    return {"Ir/msg in receive_msg": sum(irs) / n, "shm mallocs/msg": run_once.shm_mallocs / n,
-            "lost (callgrind run)": n - items}
+
+    def one(count):
+        _, _, (_, items, _), irs = run(module, NEAR_EMPTY_PARAMS, "", children=2, loads='loadmodule "rtimer.so"',
+                                       route=SIP_ROUTE, callgrind=True, extra_args=("-m", "256"),
+                                       during=sip_traffic(count, 500, count), cg_opts=opts)
+        return sum(irs), run_once.shm_mallocs, count - items
+    ir, mallocs, lost = one(n)
+    # Steady state: the allocations of a run twice as long, less those of
+    # this one (the warm-up's chunk growth is in both), per extra message.
+    _, mallocs2, lost2 = one(2 * n)
+    return {"Ir/msg in receive_msg": ir / n, "shm mallocs/msg": mallocs / n,
+            "shm mallocs/msg (steady)": max(mallocs2 - mallocs, 0) / n,
+            "lost (callgrind run)": lost + lost2}
 
 
 def median_runs(workload, reps=5):
@@ -810,7 +818,7 @@ def main():
         return
     if os.environ.get("BENCH_ONLY") == "near-empty":
         res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
-        for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
+        for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "shm mallocs/msg (steady)", "lost (callgrind run)"):
             row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
         return
     if os.environ.get("BENCH_ONLY") == "durable":
@@ -829,7 +837,7 @@ def main():
     for key in ("Ir/msg", "lost (callgrind run)"):
         row("SIP end to end %s" % key, res["rust"][key], res["c"][key])
     res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
-    for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "lost (callgrind run)"):
+    for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "shm mallocs/msg (steady)", "lost (callgrind run)"):
         row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
     value_size_table()
     latency_table()

@@ -16,7 +16,10 @@ pub struct Index<A: RawAlloc> {
     buckets: *mut *mut Entry,
     /// Always a power of two, or 0 before the first insert.
     len: usize,
-    count: usize,
+    count: u32,
+    /// An insert since the last [`Index::age`]: an empty queue's table
+    /// is kept for the next refill until a timer tick finds it unused.
+    fresh: bool,
 }
 
 /// A keyed hash of the key bytes (SipHash-2-4 over the seed and the key), so
@@ -37,12 +40,13 @@ impl<A: RawAlloc> Index<A> {
             buckets: ptr::null_mut(),
             len: 0,
             count: 0,
+            fresh: false,
         }
     }
 
     #[cfg(test)]
     pub fn count(&self) -> usize {
-        self.count
+        self.count as usize
     }
 
     /// Bytes the bucket array holds.
@@ -75,7 +79,7 @@ impl<A: RawAlloc> Index<A> {
 
     /// Grows the table ahead of an insert; false when out of memory.
     pub fn reserve_one(&mut self) -> bool {
-        if self.count < self.len {
+        if (self.count as usize) < self.len {
             return true;
         }
         let new_len = (self.len * 2).max(MIN_BUCKETS);
@@ -121,6 +125,7 @@ impl<A: RawAlloc> Index<A> {
             *slot = entry;
         }
         self.count += 1;
+        self.fresh = true;
     }
 
     /// Removes an entry that is in the index.
@@ -131,7 +136,7 @@ impl<A: RawAlloc> Index<A> {
             while !(*link).is_null() {
                 if *link == entry {
                     *link = (*entry).bucket_next;
-                    self.count -= 1;
+                    self.count = self.count.saturating_sub(1);
                     return;
                 }
                 link = &mut (**link).bucket_next;
@@ -148,6 +153,14 @@ impl<A: RawAlloc> Index<A> {
             unsafe { ptr::write_bytes(self.buckets, 0, self.len) };
         }
         self.count = 0;
+    }
+
+    /// Gives the table back if it is empty and no insert used it since the
+    /// last call (a timer calls this every second).
+    pub fn age(&mut self) {
+        if self.count == 0 && !std::mem::take(&mut self.fresh) {
+            self.release();
+        }
     }
 
     /// Forgets every entry and gives the table back (the queue is empty).

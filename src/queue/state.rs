@@ -136,7 +136,11 @@ impl<A: RawAlloc> Body<A> {
 
     /// See [`Core::reset_storage`].
     fn reset_storage(&mut self, spare: bool) {
-        self.index.release();
+        if spare {
+            self.index.clear();
+        } else {
+            self.index.release();
+        }
         self.log.reset(spare);
         self.dead_bytes = 0;
     }
@@ -194,6 +198,7 @@ impl<A: RawAlloc> Core<'_, A> {
     pub fn age(&mut self) {
         if !self.b.interrupted() {
             self.b.log.age_spare();
+            self.b.index.age();
         }
     }
 

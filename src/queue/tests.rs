@@ -207,7 +207,15 @@ unsafe impl RawAlloc for CountingAlloc {
 
 #[test]
 fn a_queue_cycling_between_empty_and_a_few_items_stops_allocating() {
-    let mut q = QueueState::<CountingAlloc>::new(AddMode::Append, Limits::default(), 1);
+    for mode in [AddMode::Append, AddMode::KeepOldest, AddMode::KeepNewest] {
+        cycles_without_allocating(mode);
+    }
+}
+
+/// Unique-key queues too: their key index outlives a drain as the spare
+/// chunks do.
+fn cycles_without_allocating(mode: AddMode) {
+    let mut q = QueueState::<CountingAlloc>::new(mode, Limits::default(), 1);
     let start = q.stats().shm_bytes;
     let val = [7u8; 300];
     let cycle = |q: &mut QueueState<CountingAlloc>, n: u32| {
