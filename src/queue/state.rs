@@ -134,6 +134,17 @@ impl<A: RawAlloc> Body<A> {
         unsafe { std::ptr::read_volatile(&self.busy) }
     }
 
+    /// See [`Core::reset_storage`].
+    fn reset_storage(&mut self, spare: bool) {
+        if spare {
+            self.index.clear();
+        } else {
+            self.index.release();
+        }
+        self.log.reset(spare);
+        self.dead_bytes = 0;
+    }
+
     /// Shows up to `n` items, oldest first, without removing them.
     fn peek_seq(&self, n: usize, mut f: impl FnMut(&[u8], &[u8], u64)) {
         let mut left = n;
@@ -167,6 +178,20 @@ struct Core<'a, A: RawAlloc> {
 }
 
 impl<A: RawAlloc> Core<'_, A> {
+    /// A copy of the references, for calls that are not inlined: the
+    /// caller's `Core` then stays in registers (its address does not
+    /// escape, so the `step()` fences do not make it reload it).
+    #[inline(always)]
+    fn again(&mut self) -> Core<'_, A> {
+        Core {
+            mode: self.mode,
+            limits: self.limits,
+            seed: self.seed,
+            stats: &mut *self.stats,
+            b: &mut *self.b,
+        }
+    }
+
     /// Frees storage kept for reuse that no add used since the last call
     /// (a timer calls it every second), so an idle queue gives it back.
     /// Left to the next mutation when a process died inside one.
@@ -197,7 +222,7 @@ impl<A: RawAlloc> Core<'_, A> {
     #[inline(always)]
     fn begin_seq(&mut self, gone: &mut impl FnMut(u64)) {
         if self.b.interrupted() {
-            self.repair_seq(gone);
+            self.again().repair_seq(gone);
         }
         // SAFETY: a plain write of our own field; volatile so that it is
         // in memory before the mutation's first store.
@@ -337,6 +362,7 @@ impl<A: RawAlloc> Core<'_, A> {
         outcome
     }
 
+    #[inline(always)]
     fn add_inner(
         &mut self,
         key: &[u8],
@@ -372,7 +398,7 @@ impl<A: RawAlloc> Core<'_, A> {
         if let Some(old) = existing {
             // SAFETY: the index holds live entries of this queue's log.
             gone(unsafe { (*old).seq() });
-            self.kill(old);
+            self.again().kill(old);
             self.stats.replaced += 1;
         }
         if unique {
@@ -384,7 +410,7 @@ impl<A: RawAlloc> Core<'_, A> {
         self.enforce_limits(gone);
         self.stats.max_size = self.stats.max_size.max(self.b.live);
         if self.b.dead_bytes > CHUNK_PAYLOAD && self.b.dead_bytes > self.b.live_bytes {
-            self.compact();
+            self.again().compact();
         }
         AddOutcome::Added
     }
@@ -405,7 +431,7 @@ impl<A: RawAlloc> Core<'_, A> {
     #[inline(always)]
     fn enforce_limits(&mut self, gone: &mut impl FnMut(u64)) {
         if self.over_limits() {
-            self.evict_cold(gone);
+            self.again().evict_cold(gone);
         }
     }
 
@@ -471,7 +497,7 @@ impl<A: RawAlloc> Core<'_, A> {
             self.b.live -= 1;
             self.b.live_bytes -= size;
             if self.b.live == 0 {
-                self.reset_storage(true);
+                self.b.reset_storage(true);
             }
             return true;
         }
@@ -481,7 +507,7 @@ impl<A: RawAlloc> Core<'_, A> {
     /// Takes the oldest item out: one whose key and value take up to
     /// `copy_max` bytes is shown to `copy`; a larger one stays where it is,
     /// pinned, until [`QueueState::release`].
-    #[inline]
+    #[inline(always)]
     pub fn fetch_or_hold(&mut self, copy_max: usize, copy: impl FnOnce(&[u8], &[u8])) -> Taken {
         self.begin();
         let mut held = None;
@@ -565,13 +591,7 @@ impl<A: RawAlloc> Core<'_, A> {
     /// Empties the storage; a drain (`spare`) keeps the chunks as spares
     /// for the next refill, a clear or repair gives them back.
     fn reset_storage(&mut self, spare: bool) {
-        if spare {
-            self.b.index.clear();
-        } else {
-            self.b.index.release();
-        }
-        self.b.log.reset(spare);
-        self.b.dead_bytes = 0;
+        self.b.reset_storage(spare);
     }
 
     /// Rewrites the live entries into fresh chunks, dropping dead ones, when
@@ -683,17 +703,19 @@ impl<A: RawAlloc> QueueState<A> {
         }
     }
 
+    #[inline(always)]
     fn body(&self) -> Option<&Body<A>> {
-        // SAFETY: a volatile read of our own field (another process may
-        // have published the body); a non-null body was written in full
-        // before it was published and lives as long as the head.
-        unsafe { std::ptr::read_volatile(&self.body).as_ref() }
+        // SAFETY: a read under the lock, whose acquire orders it after the
+        // store that published the body in another process; a non-null
+        // body was written in full before and lives as long as the head.
+        unsafe { self.body.as_ref() }
     }
 
     /// Head and body for a mutation; None before the first add.
+    #[inline(always)]
     fn core(&mut self) -> Option<Core<'_, A>> {
         // SAFETY: as in `body`; `&mut self` means the lock is held.
-        let b = unsafe { std::ptr::read_volatile(&self.body).as_mut() }?;
+        let b = unsafe { self.body.as_mut() }?;
         Some(Core {
             mode: self.mode,
             limits: self.limits,
