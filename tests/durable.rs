@@ -415,6 +415,60 @@ fn refused_starts_say_why() {
     drop(first);
 }
 
+/// A directory, FIFO or symlink under the name `mqueue.lock` is set aside
+/// (a symlink is not followed: its target stays as it was) with a log line
+/// naming it; Kamailio starts, and a second instance is still refused.
+#[test]
+fn odd_lock_files_are_set_aside() {
+    let tmp = common::TempDir::new("durable-lock");
+    let target = tmp.0.join("target");
+    fs::write(&target, "keep me").expect("target");
+    for (shape, make) in [
+        ("a directory", "dir"),
+        ("a FIFO", "fifo"),
+        ("a symbolic link", "symlink"),
+    ] {
+        let dir = tmp.0.join(make);
+        fs::create_dir(&dir).expect("dir");
+        let lock = dir.join("mqueue.lock");
+        match make {
+            "dir" => fs::create_dir(&lock).expect("lock dir"),
+            "fifo" => {
+                let c = std::ffi::CString::new(lock.to_string_lossy().as_bytes()).expect("c");
+                // SAFETY: mkfifo with a valid path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }
+            _ => std::os::unix::fs::symlink(&target, &lock).expect("symlink"),
+        }
+        let body = durable_cfg(
+            &dir,
+            "modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
+        );
+        let first = start_on(&body);
+        let log = first.log();
+        assert!(
+            log.contains(&format!(
+                "{} is not a regular file ({shape}): set aside as mqueue.lock.damaged",
+                lock.display()
+            )),
+            "{make}: {log}"
+        );
+        assert!(fs::symlink_metadata(&lock).expect("new lock").is_file());
+        add_items(&first, "q", 1);
+        let log = refused(&body);
+        assert!(
+            log.contains(&format!(
+                "durable_dir {} is in use by another Kamailio instance (PID {})",
+                dir.display(),
+                fs::read_to_string(&lock).expect("pid")
+            )),
+            "{make}: {log}"
+        );
+        drop(first);
+    }
+    assert_eq!(fs::read_to_string(&target).expect("target"), "keep me");
+}
+
 fn add_items(k: &Kamailio, q: &str, n: usize) {
     for i in 0..n {
         k.rpc(&["mqueue.add", q, &format!("key-{i}"), &format!("value-{i}")])
@@ -472,6 +526,36 @@ fn restarts_keep_items() {
             .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".mqlog"))
     });
     assert_eq!(segments.count(), 1);
+}
+
+/// `mqueue.fetch NAME COUNT` keeps every item of its reply leased until
+/// the process fetches again: a kill right after the reply delivers them
+/// all again (none was acknowledged before the reply was out).
+#[test]
+fn batch_fetch_leases_every_item_until_the_next_fetch() {
+    let tmp = common::TempDir::new("durable-batch");
+    let body = durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
+    );
+    let mut k = start_on(&body);
+    add_items(&k, "q", 5);
+    let reply = k.rpc(&["mqueue.fetch", "q", "3"]).expect("batch fetch");
+    for i in 0..3 {
+        assert!(reply.contains(&format!("key-{i}")), "{reply}");
+    }
+    assert_eq!(k.stat("q", "leased"), 3, "every item of the reply leased");
+    k.kill9();
+    wait_unlocked(&tmp.0);
+    let k = k.restart();
+    assert_eq!(k.stat("q", "redelivered"), 3);
+    let keys: Vec<String> = k.drain("q").into_iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, ["key-0", "key-1", "key-2", "key-3", "key-4"]);
+    // A fetch that follows a batch ends its leases.
+    add_items(&k, "q", 3);
+    k.rpc(&["mqueue.fetch", "q", "2"]).expect("batch fetch");
+    k.rpc(&["mqueue.fetch", "q"]).expect("fetch");
+    assert_eq!(k.stat("q", "leased"), 1);
 }
 
 /// Damaged files: a flipped byte inside one item, a file of another

@@ -46,6 +46,25 @@ pub trait Storage {
     fn name(&self, id: u64) -> String;
 }
 
+/// Renames `dir/name` (whatever it is: a link is renamed, not followed)
+/// to `name.damaged` (or `.damaged.N`, a free name); the new name.
+pub fn set_aside(dir: &Path, name: &str) -> io::Result<String> {
+    let from = dir.join(name);
+    for n in 0..1000 {
+        let to = if n == 0 {
+            format!("{name}.damaged")
+        } else {
+            format!("{name}.damaged.{n}")
+        };
+        let target = dir.join(&to);
+        if std::fs::symlink_metadata(&target).is_err() {
+            std::fs::rename(&from, &target)?;
+            return Ok(to);
+        }
+    }
+    Err(io::Error::other("too many set-aside copies"))
+}
+
 /// Hex of the queue name: any bytes make a safe file name.
 pub fn file_prefix(queue: &[u8]) -> String {
     queue.iter().map(|b| format!("{b:02x}")).collect()
@@ -312,20 +331,7 @@ impl Storage for FileStorage {
         if self.map.as_ref().is_some_and(|m| m.id == id) {
             self.unmap();
         }
-        let from = self.path(id);
-        for n in 0..1000 {
-            let to = if n == 0 {
-                format!("{}.damaged", self.name(id))
-            } else {
-                format!("{}.damaged.{n}", self.name(id))
-            };
-            let target = self.dir.join(&to);
-            if std::fs::symlink_metadata(&target).is_err() {
-                std::fs::rename(&from, &target)?;
-                return Ok(to);
-            }
-        }
-        Err(io::Error::other("too many set-aside copies"))
+        set_aside(&self.dir, &self.name(id))
     }
 
     fn name(&self, id: u64) -> String {

@@ -639,3 +639,63 @@ fn start_on_a_full_disk() {
     );
     assert_eq!(keys(&rec).last(), Some(&b"x".to_vec()));
 }
+
+/// A process that died inside a change of the queue (here an addmode 2
+/// replacement, at each of its steps in turn): a peek repairs first, as a
+/// fetch does, so it never shows both twins of a key.
+#[test]
+fn peek_repairs_after_a_death_inside_a_change() {
+    use crate::queue::crash::{arm, DIED};
+    use crate::queue::crash_tests::Shared;
+    use crate::queue::RawAlloc;
+    let dir = std::env::temp_dir().join(format!("mqueue-peek-repair-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut st = FileStorage::new(&dir, b"q");
+    type SQ = Durable<Shared>;
+    let p = Shared.alloc(std::mem::size_of::<SQ>()) as *mut SQ;
+    assert!(!p.is_null());
+    let (mode, limits) = (AddMode::KeepNewest, Limits::default());
+    // SAFETY: a fresh block of the right size in the shared mapping, never
+    // freed.
+    let q = unsafe {
+        p.write(SQ::new(mode, limits, 7, Durability::Within(10), 1 << 16));
+        &*p
+    };
+    let rec = recover(&mut st, mode, limits).expect("recover");
+    q.open(&mut st, rec).expect("open");
+    q.add(&mut st, b"a", b"0").expect("add");
+    q.add(&mut st, b"b", b"0").expect("add");
+    let mut deaths = 0;
+    for n in 1..200u64 {
+        let val = format!("{n}");
+        // SAFETY: the child runs the queue code on the shared mapping and
+        // its own storage view, and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let mut st = FileStorage::new(&dir, b"q");
+            arm(n);
+            let _ = q.add(&mut st, b"a", val.as_bytes());
+            arm(0);
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child crashed: {status}");
+        let died = libc::WEXITSTATUS(status) == DIED;
+        // SAFETY: the child is gone.
+        unsafe { q.force_unlock() };
+        let mut keys = Vec::new();
+        q.peek(&mut st, 10, |k, _| keys.push(k.to_vec()));
+        keys.sort();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()], "death at step {n}");
+        if !died {
+            break;
+        }
+        deaths += 1;
+    }
+    assert!(deaths > 1, "the replacement has steps to die at");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -394,6 +394,18 @@ impl<A: RawAlloc> Durable<A> {
         self.durability
     }
 
+    /// Releases a lock a dead process held (tests).
+    ///
+    /// # Safety
+    /// The holder is dead.
+    #[cfg(test)]
+    pub(super) unsafe fn force_unlock(&self) {
+        if self.state.is_locked() {
+            // SAFETY: the caller guarantees the holder is dead.
+            unsafe { self.state.force_unlock() };
+        }
+    }
+
     /// The state, locked (sizes, statistics, peeks).
     pub fn lock(&self) -> Guard<'_, A> {
         self.state.lock()
@@ -556,6 +568,14 @@ impl<A: RawAlloc> Durable<A> {
         s.stats.leased = s.nleases;
         *held = Some(seq);
         Ok(Some(true))
+    }
+
+    /// Shows up to `n` items from the oldest on, after the repair a fetch
+    /// makes when a process died inside a change of the queue.
+    pub fn peek<S: Storage>(&self, st: &mut S, n: usize, f: impl FnMut(&[u8], &[u8])) {
+        let mut g = self.state.lock();
+        g.settle(st);
+        g.queue.peek(n, f);
     }
 
     /// Ends a lease: the item is gone for good.
