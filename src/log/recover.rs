@@ -162,8 +162,8 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             }
         };
         // Segments are created at their full size, a multiple of 4096
-        // bytes (fallocate under a temporary name, then linked): a shorter
-        // or empty one was truncated.
+        // bytes recorded in the header (fallocate under a temporary name,
+        // then linked): a shorter or empty one was truncated.
         let truncated = data.is_empty() || data.len() % 4096 != 0;
         if data.is_empty() {
             let to = st.set_aside(f.id)?;
@@ -178,7 +178,10 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             continue;
         }
         match format::decode_header(&data, f.id) {
-            Ok(h) => files.push((f.id, h, data, truncated)),
+            Ok(h) => {
+                let cut = (data.len() as u64) < u64::from(h.pages) * 4096;
+                files.push((f.id, h, data, truncated || cut))
+            }
             Err(e) => {
                 let to = st.set_aside(f.id)?;
                 out.errors.push(format!(

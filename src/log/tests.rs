@@ -365,10 +365,16 @@ fn full_disk_fails_adds_and_keeps_everything() {
 }
 
 fn one_segment_with(items: &[(&[u8], &[u8])]) -> Vec<u8> {
+    sized_segment_with(items, 0)
+}
+
+/// A segment whose header says it was created with `pages` pages.
+fn sized_segment_with(items: &[(&[u8], &[u8])], pages: u32) -> Vec<u8> {
     let mut v = format::encode_header(format::Header {
         flags: 0,
         segment: 3,
         salt: 11,
+        pages,
     })
     .to_vec();
     for (i, (k, val)) in items.iter().enumerate() {
@@ -389,12 +395,17 @@ fn damage_of_every_kind() {
     let torn = good[..good.len() - 5].to_vec();
     let mut version = good.clone();
     version[8] = 9;
+    // Created with 2 pages, cut at the first page: every record is
+    // intact, the file is short all the same.
+    let mut cut = sized_segment_with(&items, 2);
+    cut.resize(4096, 0);
     // (file, keys loaded, whether an error is logged)
     type Case<'a> = (Vec<u8>, Vec<&'a [u8]>, bool);
     let cases: Vec<Case> = vec![
         (flip, vec![b"a", b"c", b"d"], true),
         (torn, vec![b"a", b"b", b"c"], true),
         (good[..10].to_vec(), vec![], true),
+        (cut, vec![b"a", b"b", b"c", b"d"], true),
         (version, vec![], true),
         (
             b"hello world, not a log segment at all".to_vec(),

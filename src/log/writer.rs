@@ -172,6 +172,7 @@ impl<A: RawAlloc> LogState<A> {
             flags: 0,
             segment: id,
             salt,
+            pages: (len / 4096) as u32,
         });
         let done = st
             .write(id, 0, HEADER_LEN, &mut |b| b.copy_from_slice(&hdr))
@@ -299,6 +300,7 @@ impl<A: RawAlloc> LogState<A> {
             flags: SNAPSHOT,
             segment: id,
             salt,
+            pages: (len / 4096) as u32,
         });
         let mut fill = |b: &mut [u8]| {
             b[..HEADER_LEN].copy_from_slice(&hdr);
