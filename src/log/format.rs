@@ -124,7 +124,11 @@ fn header_crc(h: &[u8]) -> u32 {
 
 pub fn encode_header(h: Header) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
-    let flags = if h.pages != 0 { h.flags | SIZED } else { h.flags };
+    let flags = if h.pages != 0 {
+        h.flags | SIZED
+    } else {
+        h.flags
+    };
     out[..8].copy_from_slice(&MAGIC);
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&flags.to_le_bytes());
