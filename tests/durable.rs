@@ -415,6 +415,36 @@ fn refused_starts_say_why() {
     drop(first);
 }
 
+/// A durable queue defined and never used leaves no segment file.
+#[test]
+fn unused_queue_takes_no_space() {
+    let tmp = common::TempDir::new("durable-unused");
+    let body = durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=idle;durable=10\")\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=used;durable=sync\")\n",
+    );
+    let mut k = start_on(&body);
+    add_items(&k, "used", 1);
+    k.stop();
+    let k = k.restart();
+    assert_eq!(k.queue_size("used"), 1);
+    assert_eq!(k.queue_size("idle"), 0);
+    drop(k);
+    let segments: Vec<String> = fs::read_dir(&tmp.0)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".mqlog"))
+        .collect();
+    // Only the queue that was used ("used" in hex) has a segment.
+    assert!(!segments.is_empty(), "{segments:?}");
+    assert!(
+        segments.iter().all(|n| n.starts_with("75736564-")),
+        "{segments:?}"
+    );
+}
+
 /// A directory, FIFO or symlink under the name `mqueue.lock` is set aside
 /// (a symlink is not followed: its target stays as it was) with a log line
 /// naming it; Kamailio starts, and a second instance is still refused.

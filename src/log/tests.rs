@@ -19,19 +19,13 @@ fn open(
 ) -> (Q, Recovered) {
     let q = Q::new(mode, limits, 7, d, seg);
     let rec = recover(st, mode, limits).expect("recovery opens");
-    let copy = Recovered {
-        items: rec.items.clone(),
-        redelivered: rec.redelivered,
-        errors: rec.errors.clone(),
-        damaged: rec.damaged.clone(),
-        ..Default::default()
-    };
+    let copy = rec.clone();
     q.open(st, rec).expect("open");
     (q, copy)
 }
 
 fn keys(r: &Recovered) -> Vec<Vec<u8>> {
-    r.items.iter().map(|i| i.key.clone()).collect()
+    r.items().map(|(_, k, _)| k.to_vec()).collect()
 }
 
 fn fetch(q: &Q, st: &mut RecStorage, held: &mut Option<u64>) -> Option<Vec<u8>> {
@@ -130,7 +124,8 @@ fn every_crash_point_keeps_synced_adds() {
                 let rec =
                     recover(&mut st2, AddMode::Append, Limits::default()).expect("recovery opens");
                 let mut seen = std::collections::HashSet::new();
-                for it in &rec.items {
+                let items = rec.items_owned();
+                for it in &items {
                     assert_eq!(
                         vals.get(&it.key),
                         Some(&it.val),
@@ -138,7 +133,7 @@ fn every_crash_point_keeps_synced_adds() {
                     );
                     assert!(seen.insert(it.key.clone()), "item twice");
                 }
-                for w in rec.items.windows(2) {
+                for w in items.windows(2) {
                     assert!(w[0].seq < w[1].seq, "order kept");
                 }
                 for (k, &at) in &returned {
@@ -493,9 +488,8 @@ fn unique_keys_and_limits_survive_a_restart() {
         4096,
     );
     let got: Vec<_> = rec
-        .items
-        .iter()
-        .map(|i| (i.key.clone(), i.val.clone()))
+        .items()
+        .map(|(_, k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     assert_eq!(got, live);
     // The key index was rebuilt: a new "d" replaces the old one.
@@ -620,7 +614,7 @@ fn start_on_a_full_disk() {
         4096,
     );
     let rec = recover(&mut st2, AddMode::Append, Limits::default()).expect("recover");
-    assert_eq!(rec.items.len(), 291);
+    assert_eq!(rec.len(), 291);
     let notes = q2.open(&mut st2, rec).expect("opens on a full disk");
     assert!(notes[0].contains("starting on its"), "{notes:?}");
     assert_eq!(q2.lock().queue.len(), 291);
@@ -709,4 +703,48 @@ fn peek_repairs_after_a_death_inside_a_change() {
     }
     assert!(deaths > 1, "the replacement has steps to die at");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A durable queue never added to takes no space: its first segment is
+/// created by its first record. A clean start on a whole log copies
+/// nothing.
+#[test]
+fn unused_queue_creates_no_segment() {
+    let mut st = RecStorage::default();
+    let (q, _) = open(
+        &mut st,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    q.flush(&mut st).expect("flush");
+    // SAFETY: this thread is the only user of the queue.
+    unsafe { q.stop(&mut st, std::time::Duration::from_millis(50)) }.expect("stop");
+    assert!(st.current.is_empty(), "{:?}", st.current.keys());
+    q.add(&mut st, b"a", b"1").expect("add");
+    assert_eq!(st.current.len(), 1);
+    let mut st2 = RecStorage::with_files(st.current.clone());
+    let (q2, rec) = open(
+        &mut st2,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![b"a".to_vec()]);
+    assert!(
+        st2.ops.iter().all(|o| !matches!(o, Op::Create(..) | Op::Write(..))),
+        "a whole log is used as it is"
+    );
+    q2.add(&mut st2, b"b", b"2").expect("add");
+    let mut st3 = RecStorage::with_files(st2.current.clone());
+    let (_, rec) = open(
+        &mut st3,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![b"a".to_vec(), b"b".to_vec()]);
 }

@@ -233,7 +233,7 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
             for e in &rec.errors {
                 kerr!("mqueue {name}: {e}");
             }
-            let (n, r) = (rec.items.len(), rec.redelivered);
+            let (n, r) = (rec.len(), rec.redelivered);
             let aside = q.open(st, rec).map_err(|e| {
                 format!(
                     "mqueue {name}: cannot write its log in {}: {e}",
