@@ -210,9 +210,7 @@ impl<'a> Replay<'a> {
                 Some(i) if self.entries[i].state == State::Leased => {
                     self.entries[i].state = State::Gone
                 }
-                Some(i) if self.entries[i].state == State::Waiting => {
-                    self.unqueue(i, State::Gone)
-                }
+                Some(i) if self.entries[i].state == State::Waiting => self.unqueue(i, State::Gone),
                 _ => {}
             },
             Kind::Clear => {

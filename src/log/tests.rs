@@ -734,7 +734,9 @@ fn unused_queue_creates_no_segment() {
     );
     assert_eq!(keys(&rec), vec![b"a".to_vec()]);
     assert!(
-        st2.ops.iter().all(|o| !matches!(o, Op::Create(..) | Op::Write(..))),
+        st2.ops
+            .iter()
+            .all(|o| !matches!(o, Op::Create(..) | Op::Write(..))),
         "a whole log is used as it is"
     );
     q2.add(&mut st2, b"b", b"2").expect("add");
