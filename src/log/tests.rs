@@ -533,12 +533,11 @@ fn group_commit_shares_syncs() {
         fn write(
             &mut self,
             id: u64,
-            off: usize,
-            len: usize,
-            f: &mut dyn FnMut(&mut [u8]),
+            at: std::ops::Range<usize>,
+            f: super::storage::Fill<'_>,
         ) -> std::io::Result<()> {
             let mut s = self.0.lock().unwrap();
-            let slot = &mut s.current.get_mut(&id).unwrap()[off..off + len];
+            let slot = &mut s.current.get_mut(&id).unwrap()[at];
             f(slot);
             Ok(())
         }

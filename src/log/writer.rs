@@ -179,7 +179,7 @@ impl<A: RawAlloc> LogState<A> {
             pages: (len / 4096) as u32,
         });
         let done = st
-            .write(id, 0, HEADER_LEN, &mut |b| b.copy_from_slice(&hdr))
+            .write(id, 0..HEADER_LEN, &mut |b| b.copy_from_slice(&hdr))
             .and_then(|_| st.sync(id))
             .and_then(|_| match old {
                 Some(old) if self.written > self.synced => st.sync(old),
@@ -216,7 +216,7 @@ impl<A: RawAlloc> LogState<A> {
             self.roll(st, len)?;
         }
         let Segment { id, salt, .. } = self.cur();
-        st.write(id, self.off, len, &mut |b| {
+        st.write(id, self.off..self.off + len, &mut |b| {
             encode_record(b, salt, kind, seq, key, val)
         })?;
         self.off += len;
@@ -343,7 +343,7 @@ impl<A: RawAlloc> LogState<A> {
             );
         };
         let written = st
-            .write(id, 0, HEADER_LEN + body, &mut fill)
+            .write(id, 0..HEADER_LEN + body, &mut fill)
             .and_then(|_| st.sync(id));
         if let Err(e) = written {
             let _ = st.remove(id);
