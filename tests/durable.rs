@@ -586,6 +586,11 @@ fn batch_fetch_leases_every_item_until_the_next_fetch() {
     k.rpc(&["mqueue.fetch", "q", "2"]).expect("batch fetch");
     k.rpc(&["mqueue.fetch", "q"]).expect("fetch");
     assert_eq!(k.stat("q", "leased"), 1);
+    // One batch holds at most 100 leases (the table is shared).
+    add_items(&k, "q", 120);
+    let reply = k.rpc(&["mqueue.fetch", "q", "120"]).expect("batch fetch");
+    assert_eq!(reply.matches("key:").count(), 100, "{reply}");
+    assert_eq!(k.stat("q", "leased"), 100);
 }
 
 /// Damaged files: a flipped byte inside one item, a file of another

@@ -395,6 +395,10 @@ pub fn fetch_in_batch(idx: usize, more: bool, reply: impl FnOnce(&[u8], &[u8]) -
     }
 }
 
+/// Most items one `mqueue.fetch NAME COUNT` on a durable queue holds
+/// leased (the lease table, shared by every process, holds 1,024).
+const BATCH_LEASES_MAX: usize = 100;
+
 /// Durable queue: acknowledges the leased items (unless `more`: then
 /// they stay leased with the batch) and leases the next one, if `reply`
 /// can use it (else it stays queued).
@@ -406,6 +410,10 @@ fn fetch_durable(
     reply: impl FnOnce(&[u8], &[u8]) -> bool,
 ) -> Fetch {
     with_fetched_slot(idx, |slot| {
+        if more && slot.batch.len() + 1 >= BATCH_LEASES_MAX {
+            // The batch ends here: leases are shared by every process.
+            return Fetch::Kept;
+        }
         slot.present = false;
         let FetchedItem {
             key,
