@@ -279,8 +279,9 @@ impl<A: RawAlloc> LogState<A> {
         self.stats
     }
 
-    /// Starts on the segments recovery read, as they are: the next record
-    /// goes to a new segment. The segments it did not need are removed.
+    /// Starts on the segments recovery read, as they are (synced: the last
+    /// run may have died before its sync): the next record goes to a new
+    /// segment. The segments it did not need are removed.
     fn start_on<S: Storage>(&mut self, st: &mut S, rec: &Recovered) {
         self.head = 0;
         self.count = 0;
@@ -288,6 +289,12 @@ impl<A: RawAlloc> LogState<A> {
         let mut replayed = rec.replayed.clone();
         replayed.sort_by_key(|r| r.id);
         for r in &replayed {
+            // What the last run wrote and did not sync yet (it died
+            // before its timer ran) reaches the disk now.
+            match st.sync(r.id) {
+                Ok(()) => self.stats.syncs += 1,
+                Err(_) => self.stats.write_errors += 1,
+            }
             self.push_segment(Segment {
                 id: r.id,
                 salt: 0,
