@@ -17,11 +17,11 @@ fuzz_target!(|data: &[u8]| {
     // As found on disk, as a whole file and as the records after a header.
     let mut st = RecStorage::with_files(BTreeMap::from([(1, data.to_vec())]));
     if let Ok(r) = recover(&mut st, AddMode::Append, Limits::default()) {
-        for it in &r.items {
-            assert!(it.key.len() + it.val.len() <= data.len());
+        for (_, k, v) in r.items() {
+            assert!(k.len() + v.len() <= data.len());
         }
     }
-    let mut file = format::encode_header(Header { flags: 0, segment: 1, salt: SALT }).to_vec();
+    let mut file = format::encode_header(Header { flags: 0, segment: 1, salt: SALT, pages: 0 }).to_vec();
     file.extend_from_slice(data);
     let mut n = 0;
     format::scan(&file[HEADER_LEN..], SALT, |r| n += r.key.len() + r.val.len());
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
 
     // A valid segment of the data's items, then one byte flipped.
     let items: Vec<(&[u8], &[u8])> = data.chunks(9).map(|c| c.split_at(c.len() / 3)).collect();
-    let mut file = format::encode_header(Header { flags: 0, segment: 1, salt: SALT }).to_vec();
+    let mut file = format::encode_header(Header { flags: 0, segment: 1, salt: SALT, pages: 0 }).to_vec();
     let mut starts = Vec::new();
     for (i, (k, v)) in items.iter().enumerate() {
         starts.push(file.len());

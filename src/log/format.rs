@@ -1,8 +1,10 @@
 //! The on-disk format of a durable queue's segment files.
 //!
 //! A segment starts with a 40-byte header: magic `MQLOG\0\r\n`, format
-//! version (u32), flags (u32, [`SNAPSHOT`]), the segment number (u64), a
-//! random salt (u64), a CRC-32 of the bytes before it, 4 zero bytes.
+//! version (u32), flags (u32, [`SNAPSHOT`], [`SIZED`]), the segment number
+//! (u64), a random salt (u64), a CRC-32 of the header but these 4 bytes,
+//! and the segment's length in 4,096-byte pages (u32; with [`SIZED`], else
+//! 0): segments are created at full size, so a shorter file was cut.
 //! Records follow, each 8-byte aligned:
 //!
 //! ```text
@@ -28,6 +30,8 @@ pub const HEADER_LEN: usize = 40;
 /// start-up) and replaces every segment with a smaller number once its
 /// [`Kind::SnapshotEnd`] record is on disk.
 pub const SNAPSHOT: u32 = 1;
+/// Header flag: the header records the segment's length (`pages`).
+pub const SIZED: u32 = 2;
 const REC_HEAD: usize = 8;
 /// Largest body the decoder accepts (a sanity bound against garbage).
 pub const MAX_BODY: usize = 1 << 30;
@@ -83,6 +87,9 @@ pub struct Header {
     pub segment: u64,
     /// Seeds every record's checksum.
     pub salt: u64,
+    /// The length the segment was created with, in 4,096-byte pages (0:
+    /// not recorded).
+    pub pages: u32,
 }
 
 fn pad8(n: usize) -> usize {
@@ -107,14 +114,32 @@ fn crc(salt: u64, len: u32, body: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// The header's checksum: every byte but the checksum's own.
+fn header_crc(h: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&h[..32]);
+    c.update(&h[36..HEADER_LEN]);
+    c.finalize()
+}
+
 pub fn encode_header(h: Header) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
+    let flags = if h.pages != 0 {
+        h.flags | SIZED
+    } else {
+        h.flags
+    };
     out[..8].copy_from_slice(&MAGIC);
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    out[12..16].copy_from_slice(&h.flags.to_le_bytes());
+    out[12..16].copy_from_slice(&flags.to_le_bytes());
     out[16..24].copy_from_slice(&h.segment.to_le_bytes());
     out[24..32].copy_from_slice(&h.salt.to_le_bytes());
-    let c = crc32fast::hash(&out[..32]);
+    out[36..40].copy_from_slice(&h.pages.to_le_bytes());
+    let c = if flags & SIZED != 0 {
+        header_crc(&out)
+    } else {
+        crc32fast::hash(&out[..32])
+    };
     out[32..36].copy_from_slice(&c.to_le_bytes());
     out
 }
@@ -153,7 +178,14 @@ pub fn decode_header(data: &[u8], segment: u64) -> Result<Header, HeaderError> {
     if word(8) != VERSION {
         return Err(HeaderError::Version(word(8)));
     }
-    if word(32) != crc32fast::hash(&h[..32]) {
+    // Headers without a recorded length: the checksum covers 32 bytes.
+    let sized = word(12) & SIZED != 0;
+    let sum = if sized {
+        header_crc(h)
+    } else {
+        crc32fast::hash(&h[..32])
+    };
+    if word(32) != sum {
         return Err(HeaderError::Checksum);
     }
     let long = |a: usize| {
@@ -165,9 +197,10 @@ pub fn decode_header(data: &[u8], segment: u64) -> Result<Header, HeaderError> {
         return Err(HeaderError::Segment(long(16)));
     }
     Ok(Header {
-        flags: word(12),
+        flags: word(12) & !SIZED,
         segment,
         salt: long(24),
+        pages: if sized { word(36) } else { 0 },
     })
 }
 
@@ -384,6 +417,7 @@ mod tests {
             flags: SNAPSHOT,
             segment: 5,
             salt: 9,
+            pages: 3,
         });
         assert_eq!(
             decode_header(&h, 5),
@@ -391,8 +425,13 @@ mod tests {
                 flags: SNAPSHOT,
                 segment: 5,
                 salt: 9,
+                pages: 3,
             })
         );
+        // The recorded length is covered by the checksum.
+        let mut v = h;
+        v[36] ^= 1;
+        assert_eq!(decode_header(&v, 5), Err(HeaderError::Checksum));
         assert_eq!(decode_header(&h, 6), Err(HeaderError::Segment(5)));
         let mut v = h;
         v[8] = 2;

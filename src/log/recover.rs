@@ -2,14 +2,14 @@
 //! and replays them into the items the queue held, with the same addmode
 //! and limits as the queue, so evictions need no records of their own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 
 use super::format::{self, Kind, HEADER_LEN, SNAPSHOT};
 use super::storage::Storage;
 use crate::queue::{AddMode, HeapAlloc, Limits, QueueState};
 
-/// One item to load, oldest first.
+/// One item to load, oldest first (owned: for tests and tools).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
     pub seq: u64,
@@ -27,23 +27,43 @@ pub struct Replayed {
     pub len: usize,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Leased,
+    Gone,
+}
+
+/// An item found in the files: where its key and value are (the value
+/// follows the key in its record).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    seq: u64,
+    at: usize,
+    file: u32,
+    key_len: u32,
+    val_len: u32,
+    state: State,
+}
+
 /// What recovery found.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Recovered {
+    /// The segments' bytes: the items point into them.
+    data: Vec<Vec<u8>>,
     /// Items leased and not acknowledged at the stop (delivered again) and
     /// the waiting items, oldest first: leased items are the oldest.
-    pub items: Vec<Item>,
-    /// How many of `items` were leased.
+    entries: Vec<Entry>,
+    /// How many of the items were leased.
     pub redelivered: usize,
     /// The next sequence number to give out.
     pub next_seq: u64,
     /// The highest segment number seen (the next segment gets one more).
     pub last_segment: u64,
-    /// Segments read whose records are now in `items` (removed once a new
-    /// snapshot is on disk).
+    /// Segments read whose records are now in the items (removed once a
+    /// new snapshot is on disk, or unless they are replayed).
     pub superseded: Vec<u64>,
-    /// The segments replayed, in order, for starting on them as they are
-    /// when no snapshot can be written (a full disk).
+    /// The segments replayed, in order, for starting on them as they are.
     pub replayed: Vec<Replayed>,
     /// Damaged segments (set aside once a new snapshot is on disk).
     pub damaged: Vec<u64>,
@@ -51,81 +71,166 @@ pub struct Recovered {
     pub errors: Vec<String>,
 }
 
+impl Recovered {
+    /// How many items to load.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The items, oldest first: sequence number, key, value.
+    pub fn items(&self) -> impl Iterator<Item = (u64, &[u8], &[u8])> + '_ {
+        self.entries.iter().map(|e| {
+            let (k, v) = kv(&self.data, e);
+            (e.seq, k, v)
+        })
+    }
+
+    /// The items, copied.
+    pub fn items_owned(&self) -> Vec<Item> {
+        self.items()
+            .map(|(seq, k, v)| Item {
+                seq,
+                key: k.to_vec(),
+                val: v.to_vec(),
+            })
+            .collect()
+    }
+}
+
+fn kv<'a>(data: &'a [Vec<u8>], e: &Entry) -> (&'a [u8], &'a [u8]) {
+    let b = &data[e.file as usize][e.at..e.at + e.key_len as usize + e.val_len as usize];
+    b.split_at(e.key_len as usize)
+}
+
+/// The replay: every item found so far, in sequence order, by state.
 struct Replay<'a> {
+    data: &'a [Vec<u8>],
     mode: AddMode,
     limits: Limits,
-    waiting: BTreeMap<u64, (&'a [u8], &'a [u8])>,
-    leased: BTreeMap<u64, (&'a [u8], &'a [u8])>,
+    entries: Vec<Entry>,
+    /// No waiting entry before this index.
+    first_waiting: usize,
+    waiting: usize,
     keys: HashMap<&'a [u8], u64>,
     bytes: usize,
     max_seq: u64,
 }
 
 impl<'a> Replay<'a> {
-    fn remove_waiting(&mut self, seq: u64) -> Option<(&'a [u8], &'a [u8])> {
-        let it = self.waiting.remove(&seq)?;
-        self.bytes -= QueueState::<HeapAlloc>::item_size(it.0, it.1);
-        if self.mode != AddMode::Append && self.keys.get(it.0) == Some(&seq) {
-            self.keys.remove(it.0);
+    fn find(&self, seq: u64) -> Option<usize> {
+        // Records mostly name the newest or the oldest items.
+        match self.entries.last() {
+            Some(e) if e.seq == seq => Some(self.entries.len() - 1),
+            _ => self.entries.binary_search_by_key(&seq, |e| e.seq).ok(),
         }
-        Some(it)
     }
 
-    fn apply(&mut self, r: format::Record<'a>) {
-        self.max_seq = self.max_seq.max(r.seq);
-        match r.kind {
-            Kind::Add => {
-                if self.waiting.contains_key(&r.seq) || self.leased.contains_key(&r.seq) {
+    fn kv(&self, i: usize) -> (&'a [u8], &'a [u8]) {
+        kv(self.data, &self.entries[i])
+    }
+
+    /// A waiting item leaves the queue (leased or gone).
+    fn unqueue(&mut self, i: usize, to: State) {
+        let (k, v) = self.kv(i);
+        let seq = self.entries[i].seq;
+        self.entries[i].state = to;
+        self.waiting -= 1;
+        self.bytes -= QueueState::<HeapAlloc>::item_size(k, v);
+        if self.mode != AddMode::Append && self.keys.get(k) == Some(&seq) {
+            self.keys.remove(k);
+        }
+    }
+
+    fn waiting_at(&self, seq: u64) -> Option<usize> {
+        self.find(seq)
+            .filter(|&i| self.entries[i].state == State::Waiting)
+    }
+
+    fn add(&mut self, file: u32, r: format::Record<'a>) {
+        if self.find(r.seq).is_some() {
+            return;
+        }
+        if self.mode != AddMode::Append {
+            if let Some(&old) = self.keys.get(r.key) {
+                if self.mode == AddMode::KeepOldest {
                     return;
                 }
-                if self.mode != AddMode::Append {
-                    if let Some(&old) = self.keys.get(r.key) {
-                        if self.mode == AddMode::KeepOldest {
-                            return;
-                        }
-                        self.remove_waiting(old);
-                    }
-                    self.keys.insert(r.key, r.seq);
-                }
-                self.waiting.insert(r.seq, (r.key, r.val));
-                self.bytes += QueueState::<HeapAlloc>::item_size(r.key, r.val);
-                let Limits {
-                    max_items,
-                    max_bytes,
-                } = self.limits;
-                while (max_items > 0 && self.waiting.len() > max_items)
-                    || (max_bytes > 0 && self.bytes > max_bytes)
-                {
-                    let Some((&oldest, _)) = self.waiting.iter().next() else {
-                        break;
-                    };
-                    self.remove_waiting(oldest);
+                if let Some(i) = self.waiting_at(old) {
+                    self.unqueue(i, State::Gone);
                 }
             }
+            self.keys.insert(r.key, r.seq);
+        }
+        let base = self.data[file as usize].as_ptr() as usize;
+        let e = Entry {
+            seq: r.seq,
+            at: r.key.as_ptr() as usize - base,
+            file,
+            key_len: r.key.len() as u32,
+            val_len: r.val.len() as u32,
+            state: State::Waiting,
+        };
+        // Adds come in sequence order but for odd logs.
+        let at = match self.entries.last() {
+            Some(l) if l.seq > r.seq => self.entries.partition_point(|x| x.seq < r.seq),
+            _ => self.entries.len(),
+        };
+        self.entries.insert(at, e);
+        self.first_waiting = self.first_waiting.min(at);
+        self.waiting += 1;
+        self.bytes += QueueState::<HeapAlloc>::item_size(r.key, r.val);
+        let Limits {
+            max_items,
+            max_bytes,
+        } = self.limits;
+        while (max_items > 0 && self.waiting > max_items)
+            || (max_bytes > 0 && self.bytes > max_bytes)
+        {
+            while self.entries[self.first_waiting].state != State::Waiting {
+                self.first_waiting += 1;
+            }
+            self.unqueue(self.first_waiting, State::Gone);
+        }
+    }
+
+    fn apply(&mut self, file: u32, r: format::Record<'a>) {
+        self.max_seq = self.max_seq.max(r.seq);
+        match r.kind {
+            Kind::Add => self.add(file, r),
             Kind::Lease => {
-                if let Some(it) = self.remove_waiting(r.seq) {
-                    self.leased.insert(r.seq, it);
+                if let Some(i) = self.waiting_at(r.seq) {
+                    self.unqueue(i, State::Leased);
                 }
             }
-            Kind::Ack => {
-                if self.leased.remove(&r.seq).is_none() {
-                    self.remove_waiting(r.seq);
+            Kind::Ack => match self.find(r.seq) {
+                Some(i) if self.entries[i].state == State::Leased => {
+                    self.entries[i].state = State::Gone
                 }
-            }
+                Some(i) if self.entries[i].state == State::Waiting => self.unqueue(i, State::Gone),
+                _ => {}
+            },
             Kind::Clear => {
                 let kept: Vec<u64> = r
                     .val
                     .chunks_exact(8)
                     .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                     .collect();
-                let gone: Vec<u64> = self.waiting.range(..=r.seq).map(|(&s, _)| s).collect();
-                for s in gone {
-                    let it = self.remove_waiting(s);
-                    if let (true, Some(it)) = (kept.contains(&s), it) {
-                        self.leased.insert(s, it);
+                let upto = self.entries.partition_point(|e| e.seq <= r.seq);
+                for i in 0..upto {
+                    let keep = kept.contains(&self.entries[i].seq);
+                    match self.entries[i].state {
+                        State::Waiting => {
+                            let to = if keep { State::Leased } else { State::Gone };
+                            self.unqueue(i, to);
+                        }
+                        State::Leased if !keep => self.entries[i].state = State::Gone,
+                        _ => {}
                     }
                 }
-                self.leased.retain(|s, _| *s > r.seq || kept.contains(s));
             }
             Kind::SnapshotEnd => {}
         }
@@ -140,7 +245,10 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
     let mut out = Recovered::default();
     let mut found = st.segments()?;
     found.sort_by_key(|f| f.id);
-    let mut files: Vec<(u64, format::Header, Vec<u8>, bool)> = Vec::new();
+    // Each file read: its number, header, and whether it is cut short;
+    // its bytes at the same index in `data`.
+    let mut files: Vec<(u64, format::Header, bool)> = Vec::new();
+    let mut data_of: Vec<Vec<u8>> = Vec::new();
     for f in found {
         out.last_segment = out.last_segment.max(f.id);
         let name = st.name(f.id);
@@ -162,8 +270,8 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             }
         };
         // Segments are created at their full size, a multiple of 4096
-        // bytes (fallocate under a temporary name, then linked): a shorter
-        // or empty one was truncated.
+        // bytes recorded in the header (fallocate under a temporary name,
+        // then linked): a shorter or empty one was truncated.
         let truncated = data.is_empty() || data.len() % 4096 != 0;
         if data.is_empty() {
             let to = st.set_aside(f.id)?;
@@ -178,7 +286,11 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             continue;
         }
         match format::decode_header(&data, f.id) {
-            Ok(h) => files.push((f.id, h, data, truncated)),
+            Ok(h) => {
+                let cut = (data.len() as u64) < u64::from(h.pages) * 4096;
+                files.push((f.id, h, truncated || cut));
+                data_of.push(data);
+            }
             Err(e) => {
                 let to = st.set_aside(f.id)?;
                 out.errors.push(format!(
@@ -189,10 +301,10 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
     }
     // The newest complete snapshot replaces every older segment.
     let mut base = 0;
-    for (i, (_, h, data, _)) in files.iter().enumerate() {
+    for (i, (_, h, _)) in files.iter().enumerate() {
         if h.flags & SNAPSHOT != 0 {
             let mut complete = false;
-            format::scan(&data[HEADER_LEN..], h.salt, |r| {
+            format::scan(&data_of[i][HEADER_LEN..], h.salt, |r| {
                 complete |= r.kind == Kind::SnapshotEnd
             });
             if complete {
@@ -200,21 +312,30 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             }
         }
     }
+    for (i, (_, h, _)) in files.iter().enumerate() {
+        if i < base || (i > base && h.flags & SNAPSHOT != 0) {
+            // Not read: free its bytes now.
+            data_of[i] = Vec::new();
+        }
+    }
     let mut replay = Replay {
+        data: &data_of,
         mode,
         limits,
-        waiting: BTreeMap::new(),
-        leased: BTreeMap::new(),
+        entries: Vec::new(),
+        first_waiting: 0,
+        waiting: 0,
         keys: HashMap::new(),
         bytes: 0,
         max_seq: 0,
     };
-    for (i, (id, h, data, truncated)) in files.iter().enumerate() {
+    for (i, (id, h, truncated)) in files.iter().enumerate() {
         out.superseded.push(*id);
         let incomplete_snapshot = i > base && h.flags & SNAPSHOT != 0;
         if i < base || incomplete_snapshot {
             continue;
         }
+        let data = &data_of[i];
         let mut records = 0usize;
         let mut adds = Vec::new();
         let mut in_snapshot = h.flags & SNAPSHOT != 0;
@@ -229,7 +350,7 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             if r.kind == Kind::Add {
                 first_seq = Some(first_seq.map_or(r.seq, |f: u64| f.min(r.seq)));
             }
-            replay.apply(r);
+            replay.apply(i as u32, r);
         });
         out.replayed.push(Replayed {
             id: *id,
@@ -262,22 +383,13 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
         }
     }
     out.next_seq = replay.max_seq + 1;
-    out.redelivered = replay.leased.len();
-    let Replay {
-        mut waiting,
-        leased,
-        ..
-    } = replay;
+    let mut entries = std::mem::take(&mut replay.entries);
+    drop(replay);
     // Leased items are older than every waiting one (fetches take the
     // oldest), so sequence order delivers them first.
-    waiting.extend(leased);
-    out.items.reserve(waiting.len());
-    for (seq, (k, v)) in waiting {
-        out.items.push(Item {
-            seq,
-            key: k.to_vec(),
-            val: v.to_vec(),
-        });
-    }
+    entries.retain(|e| e.state != State::Gone);
+    out.redelivered = entries.iter().filter(|e| e.state == State::Leased).count();
+    out.entries = entries;
+    out.data = data_of;
     Ok(out)
 }

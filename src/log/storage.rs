@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub struct Found {
     pub regular: bool,
 }
 
+/// What fills in the bytes of a write.
+pub type Fill<'a> = &'a mut dyn FnMut(&mut [u8]);
+
 /// The files of one queue's log. Writes become durable only at `sync`.
 pub trait Storage {
     /// Segment files present, in no particular order.
@@ -28,15 +32,9 @@ pub trait Storage {
     /// A new segment of `len` zero bytes whose space is reserved (a full
     /// disk fails here, never in `write`).
     fn create(&mut self, id: u64, len: usize) -> io::Result<()>;
-    /// Writes `len` bytes at `off` of a segment created before: `fill` gets
-    /// the bytes to fill in.
-    fn write(
-        &mut self,
-        id: u64,
-        off: usize,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> io::Result<()>;
+    /// Writes the bytes `at` of a segment created before: `fill` gets them
+    /// to fill in.
+    fn write(&mut self, id: u64, at: Range<usize>, fill: Fill<'_>) -> io::Result<()>;
     /// Makes every write to the segment durable.
     fn sync(&mut self, id: u64) -> io::Result<()>;
     fn remove(&mut self, id: u64) -> io::Result<()>;
@@ -44,6 +42,25 @@ pub trait Storage {
     fn set_aside(&mut self, id: u64) -> io::Result<String>;
     /// The file's name, for log lines.
     fn name(&self, id: u64) -> String;
+}
+
+/// Renames `dir/name` (whatever it is: a link is renamed, not followed)
+/// to `name.damaged` (or `.damaged.N`, a free name); the new name.
+pub fn set_aside(dir: &Path, name: &str) -> io::Result<String> {
+    let from = dir.join(name);
+    for n in 0..1000 {
+        let to = if n == 0 {
+            format!("{name}.damaged")
+        } else {
+            format!("{name}.damaged.{n}")
+        };
+        let target = dir.join(&to);
+        if std::fs::symlink_metadata(&target).is_err() {
+            std::fs::rename(&from, &target)?;
+            return Ok(to);
+        }
+    }
+    Err(io::Error::other("too many set-aside copies"))
 }
 
 /// Hex of the queue name: any bytes make a safe file name.
@@ -270,20 +287,14 @@ impl Storage for FileStorage {
         self.sync_dir()
     }
 
-    fn write(
-        &mut self,
-        id: u64,
-        off: usize,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> io::Result<()> {
+    fn write(&mut self, id: u64, at: Range<usize>, fill: Fill<'_>) -> io::Result<()> {
         let m = self.map_segment(id)?;
-        if off.checked_add(len).is_none_or(|end| end > m.len) {
+        if at.start > at.end || at.end > m.len {
             return Err(io::Error::other("write beyond the segment"));
         }
-        // SAFETY: [off, off+len) is inside the live mapping (checked above);
-        // writers hold the queue lock, so no one else writes these bytes.
-        let slice = unsafe { std::slice::from_raw_parts_mut(m.ptr.add(off), len) };
+        // SAFETY: `at` is inside the live mapping (checked above); writers
+        // hold the queue lock, so no one else writes these bytes.
+        let slice = unsafe { std::slice::from_raw_parts_mut(m.ptr.add(at.start), at.len()) };
         fill(slice);
         Ok(())
     }
@@ -312,20 +323,7 @@ impl Storage for FileStorage {
         if self.map.as_ref().is_some_and(|m| m.id == id) {
             self.unmap();
         }
-        let from = self.path(id);
-        for n in 0..1000 {
-            let to = if n == 0 {
-                format!("{}.damaged", self.name(id))
-            } else {
-                format!("{}.damaged.{n}", self.name(id))
-            };
-            let target = self.dir.join(&to);
-            if std::fs::symlink_metadata(&target).is_err() {
-                std::fs::rename(&from, &target)?;
-                return Ok(to);
-            }
-        }
-        Err(io::Error::other("too many set-aside copies"))
+        set_aside(&self.dir, &self.name(id))
     }
 
     fn name(&self, id: u64) -> String {
@@ -438,19 +436,14 @@ impl Storage for RecStorage {
         self.ops.push(Op::Create(id, len));
         Ok(())
     }
-    fn write(
-        &mut self,
-        id: u64,
-        off: usize,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> io::Result<()> {
+    fn write(&mut self, id: u64, at: Range<usize>, fill: Fill<'_>) -> io::Result<()> {
         let f = self
             .current
             .get_mut(&id)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let off = at.start;
         let slot = f
-            .get_mut(off..off + len)
+            .get_mut(at)
             .ok_or_else(|| io::Error::other("write beyond the segment"))?;
         fill(slot);
         self.ops.push(Op::Write(id, off, slot.to_vec()));

@@ -19,19 +19,13 @@ fn open(
 ) -> (Q, Recovered) {
     let q = Q::new(mode, limits, 7, d, seg);
     let rec = recover(st, mode, limits).expect("recovery opens");
-    let copy = Recovered {
-        items: rec.items.clone(),
-        redelivered: rec.redelivered,
-        errors: rec.errors.clone(),
-        damaged: rec.damaged.clone(),
-        ..Default::default()
-    };
+    let copy = rec.clone();
     q.open(st, rec).expect("open");
     (q, copy)
 }
 
 fn keys(r: &Recovered) -> Vec<Vec<u8>> {
-    r.items.iter().map(|i| i.key.clone()).collect()
+    r.items().map(|(_, k, _)| k.to_vec()).collect()
 }
 
 fn fetch(q: &Q, st: &mut RecStorage, held: &mut Option<u64>) -> Option<Vec<u8>> {
@@ -130,7 +124,8 @@ fn every_crash_point_keeps_synced_adds() {
                 let rec =
                     recover(&mut st2, AddMode::Append, Limits::default()).expect("recovery opens");
                 let mut seen = std::collections::HashSet::new();
-                for it in &rec.items {
+                let items = rec.items_owned();
+                for it in &items {
                     assert_eq!(
                         vals.get(&it.key),
                         Some(&it.val),
@@ -138,7 +133,7 @@ fn every_crash_point_keeps_synced_adds() {
                     );
                     assert!(seen.insert(it.key.clone()), "item twice");
                 }
-                for w in rec.items.windows(2) {
+                for w in items.windows(2) {
                     assert!(w[0].seq < w[1].seq, "order kept");
                 }
                 for (k, &at) in &returned {
@@ -365,10 +360,16 @@ fn full_disk_fails_adds_and_keeps_everything() {
 }
 
 fn one_segment_with(items: &[(&[u8], &[u8])]) -> Vec<u8> {
+    sized_segment_with(items, 0)
+}
+
+/// A segment whose header says it was created with `pages` pages.
+fn sized_segment_with(items: &[(&[u8], &[u8])], pages: u32) -> Vec<u8> {
     let mut v = format::encode_header(format::Header {
         flags: 0,
         segment: 3,
         salt: 11,
+        pages,
     })
     .to_vec();
     for (i, (k, val)) in items.iter().enumerate() {
@@ -389,12 +390,17 @@ fn damage_of_every_kind() {
     let torn = good[..good.len() - 5].to_vec();
     let mut version = good.clone();
     version[8] = 9;
+    // Created with 2 pages, cut at the first page: every record is
+    // intact, the file is short all the same.
+    let mut cut = sized_segment_with(&items, 2);
+    cut.resize(4096, 0);
     // (file, keys loaded, whether an error is logged)
     type Case<'a> = (Vec<u8>, Vec<&'a [u8]>, bool);
     let cases: Vec<Case> = vec![
         (flip, vec![b"a", b"c", b"d"], true),
         (torn, vec![b"a", b"b", b"c"], true),
         (good[..10].to_vec(), vec![], true),
+        (cut, vec![b"a", b"b", b"c", b"d"], true),
         (version, vec![], true),
         (
             b"hello world, not a log segment at all".to_vec(),
@@ -482,9 +488,8 @@ fn unique_keys_and_limits_survive_a_restart() {
         4096,
     );
     let got: Vec<_> = rec
-        .items
-        .iter()
-        .map(|i| (i.key.clone(), i.val.clone()))
+        .items()
+        .map(|(_, k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     assert_eq!(got, live);
     // The key index was rebuilt: a new "d" replaces the old one.
@@ -528,12 +533,11 @@ fn group_commit_shares_syncs() {
         fn write(
             &mut self,
             id: u64,
-            off: usize,
-            len: usize,
-            f: &mut dyn FnMut(&mut [u8]),
+            at: std::ops::Range<usize>,
+            f: super::storage::Fill<'_>,
         ) -> std::io::Result<()> {
             let mut s = self.0.lock().unwrap();
-            let slot = &mut s.current.get_mut(&id).unwrap()[off..off + len];
+            let slot = &mut s.current.get_mut(&id).unwrap()[at];
             f(slot);
             Ok(())
         }
@@ -609,7 +613,7 @@ fn start_on_a_full_disk() {
         4096,
     );
     let rec = recover(&mut st2, AddMode::Append, Limits::default()).expect("recover");
-    assert_eq!(rec.items.len(), 291);
+    assert_eq!(rec.len(), 291);
     let notes = q2.open(&mut st2, rec).expect("opens on a full disk");
     assert!(notes[0].contains("starting on its"), "{notes:?}");
     assert_eq!(q2.lock().queue.len(), 291);
@@ -638,4 +642,148 @@ fn start_on_a_full_disk() {
         4096,
     );
     assert_eq!(keys(&rec).last(), Some(&b"x".to_vec()));
+}
+
+/// A process that died inside a change of the queue (here an addmode 2
+/// replacement, at each of its steps in turn): a peek repairs first, as a
+/// fetch does, so it never shows both twins of a key.
+#[test]
+fn peek_repairs_after_a_death_inside_a_change() {
+    use crate::queue::crash::{arm, DIED};
+    use crate::queue::crash_tests::Shared;
+    use crate::queue::RawAlloc;
+    let dir = std::env::temp_dir().join(format!("mqueue-peek-repair-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut st = FileStorage::new(&dir, b"q");
+    type SQ = Durable<Shared>;
+    let p = Shared.alloc(std::mem::size_of::<SQ>()) as *mut SQ;
+    assert!(!p.is_null());
+    let (mode, limits) = (AddMode::KeepNewest, Limits::default());
+    // SAFETY: a fresh block of the right size in the shared mapping, never
+    // freed.
+    let q = unsafe {
+        p.write(SQ::new(mode, limits, 7, Durability::Within(10), 1 << 16));
+        &*p
+    };
+    let rec = recover(&mut st, mode, limits).expect("recover");
+    q.open(&mut st, rec).expect("open");
+    q.add(&mut st, b"a", b"0").expect("add");
+    q.add(&mut st, b"b", b"0").expect("add");
+    let mut deaths = 0;
+    for n in 1..200u64 {
+        let val = format!("{n}");
+        // SAFETY: the child runs the queue code on the shared mapping and
+        // its own storage view, and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let mut st = FileStorage::new(&dir, b"q");
+            arm(n);
+            let _ = q.add(&mut st, b"a", val.as_bytes());
+            arm(0);
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child crashed: {status}");
+        let died = libc::WEXITSTATUS(status) == DIED;
+        // SAFETY: the child is gone.
+        unsafe { q.force_unlock() };
+        let mut keys = Vec::new();
+        q.peek(&mut st, 10, |k, _| keys.push(k.to_vec()));
+        keys.sort();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()], "death at step {n}");
+        if !died {
+            break;
+        }
+        deaths += 1;
+    }
+    assert!(deaths > 1, "the replacement has steps to die at");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A durable queue never added to takes no space: its first segment is
+/// created by its first record. A clean start on a whole log copies
+/// nothing.
+#[test]
+fn unused_queue_creates_no_segment() {
+    let mut st = RecStorage::default();
+    let (q, _) = open(
+        &mut st,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    q.flush(&mut st).expect("flush");
+    // SAFETY: this thread is the only user of the queue.
+    unsafe { q.stop(&mut st, std::time::Duration::from_millis(50)) }.expect("stop");
+    assert!(st.current.is_empty(), "{:?}", st.current.keys());
+    q.add(&mut st, b"a", b"1").expect("add");
+    assert_eq!(st.current.len(), 1);
+    let mut st2 = RecStorage::with_files(st.current.clone());
+    let (q2, rec) = open(
+        &mut st2,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![b"a".to_vec()]);
+    assert!(
+        st2.ops
+            .iter()
+            .all(|o| !matches!(o, Op::Create(..) | Op::Write(..))),
+        "a whole log is used as it is"
+    );
+    q2.add(&mut st2, b"b", b"2").expect("add");
+    let mut st3 = RecStorage::with_files(st2.current.clone());
+    let (_, rec) = open(
+        &mut st3,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Sync,
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![b"a".to_vec(), b"b".to_vec()]);
+}
+
+/// A log used as it is at start is synced first: what the last run wrote
+/// and did not sync (it died before its timer ran) survives a power cut
+/// after the restart.
+#[test]
+fn a_log_used_as_it_is_is_synced_at_start() {
+    let mut st = RecStorage::default();
+    let (q, _) = open(
+        &mut st,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Within(10),
+        1 << 16,
+    );
+    q.add(&mut st, b"a", b"1").expect("add");
+    // Killed before the timer synced: the page cache has the add, the
+    // disk does not yet.
+    let mut st2 = RecStorage::with_files(st.current.clone());
+    st2.durable = st.durable.clone();
+    let (_, rec) = open(
+        &mut st2,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Within(10),
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![b"a".to_vec()]);
+    // Then a power cut: only what was synced is left.
+    let mut st3 = RecStorage::with_files(st2.durable.clone());
+    let (_, rec) = open(
+        &mut st3,
+        AddMode::Append,
+        Limits::default(),
+        Durability::Within(10),
+        1 << 16,
+    );
+    assert_eq!(keys(&rec), vec![b"a".to_vec()]);
 }

@@ -81,6 +81,8 @@ pub struct LogState<A: RawAlloc> {
     count: usize,
     /// Write offset in the last segment.
     off: usize,
+    /// The number of the next segment created.
+    next_id: u64,
     next_seq: u64,
     leases: [u64; MAX_LEASES],
     nleases: usize,
@@ -161,8 +163,10 @@ impl<A: RawAlloc> LogState<A> {
     }
 
     fn roll_now<S: Storage>(&mut self, st: &mut S, need: usize) -> io::Result<()> {
-        let old = self.cur().id;
-        let id = old + 1;
+        // The first segment is created by the first record: a queue never
+        // used takes no space.
+        let old = (self.count > 0).then(|| self.cur().id);
+        let id = self.next_id;
         let len = (HEADER_LEN + need)
             .max(self.seg_size)
             .next_multiple_of(4096);
@@ -172,16 +176,14 @@ impl<A: RawAlloc> LogState<A> {
             flags: 0,
             segment: id,
             salt,
+            pages: (len / 4096) as u32,
         });
         let done = st
-            .write(id, 0, HEADER_LEN, &mut |b| b.copy_from_slice(&hdr))
+            .write(id, 0..HEADER_LEN, &mut |b| b.copy_from_slice(&hdr))
             .and_then(|_| st.sync(id))
-            .and_then(|_| {
-                if self.written > self.synced {
-                    st.sync(old)
-                } else {
-                    Ok(())
-                }
+            .and_then(|_| match old {
+                Some(old) if self.written > self.synced => st.sync(old),
+                _ => Ok(()),
             });
         if let Err(e) = done {
             let _ = st.remove(id);
@@ -189,6 +191,7 @@ impl<A: RawAlloc> LogState<A> {
         }
         self.stats.syncs += 1;
         self.synced = self.written;
+        self.next_id = id + 1;
         self.push_segment(Segment {
             id,
             salt,
@@ -209,14 +212,11 @@ impl<A: RawAlloc> LogState<A> {
         val: &[u8],
     ) -> io::Result<()> {
         let len = record_len(kind, key.len(), val.len());
-        if self.count == 0 {
-            return Err(other("the log is not open"));
-        }
-        if self.off + len > self.cur().len {
+        if self.count == 0 || self.off + len > self.cur().len {
             self.roll(st, len)?;
         }
         let Segment { id, salt, .. } = self.cur();
-        st.write(id, self.off, len, &mut |b| {
+        st.write(id, self.off..self.off + len, &mut |b| {
             encode_record(b, salt, kind, seq, key, val)
         })?;
         self.off += len;
@@ -279,15 +279,46 @@ impl<A: RawAlloc> LogState<A> {
         self.stats
     }
 
+    /// Starts on the segments recovery read, as they are (synced: the last
+    /// run may have died before its sync): the next record goes to a new
+    /// segment. The segments it did not need are removed.
+    fn start_on<S: Storage>(&mut self, st: &mut S, rec: &Recovered) {
+        self.head = 0;
+        self.count = 0;
+        self.stats.disk_bytes = 0;
+        let mut replayed = rec.replayed.clone();
+        replayed.sort_by_key(|r| r.id);
+        for r in &replayed {
+            // What the last run wrote and did not sync yet (it died
+            // before its timer ran) reaches the disk now.
+            match st.sync(r.id) {
+                Ok(()) => self.stats.syncs += 1,
+                Err(_) => self.stats.write_errors += 1,
+            }
+            self.push_segment(Segment {
+                id: r.id,
+                salt: 0,
+                first_seq: r.first_seq,
+                live: 0,
+                len: r.len,
+            });
+        }
+        for old in rec.superseded.iter() {
+            if !replayed.iter().any(|r| r.id == *old) && st.remove(*old).is_err() {
+                self.stats.write_errors += 1;
+            }
+        }
+        self.off = if self.count == 0 { 0 } else { self.cur().len };
+    }
+
     /// Writes every recovered item into a new snapshot segment and syncs
     /// it; on success the state is that one segment.
     fn write_snapshot<S: Storage>(&mut self, st: &mut S, rec: &Recovered) -> io::Result<()> {
-        let id = rec.last_segment + 1;
+        let id = self.next_id;
         let end_len = record_len(Kind::SnapshotEnd, 0, 0);
         let body: usize = rec
-            .items
-            .iter()
-            .map(|i| record_len(Kind::Add, i.key.len(), i.val.len()))
+            .items()
+            .map(|(_, k, v)| record_len(Kind::Add, k.len(), v.len()))
             .sum::<usize>()
             + end_len;
         let len = (HEADER_LEN + body)
@@ -299,13 +330,14 @@ impl<A: RawAlloc> LogState<A> {
             flags: SNAPSHOT,
             segment: id,
             salt,
+            pages: (len / 4096) as u32,
         });
         let mut fill = |b: &mut [u8]| {
             b[..HEADER_LEN].copy_from_slice(&hdr);
             let mut at = HEADER_LEN;
-            for i in &rec.items {
-                let n = record_len(Kind::Add, i.key.len(), i.val.len());
-                encode_record(&mut b[at..at + n], salt, Kind::Add, i.seq, &i.key, &i.val);
+            for (seq, k, v) in rec.items() {
+                let n = record_len(Kind::Add, k.len(), v.len());
+                encode_record(&mut b[at..at + n], salt, Kind::Add, seq, k, v);
                 at += n;
             }
             encode_record(
@@ -318,15 +350,17 @@ impl<A: RawAlloc> LogState<A> {
             );
         };
         let written = st
-            .write(id, 0, HEADER_LEN + body, &mut fill)
+            .write(id, 0..HEADER_LEN + body, &mut fill)
             .and_then(|_| st.sync(id));
         if let Err(e) = written {
             let _ = st.remove(id);
             return Err(e);
         }
         self.stats.syncs += 1;
+        self.next_id = id + 1;
         self.head = 0;
         self.count = 0;
+        self.stats.disk_bytes = 0;
         self.push_segment(Segment {
             id,
             salt,
@@ -336,10 +370,8 @@ impl<A: RawAlloc> LogState<A> {
             len,
         });
         self.off = HEADER_LEN + body;
-        self.next_seq = rec.next_seq;
         self.written = self.off as u64;
         self.synced = self.written;
-        self.stats.redelivered = rec.redelivered as u64;
         Ok(())
     }
 }
@@ -375,6 +407,7 @@ impl<A: RawAlloc> Durable<A> {
                 head: 0,
                 count: 0,
                 off: 0,
+                next_id: 1,
                 next_seq: 1,
                 leases: [0; MAX_LEASES],
                 nleases: 0,
@@ -394,21 +427,43 @@ impl<A: RawAlloc> Durable<A> {
         self.durability
     }
 
+    /// Releases a lock a dead process held (tests).
+    ///
+    /// # Safety
+    /// The holder is dead.
+    #[cfg(test)]
+    pub(super) unsafe fn force_unlock(&self) {
+        if self.state.is_locked() {
+            // SAFETY: the caller guarantees the holder is dead.
+            unsafe { self.state.force_unlock() };
+        }
+    }
+
     /// The state, locked (sizes, statistics, peeks).
     pub fn lock(&self) -> Guard<'_, A> {
         self.state.lock()
     }
 
-    /// Starts the log from what recovery found: writes every item into a
-    /// new snapshot segment, syncs it, then removes the segments it
-    /// replaces (damaged ones are set aside) and loads the items. Returns
-    /// the names of the files set aside.
+    /// Starts the log from what recovery found and loads the items. A log
+    /// found whole, with no item leased, is used as it is (new records go
+    /// to a new segment); otherwise it is copied first: every item into a new snapshot
+    /// segment, synced, then the segments it replaces are removed and the
+    /// damaged ones set aside (or, without room for the copy, the log is
+    /// used as it is). Returns the names of the files set aside.
     pub fn open<S: Storage>(&self, st: &mut S, rec: Recovered) -> io::Result<Vec<String>> {
         let mut g = self.state.lock();
         let s = &mut *g;
         let mut notes = Vec::new();
-        match s.write_snapshot(st, &rec) {
-            Ok(()) => {
+        s.next_id = rec.last_segment + 1;
+        // Items leased at a crash are waiting again from now on: a copy
+        // records that (their lease records stay in the old segments).
+        let copied = if rec.damaged.is_empty() && rec.redelivered == 0 {
+            None
+        } else {
+            Some(s.write_snapshot(st, &rec))
+        };
+        match copied {
+            Some(Ok(())) => {
                 for old in &rec.superseded {
                     if rec.damaged.contains(old) {
                         notes.push(format!(
@@ -421,7 +476,8 @@ impl<A: RawAlloc> Durable<A> {
                     }
                 }
             }
-            Err(e) if !rec.replayed.is_empty() => {
+            Some(Err(e)) if rec.replayed.is_empty() => return Err(e),
+            Some(Err(e)) => {
                 // No room for a copy (a full disk): start on the segments
                 // as they are; new records go to a new segment once there
                 // is space.
@@ -429,43 +485,27 @@ impl<A: RawAlloc> Durable<A> {
                     "cannot write a snapshot of the log ({e}): starting on its {} segments as they are",
                     rec.replayed.len()
                 ));
-                s.head = 0;
-                s.count = 0;
-                let mut replayed = rec.replayed.clone();
-                replayed.sort_by_key(|r| r.id);
-                for r in &replayed {
-                    s.push_segment(Segment {
-                        id: r.id,
-                        salt: 0,
-                        first_seq: r.first_seq,
-                        live: 0,
-                        len: r.len,
-                    });
-                }
-                let keep: Vec<u64> = replayed.iter().map(|r| r.id).collect();
-                for old in rec.superseded.iter().filter(|id| !keep.contains(id)) {
-                    let _ = st.remove(*old);
-                }
-                s.off = s.cur().len;
-                s.next_seq = rec.next_seq;
-                s.stats.redelivered = rec.redelivered as u64;
+                s.start_on(st, &rec);
             }
-            Err(e) => return Err(e),
+            None => s.start_on(st, &rec),
         }
+        s.next_seq = rec.next_seq;
+        s.stats.redelivered = rec.redelivered as u64;
         let mut gone = Vec::new();
-        for i in &rec.items {
-            match s.queue.add_seq(&i.key, &i.val, i.seq, |g| gone.push(g)) {
+        for (seq, key, val) in rec.items() {
+            match s.queue.add_seq(key, val, seq, |g| gone.push(g)) {
                 AddOutcome::Added => {
-                    if let Some(n) = s.seg_of(i.seq) {
+                    if let Some(n) = s.seg_of(seq) {
                         s.seg_mut(n).live += 1;
                     }
                 }
-                AddOutcome::Duplicate | AddOutcome::TooLarge => gone.push(i.seq),
+                AddOutcome::Duplicate | AddOutcome::TooLarge => gone.push(seq),
                 AddOutcome::NoMemory => {
                     return Err(other("no shared memory left for the queued items"))
                 }
             }
         }
+        drop(rec);
         for seq in gone {
             s.gone(st, seq);
         }
@@ -558,6 +598,14 @@ impl<A: RawAlloc> Durable<A> {
         Ok(Some(true))
     }
 
+    /// Shows up to `n` items from the oldest on, after the repair a fetch
+    /// makes when a process died inside a change of the queue.
+    pub fn peek<S: Storage>(&self, st: &mut S, n: usize, f: impl FnMut(&[u8], &[u8])) {
+        let mut g = self.state.lock();
+        g.settle(st);
+        g.queue.peek(n, f);
+    }
+
     /// Ends a lease: the item is gone for good.
     pub fn ack<S: Storage>(&self, st: &mut S, seq: u64) {
         self.state.lock().ack_locked(st, seq);
@@ -633,6 +681,10 @@ impl<A: RawAlloc> Durable<A> {
         // next start (the item a consumer saw last, unless it fetched
         // again or called mq_pv_free): nothing a script did not finish is
         // lost.
+        if g.count == 0 {
+            // Never written: no file.
+            return Ok(taken_over);
+        }
         let (target, id) = (g.written, g.cur().id);
         drop(g);
         let r = st.sync(id);

@@ -23,8 +23,8 @@ use crate::{kerr, kinfo};
 pub static DURABLE_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// The directory, fixed at mod_init.
 static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-/// The lock file, held open (and locked) for the life of the instance.
-static LOCK: Mutex<Option<std::fs::File>> = Mutex::new(None);
+/// The directory's lock, held for the life of the instance.
+static LOCK: Mutex<Option<DirLock>> = Mutex::new(None);
 
 /// A durable queue's state in shm.
 pub struct DurableRef(*const Durable<ShmAlloc>);
@@ -87,10 +87,65 @@ fn prepare_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write in durable_dir {}: {e}", dir.display()))
 }
 
-/// Takes the directory's lock file (`mqueue.lock`, holding the PID): a
-/// second instance on the same directory is refused, naming the first.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, String> {
+/// What keeps a second instance off the directory: a lock on the
+/// directory itself (held open for the life of the instance) and the file
+/// `mqueue.lock` that names the PID holding it.
+struct DirLock {
+    _dir: std::fs::File,
+    _file: std::fs::File,
+}
+
+/// The PID written in `mqueue.lock`, if it is a regular file.
+fn lock_owner(path: &Path) -> String {
+    let mut pid = String::new();
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        if f.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = f.read_to_string(&mut pid);
+        }
+    }
+    match pid.trim() {
+        "" => "unknown".to_string(),
+        p => p.to_string(),
+    }
+}
+
+/// Locks the directory: a second instance on it is refused, naming the
+/// first one's PID (from `mqueue.lock`). Anything but a regular file under
+/// the name `mqueue.lock` (a directory, FIFO, symlink) is set aside, not
+/// followed, and a new one written.
+fn lock_dir(dir: &Path) -> Result<DirLock, String> {
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| format!("cannot open durable_dir {}: {e}", dir.display()))?;
     let path = dir.join("mqueue.lock");
+    let in_use = || {
+        format!(
+            "durable_dir {} is in use by another Kamailio instance (PID {})",
+            dir.display(),
+            lock_owner(&path)
+        )
+    };
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(in_use());
+    }
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if !m.file_type().is_file() {
+            let to = crate::log::storage::set_aside(dir, "mqueue.lock")
+                .map_err(|e| format!("cannot set aside {}: {e}", path.display()))?;
+            kerr!(
+                "mqueue: {} is not a regular file ({}): set aside as {to}, a new one written",
+                path.display(),
+                file_kind(&m)
+            );
+        }
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -100,22 +155,33 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // The file's own lock too, as earlier versions of the module took it.
     // SAFETY: flock on a file descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut pid = String::new();
-        let _ = f.read_to_string(&mut pid);
-        return Err(format!(
-            "durable_dir {} is in use by another Kamailio instance (PID {})",
-            dir.display(),
-            pid.trim()
-        ));
+        return Err(in_use());
     }
     let pid = std::process::id().to_string();
     f.set_len(0)
         .and_then(|_| f.rewind())
         .and_then(|_| f.write_all(pid.as_bytes()))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(f)
+    Ok(DirLock { _dir: d, _file: f })
+}
+
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
 }
 
 /// mod_init: for the durable queues, the directory is prepared and locked
@@ -167,7 +233,7 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
             for e in &rec.errors {
                 kerr!("mqueue {name}: {e}");
             }
-            let (n, r) = (rec.items.len(), rec.redelivered);
+            let (n, r) = (rec.len(), rec.redelivered);
             let aside = q.open(st, rec).map_err(|e| {
                 format!(
                     "mqueue {name}: cannot write its log in {}: {e}",

@@ -10,6 +10,7 @@ use super::durable::{self, DurableRef};
 use super::registry::{self, Backend, QueueDef};
 use super::remote;
 use crate::kamailio::process_local::ProcessLocal;
+use crate::kamailio::shm::ShmAlloc;
 use crate::log::{Durability, LogStats};
 use crate::queue::counters::{self, Id, Keeper, Values};
 use crate::queue::{self, AddMode, Limits};
@@ -89,6 +90,10 @@ struct FetchedItem {
     /// Durable queues: the item this process holds leased (acknowledged
     /// by the next fetch or mq_pv_free).
     lease: Option<u64>,
+    /// Durable queues: the items an `mqueue.fetch NAME COUNT` leased
+    /// before `lease`, kept leased until the reply is out (ended by the
+    /// next fetch that is not part of the same batch, or mq_pv_free).
+    batch: Vec<u64>,
 }
 
 impl FetchedItem {
@@ -278,12 +283,7 @@ pub fn fetch(idx: usize) -> Fetch {
         return Fetch::Failed(Failure::UnknownQueue);
     };
     match &d.backend {
-        Backend::Memory => with_fetched_slot(idx, |slot| {
-            slot.present = false;
-            let mut q = d.queue().lock();
-            if let Some(h) = slot.in_place.take() {
-                q.release(h);
-            }
+        Backend::Memory => fetch_memory(idx, d, |q, slot| {
             match q.fetch_or_hold(COPY_MAX, |k, v| slot.set(k, v)) {
                 queue::Taken::Empty => Fetch::Empty,
                 queue::Taken::Copied => Fetch::Fetched,
@@ -295,8 +295,25 @@ pub fn fetch(idx: usize) -> Fetch {
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
-        Backend::Durable(q) => fetch_durable(idx, d, q, |_, _| true),
+        Backend::Durable(q) => fetch_durable(idx, d, q, false, |_, _| true),
     }
+}
+
+/// Memory queue: drops this process's fetched item, then runs `take`
+/// under the queue lock.
+fn fetch_memory(
+    idx: usize,
+    d: &QueueDef,
+    take: impl FnOnce(&mut queue::QueueState<ShmAlloc>, &mut FetchedItem) -> Fetch,
+) -> Fetch {
+    with_fetched_slot(idx, |slot| {
+        slot.present = false;
+        let mut q = d.queue().lock();
+        if let Some(h) = slot.in_place.take() {
+            q.release(h);
+        }
+        take(&mut q, slot)
+    })
 }
 
 /// How often a wait on a Redis queue asks Redis again.
@@ -346,16 +363,20 @@ pub fn fetch_wait(idx: usize, timeout: Duration) -> Fetch {
 /// (`$mqk`/`$mqv` after `jsonrpc_exec`); the previous one is dropped
 /// first in any case.
 pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> Fetch {
+    fetch_in_batch(idx, false, reply)
+}
+
+/// [`fetch_for_reply`] for the items of one `mqueue.fetch NAME COUNT`:
+/// with `more` (every item after the first), a durable queue keeps the
+/// items leased before in the same reply leased, so that none is
+/// acknowledged before the reply is out: a crash meanwhile delivers them
+/// all again.
+pub fn fetch_in_batch(idx: usize, more: bool, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> Fetch {
     let Some(d) = def(idx) else {
         return Fetch::Failed(Failure::UnknownQueue);
     };
     match &d.backend {
-        Backend::Memory => with_fetched_slot(idx, |slot| {
-            slot.present = false;
-            let mut q = d.queue().lock();
-            if let Some(h) = slot.in_place.take() {
-                q.release(h);
-            }
+        Backend::Memory => fetch_memory(idx, d, |q, slot| {
             let taken = q.fetch_if(|k, v| {
                 let fits = reply(k, v);
                 if fits {
@@ -370,24 +391,43 @@ pub fn fetch_for_reply(idx: usize, reply: impl FnOnce(&[u8], &[u8]) -> bool) -> 
             }
         }),
         Backend::Remote(st) => fetch_remote(idx, d, st, reply),
-        Backend::Durable(q) => fetch_durable(idx, d, q, reply),
+        Backend::Durable(q) => fetch_durable(idx, d, q, more, reply),
     }
 }
 
-/// Durable queue: acknowledges the leased item and leases the next one,
-/// if `reply` can use it (else it stays queued).
+/// Most items one `mqueue.fetch NAME COUNT` on a durable queue holds
+/// leased (the lease table, shared by every process, holds 1,024).
+const BATCH_LEASES_MAX: usize = 100;
+
+/// Durable queue: acknowledges the leased items (unless `more`: then
+/// they stay leased with the batch) and leases the next one, if `reply`
+/// can use it (else it stays queued).
 fn fetch_durable(
     idx: usize,
     d: &QueueDef,
     q: &DurableRef,
+    more: bool,
     reply: impl FnOnce(&[u8], &[u8]) -> bool,
 ) -> Fetch {
     with_fetched_slot(idx, |slot| {
+        if more && slot.batch.len() + 1 >= BATCH_LEASES_MAX {
+            // The batch ends here: leases are shared by every process.
+            return Fetch::Kept;
+        }
         slot.present = false;
         let FetchedItem {
-            key, val, lease, ..
+            key,
+            val,
+            lease,
+            batch,
+            ..
         } = slot;
         let r = durable::with_storage(idx, &d.name, |st| {
+            if more {
+                batch.extend(lease.take());
+            } else {
+                release_batch(q, st, batch);
+            }
             q.get().fetch(st, lease, |k, v| {
                 let fits = reply(k, v);
                 if fits {
@@ -412,6 +452,13 @@ fn fetch_durable(
             }
         }
     })
+}
+
+/// Ends the leases of a batch (`mqueue.fetch NAME COUNT`).
+fn release_batch(q: &DurableRef, st: &mut crate::log::FileStorage, batch: &mut Vec<u64>) {
+    for seq in batch.drain(..) {
+        q.get().ack(st, seq);
+    }
 }
 
 /// Redis queue: acknowledges the held entry and takes the next one. An
@@ -455,8 +502,10 @@ pub fn pv_free(idx: usize) {
         if let Some(h) = slot.in_place.take() {
             d.queue().lock().release(h);
         }
-        if let (Backend::Durable(q), Some(seq)) = (&d.backend, slot.lease.take()) {
-            durable::with_storage(idx, &d.name, |st| q.get().ack(st, seq));
+        if let Backend::Durable(q) = &d.backend {
+            let FetchedItem { lease, batch, .. } = slot;
+            batch.extend(lease.take());
+            durable::with_storage(idx, &d.name, |st| release_batch(q, st, batch));
         }
         let Some(held) = slot.held.take() else {
             return;
@@ -518,10 +567,11 @@ pub fn peek(d: &QueueDef, n: usize) -> Result<Vec<stream::Item>, String> {
         Backend::Remote(st) => remote::with(|s| s.peek(st, n)).map_err(|e| format!("Redis: {e}")),
         Backend::Durable(q) => {
             let mut items = Vec::new();
-            q.get()
-                .lock()
-                .queue
-                .peek(n, |k, v| items.push((k.to_vec(), v.to_vec())));
+            let idx = registry::lookup(&d.name).ok_or_else(|| "no such queue".to_string())?;
+            durable::with_storage(idx, &d.name, |st| {
+                q.get()
+                    .peek(st, n, |k, v| items.push((k.to_vec(), v.to_vec())))
+            });
             Ok(items)
         }
     }

@@ -134,7 +134,7 @@ fn fetch_many(rpc: &Rpc, idx: usize, n: usize) {
     let mut list = None;
     let mut total = 0usize;
     for taken in 0..n {
-        let outcome = ops::fetch_for_reply(idx, |k, v| {
+        let outcome = ops::fetch_in_batch(idx, taken > 0, |k, v| {
             let bytes = k.len() + v.len();
             if taken > 0 && (bytes > LIST_ITEM_MAX || total + bytes > LIST_TOTAL_MAX) {
                 return false;

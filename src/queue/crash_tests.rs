@@ -16,7 +16,7 @@ use super::*;
 /// child see the same queue; `free` poisons the block, so that a repair
 /// reading freed memory fails loudly.
 #[derive(Default, Clone, Copy)]
-struct Shared;
+pub(crate) struct Shared;
 
 const ARENA: usize = 1 << 30;
 

@@ -8,7 +8,7 @@
 
 pub mod counters;
 #[cfg(test)]
-mod crash;
+pub(crate) mod crash;
 pub mod doorbell;
 pub(crate) mod futex;
 mod index;
@@ -155,6 +155,6 @@ pub struct WaitableQueue<A: RawAlloc> {
 unsafe impl<A: SharedAlloc> ShmSafe for WaitableQueue<A> {}
 
 #[cfg(test)]
-mod crash_tests;
+pub(crate) mod crash_tests;
 #[cfg(test)]
 mod tests;
