@@ -36,6 +36,9 @@ pub enum Endpoint {
         sentinels: Vec<(String, u16)>,
         master: String,
     },
+    /// Seed nodes of a Redis Cluster, tried in turn; the node that holds
+    /// a queue's slot is then learnt from `MOVED` replies.
+    Cluster(Vec<(String, u16)>),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -43,6 +46,10 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Direct(h, p) => write!(f, "{h}:{p}"),
             Endpoint::Sentinel { master, .. } => write!(f, "sentinel:{master}"),
+            Endpoint::Cluster(seeds) => {
+                let seeds: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                write!(f, "cluster:{}", seeds.join(","))
+            }
         }
     }
 }
@@ -78,6 +85,9 @@ const MAX_REPLY: usize = 512 << 20;
 pub struct Link {
     sock: TcpStream,
     buf: Vec<u8>,
+    /// Every command sent goes after an `ASKING` (a cluster node asked
+    /// for a slot it is importing, after an `ASK` redirection).
+    pub asking: bool,
 }
 
 fn left(deadline: Instant) -> Result<std::time::Duration, Failure> {
@@ -100,11 +110,14 @@ impl Link {
     /// Connects and, with a password or a database, authenticates and
     /// selects it, all before `deadline`.
     pub fn open(t: &Target, deadline: Instant) -> Result<Link, Failure> {
-        let (host, port) = match &t.endpoint {
-            Endpoint::Direct(h, p) => (h.clone(), *p),
-            Endpoint::Sentinel { sentinels, master } => ask_sentinels(sentinels, master, deadline)?,
+        let mut link = match &t.endpoint {
+            Endpoint::Direct(h, p) => Link::connect(h, *p, deadline)?,
+            Endpoint::Sentinel { sentinels, master } => {
+                let (h, p) = ask_sentinels(sentinels, master, deadline)?;
+                Link::connect(&h, p, deadline)?
+            }
+            Endpoint::Cluster(seeds) => first_seed(seeds, deadline)?,
         };
-        let mut link = Link::connect(&host, port, deadline)?;
         let mut hello = redis::pipe();
         if let Some(pw) = &t.password {
             let auth = hello.cmd("AUTH");
@@ -149,6 +162,7 @@ impl Link {
         Ok(Link {
             sock,
             buf: Vec::with_capacity(512),
+            asking: false,
         })
     }
 
@@ -179,6 +193,9 @@ impl Link {
         replies: usize,
         deadline: Instant,
     ) -> Result<Vec<Value>, Failure> {
+        if self.asking {
+            return self.exchange_asking(packed, replies, deadline);
+        }
         self.write_all(packed, deadline)?;
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
@@ -188,6 +205,29 @@ impl Link {
             }
         }
         Ok(out)
+    }
+
+    /// [`Link::exchange`] with an `ASKING` before each command (a request
+    /// is RESP too: its commands are found by [`frame_len`]); the
+    /// `ASKING` replies are left out.
+    fn exchange_asking(
+        &mut self,
+        packed: &[u8],
+        replies: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, Failure> {
+        let asking = redis::cmd("ASKING").get_packed_command();
+        let mut request = Vec::with_capacity(packed.len() + replies * asking.len());
+        let mut rest = packed;
+        while let Some(n) = frame_len(rest).map_err(Failure::Broken)?.filter(|&n| n > 0) {
+            request.extend_from_slice(&asking);
+            request.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        self.asking = false;
+        let all = self.exchange(&request, 2 * replies, deadline);
+        self.asking = true;
+        Ok(all?.into_iter().skip(1).step_by(2).collect())
     }
 
     fn write_all(&mut self, mut data: &[u8], deadline: Instant) -> Result<(), Failure> {
@@ -258,6 +298,20 @@ fn ask_sentinels(
                 }
             }
             Ok(_) => {}
+            Err(Failure::Timeout) => return Err(Failure::Timeout),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A connection to the first seed node that accepts one, before
+/// `deadline`.
+fn first_seed(seeds: &[(String, u16)], deadline: Instant) -> Result<Link, Failure> {
+    let mut last = Failure::Unreachable("no seed node".into());
+    for (host, port) in seeds {
+        match Link::connect(host, *port, deadline) {
+            Ok(l) => return Ok(l),
             Err(Failure::Timeout) => return Err(Failure::Timeout),
             Err(e) => last = e,
         }
