@@ -3,7 +3,14 @@
 //! restartable on the same data) by the test, killed on drop; replicas, a
 //! sentinel and a misbehaving proxy in front of it. Commands go through the
 //! redis crate.
+//!
+//! Which server: `MQUEUE_REDIS_SERVER` unset (or `host`) runs this
+//! machine's `redis-server`; `redis8` Debian 13's Redis 8.0 and `valkey`
+//! its Valkey 8.1 (`valkey-server`), each inside the Debian 13 root
+//! (`scripts/debian13-root.sh run`, loopback shared). Sentinels and
+//! `redis-cli` are this machine's.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,31 @@ pub struct RedisServer {
     /// A Redis Cluster node (`--cluster-enabled yes`).
     cluster_node: bool,
     child: Option<Child>,
+    /// The overlay of the Debian 13 root the server runs in, if it does.
+    root_work: TempDir,
+}
+
+/// The command that runs the server `MQUEUE_REDIS_SERVER` names (see the
+/// module's comment), with `dir` (its data) visible at the same path.
+fn server_command(dir: &Path, root_work: &Path) -> Command {
+    let kind = std::env::var("MQUEUE_REDIS_SERVER").unwrap_or_default();
+    let bin = match kind.as_str() {
+        "" | "host" => return Command::new("redis-server"),
+        "redis8" => "redis-server",
+        "valkey" => "valkey-server",
+        other => panic!("MQUEUE_REDIS_SERVER={other}: not host, redis8 or valkey"),
+    };
+    let mut c = Command::new("bash");
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/debian13-root.sh"
+    ))
+    .arg("run")
+    .arg(root_work)
+    .arg("--bind")
+    .arg(dir)
+    .args(["--", bin]);
+    c
 }
 
 impl RedisServer {
@@ -34,6 +66,7 @@ impl RedisServer {
             replica_of: None,
             cluster_node: false,
             child: None,
+            root_work: TempDir::new("redis-root"),
         };
         r.resume();
         r
@@ -48,6 +81,7 @@ impl RedisServer {
             replica_of: None,
             cluster_node: true,
             child: None,
+            root_work: TempDir::new("redis-root"),
         };
         r.resume();
         r
@@ -62,6 +96,7 @@ impl RedisServer {
             replica_of: Some(master),
             cluster_node: false,
             child: None,
+            root_work: TempDir::new("redis-root"),
         };
         r.resume();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -84,10 +119,12 @@ impl RedisServer {
 
     /// Starts the server on its port and directory (again).
     pub fn resume(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = server_command(&self.dir.0, &self.root_work.0);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir.0)
+            .arg("--pidfile")
+            .arg(self.dir.0.join("server.pid"))
             .args([
                 "--appendonly",
                 "yes",
@@ -126,13 +163,22 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server does not answer");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let want = match std::env::var("MQUEUE_REDIS_SERVER").as_deref() {
+            Ok("redis8") => "redis_version:8.",
+            Ok("valkey") => "valkey_version:8.1",
+            _ => "redis_version:",
+        };
+        let info = self.cli(&["INFO", "server"]);
+        assert!(
+            info.contains(want),
+            "not the server asked for ({want}):\n{info}"
+        );
     }
 
     /// Stops the server (SIGTERM: it finishes its append-only file).
     pub fn pause(&mut self) {
+        self.signal(libc::SIGTERM);
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
     }
@@ -147,11 +193,18 @@ impl RedisServer {
         self.signal(libc::SIGCONT);
     }
 
+    /// Signals the server: the process its pid file names (in the Debian
+    /// 13 root, a descendant of our child), else our child.
     fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
+        let Some(c) = &self.child else {
+            return;
+        };
+        let pid = std::fs::read_to_string(self.dir.0.join("server.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .unwrap_or(c.id() as i32);
+        // SAFETY: signals the server this test started.
+        unsafe { libc::kill(pid, sig) };
     }
 
     /// A command against this server (see [`query_text`]).
@@ -318,6 +371,7 @@ fn flatten(v: &redis::Value, out: &mut String) {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
