@@ -1279,3 +1279,65 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
         k.marked("X|").len()
     );
 }
+
+/// Calls of `command` the server has run (`INFO commandstats`).
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `mqueue.fetch` once calls succeed again (after a back-off): Ok(value)
+/// or Err(fault).
+fn fetch_when_up(k: &Kamailio) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match k.rpc(&["mqueue.fetch", "work"]) {
+            Err(e) if e.contains("Cannot fetch") => {
+                assert!(Instant::now() < deadline, "fetches keep failing: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other.map(|r| field(&r, "val")),
+        }
+    }
+}
+
+/// Fetches that Redis ran but whose answer came after `redis_timeout`
+/// delivered nothing to a script, so they are no deliveries: with
+/// `max_deliveries=2`, an entry behind three such stalls is delivered
+/// once the answers come in time, not moved to the dead letters unseen.
+#[test]
+fn fetches_that_timed_out_are_no_deliveries() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let k = plain_instance_with(&url, ";max_deliveries=2");
+    // Loads the fetch script while the answers come in time.
+    assert!(fetch_when_up(&k).is_err_and(|e| e.contains("Empty queue")));
+    assert_eq!(rpc_add(&k, "healthy").0.as_deref(), Ok("1"));
+    proxy.set("late 800");
+    for stall in 1..=3 {
+        let before = command_calls(&redis, "evalsha");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Fetches fail fast during the back-off, then one reaches Redis.
+        while command_calls(&redis, "evalsha") == before {
+            assert!(Instant::now() < deadline, "stall {stall}: no fetch ran");
+            let r = k.rpc(&["mqueue.fetch", "work"]);
+            assert!(r.is_err(), "stall {stall}: {r:?}");
+        }
+    }
+    proxy.set("pass");
+    assert_eq!(fetch_when_up(&k).as_deref(), Ok("vhealthy"), "{}", k.log());
+    assert_eq!(k.stat("work", "dead"), 0);
+    let pending = redis.cli(&["XPENDING", "mqueue:{work}", "kamailio", "-", "+", "1"]);
+    assert_eq!(
+        pending.lines().nth(3).map(str::trim),
+        Some("1"),
+        "delivered to a script once: {pending}"
+    );
+}
