@@ -1341,3 +1341,41 @@ fn fetches_that_timed_out_are_no_deliveries() {
         "delivered to a script once: {pending}"
     );
 }
+
+/// An item too large for a kamcmd reply (20 KB) is handed back at once,
+/// not kept by the ctl process until `claim_ms` (30 s here): it stays the
+/// first item, no later one overtakes it, any instance can take it at
+/// once, and the refused fetches do not count as deliveries.
+#[test]
+fn an_item_too_large_for_the_rpc_reply_keeps_its_place() {
+    let redis = RedisServer::start();
+    let k = plain_instance_with(&redis.url(), ";max_deliveries=2");
+    let big = "0123456789abcdef".repeat(1280);
+    assert_eq!(
+        k.rpc(&["mqueue.add", "work", "k", &big])
+            .map(|r| r.trim().to_string()),
+        Ok("1".to_string())
+    );
+    assert_eq!(rpc_add(&k, "small").0.as_deref(), Ok("1"));
+    for attempt in 1..=3 {
+        let r = k.rpc(&["mqueue.fetch", "work"]);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("too large")),
+            "attempt {attempt}: {r:?}"
+        );
+    }
+    assert_eq!(k.stat("work", "dead"), 0);
+    assert_eq!(k.queue_size("work"), 2);
+    // Another instance (redis-cli plays it) takes it at once, first.
+    let claimed = redis.cli(&[
+        "XAUTOCLAIM",
+        "mqueue:{work}",
+        "kamailio",
+        "other",
+        "30000",
+        "0-0",
+        "COUNT",
+        "1",
+    ]);
+    assert!(claimed.contains(&big), "not handed back: {claimed}");
+}

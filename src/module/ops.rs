@@ -415,9 +415,9 @@ fn fetch_durable(
 }
 
 /// Redis queue: acknowledges the held entry and takes the next one. An
-/// entry `reply` cannot use is not held, so it is delivered again after
-/// `claim_ms`: it stays queued. On an error the held entry stays to be
-/// acknowledged by the next call.
+/// entry `reply` cannot use is handed back at once (the next fetch of any
+/// instance takes it first): it stays queued, in its place. On an error
+/// the held entry stays to be acknowledged by the next call.
 fn fetch_remote(
     idx: usize,
     d: &QueueDef,
@@ -430,6 +430,13 @@ fn fetch_remote(
             Ok(Some(e)) => {
                 if !reply(&e.key, &e.val) {
                     slot.held = None;
+                    if let Err(err) = remote::with(|s| s.hand_back(st, &e.id)) {
+                        remote::log_error(
+                            &d.name_lossy(),
+                            "hand back (it is delivered again after claim_ms)",
+                            &err,
+                        );
+                    }
                     return Fetch::Kept;
                 }
                 slot.set(&e.key, &e.val);

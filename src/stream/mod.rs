@@ -157,6 +157,7 @@ struct Ctx {
     fetch: Lua,
     clear: Lua,
     requeue: Lua,
+    hand_back: Lua,
 }
 
 /// This process's connections, one per Redis server, and what every call
@@ -328,6 +329,7 @@ impl Session {
                 fetch: Lua::new(scripts::FETCH),
                 clear: Lua::new(scripts::CLEAR),
                 requeue: Lua::new(scripts::REQUEUE),
+                hand_back: Lua::new(scripts::HAND_BACK),
             },
         }
     }
@@ -544,6 +546,21 @@ impl Session {
             Ok(_) => {}
         }
         Ok(r?.map(|(id, key, val)| Delivered { id, key, val }))
+    }
+
+    /// Hands back `id`, delivered by the last fetch but not taken (an RPC
+    /// reply could not hold it): the next fetch of any instance takes it
+    /// first, and the delivery is not counted.
+    pub fn hand_back(&mut self, spec: &StreamSpec, id: &str) -> Result<(), String> {
+        let keys = [spec.stream.as_str()];
+        let args = |c: &mut Cmd| {
+            c.arg(&spec.group)
+                .arg(RELEASED)
+                .arg(id)
+                .arg(RELEASED_IDLE_MS);
+        };
+        let _: i64 = self.call(spec, |l, x, d| eval(l, &x.hand_back, &keys, &args, d))?;
+        Ok(())
     }
 
     /// Entries in the stream not yet acknowledged (`XLEN`).

@@ -139,6 +139,21 @@ end
 return {e[1], key, val}
 "#;
 
+/// Hands back entry ARGV[3], delivered to this process but not taken (an
+/// RPC reply could not hold it): it goes to consumer ARGV[2] (`released`)
+/// with idle time ARGV[4], past any claim_ms, so the next fetch of any
+/// instance takes it first, and its delivery count goes back to what it
+/// was, as no script saw it. ARGV: group, released consumer, id, idle ms.
+pub const HAND_BACK: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not p[1] then
+  return 0
+end
+local count = math.max(p[1][4] - 1, 0)
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'RETRYCOUNT', count, 'JUSTID')
+return 1
+"#;
+
 /// Drops every entry (the consumer group stays). Returns how many.
 pub const CLEAR: &str = r#"
 local n = redis.call('XLEN', KEYS[1])
