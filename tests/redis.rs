@@ -1379,3 +1379,116 @@ fn an_item_too_large_for_the_rpc_reply_keeps_its_place() {
     ]);
     assert!(claimed.contains(&big), "not handed back: {claimed}");
 }
+
+/// CPU time of process `pid` (user and system), in milliseconds.
+fn cpu_ms(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64;
+    (f[11] + f[12]) * 1000 / hz
+}
+
+/// The times (`$TV(Sn)`, seconds) logged on lines `I|<pid>|<time>`.
+fn idle_times(k: &Kamailio) -> Vec<f64> {
+    k.marked("I|")
+        .iter()
+        .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// `mq_fetch_wait` on a Redis queue blocks on Redis (`XREAD BLOCK`)
+/// instead of polling: an idle waiting consumer costs next to no CPU and
+/// a few calls per second; an add reaches it at once; while Redis hangs,
+/// each wait sleeps through the back-off and returns at its timeout, not
+/// at once (no spinning consumer).
+#[test]
+fn a_waiting_consumer_blocks_instead_of_polling() {
+    let redis = RedisServer::start();
+    let body = format!(
+        r#"modparam("mqueue", "redis_timeout", 300)
+modparam("mqueue", "redis_backoff", 300)
+modparam("mqueue", "mqueue", "name=work;redis={}")
+modparam("rtimer", "timer", "name=w;interval=1000u;mode=1")
+modparam("rtimer", "exec", "timer=w;route=WAIT")
+route[WAIT] {{
+    if (mq_fetch_wait("work", 1000)) {{
+        xlog("L_INFO", "C|$mqv(work)\n");
+    }} else {{
+        xlog("L_INFO", "I|$pp|$TV(Sn)\n");
+    }}
+}}
+request_route {{ sl_send_reply("200", "OK"); exit; }}
+"#,
+        redis.url()
+    );
+    let k = start_instance(&body, 1);
+    assert_eq!(k.wait_marked("I|", 1, Duration::from_secs(10)).len(), 1);
+    let pids = k.pids_of("timer=w");
+    assert_eq!(pids.len(), 1, "consumer process: {pids:?}");
+    let (cpu, calls) = (cpu_ms(pids[0]), command_calls(&redis, "evalsha"));
+    let waits = 4;
+    let seen = k.wait_marked("I|", 1 + waits, Duration::from_secs(30));
+    assert_eq!(seen.len(), 1 + waits, "the consumer stopped:\n{}", k.log());
+    let (cpu, calls) = (
+        cpu_ms(pids[0]) - cpu,
+        command_calls(&redis, "evalsha") - calls,
+    );
+    eprintln!(
+        "idle waiting consumer: {cpu} ms of CPU and {calls} fetches over {waits} one-second waits"
+    );
+    // Polling every 10 ms makes about 100 fetches a second; a blocking
+    // read about one per wait and per three quarters of redis_timeout.
+    assert!(
+        calls < 10 * waits as u64,
+        "{calls} fetches in {waits} waits"
+    );
+    assert!(
+        cpu < 50 * waits as u64,
+        "{cpu} ms of CPU in {waits} s of waiting"
+    );
+
+    let t = Instant::now();
+    assert_eq!(rpc_add(&k, "ping").0.as_deref(), Ok("1"));
+    let got = k.wait_marked("C|vping", 1, Duration::from_secs(10));
+    assert_eq!(
+        got.len(),
+        1,
+        "the add never reached the waiter:\n{}",
+        k.log()
+    );
+    eprintln!(
+        "add to waiting consumer: {:?} (RPC add included)",
+        t.elapsed()
+    );
+
+    redis.freeze();
+    let before = idle_times(&k).len();
+    let cpu = cpu_ms(pids[0]);
+    let waits = 3;
+    let seen = k.wait_marked("I|", before + 1 + waits, Duration::from_secs(30));
+    redis.thaw();
+    assert_eq!(seen.len(), before + 1 + waits, "{}", k.log());
+    let cpu = cpu_ms(pids[0]) - cpu;
+    let times = idle_times(&k);
+    let during = &times[before..before + 1 + waits];
+    // Each wait (1000 ms) returns at its timeout: failing fast during the
+    // back-off, it sleeps rather than returning -1 at once.
+    for w in during.windows(2) {
+        assert!(
+            w[1] - w[0] >= 0.99,
+            "a wait returned after {:.3} s while Redis hung: {during:?}",
+            w[1] - w[0]
+        );
+    }
+    eprintln!("waiting consumer while Redis hangs: {cpu} ms of CPU over {waits} one-second waits");
+    assert!(
+        cpu < 50 * waits as u64,
+        "{cpu} ms of CPU in {waits} s of waiting"
+    );
+}

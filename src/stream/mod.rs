@@ -100,8 +100,10 @@ impl StreamSpec {
 
 /// A queued item: key and value.
 pub type Item = (Vec<u8>, Vec<u8>);
-/// The fetch script's reply: id, key, value.
-type Entry = (String, Vec<u8>, Vec<u8>);
+/// The fetch script's reply: id, key and value of the entry delivered;
+/// the id of the newest entry when there was none; nothing after an
+/// acknowledgement.
+type Entry = Vec<Vec<u8>>;
 
 /// An entry delivered to this process.
 pub struct Delivered {
@@ -172,6 +174,9 @@ pub struct Session {
     /// Streams on which a fetch or acknowledgement of this process failed
     /// since its last successful fetch.
     unsure: std::collections::HashSet<String>,
+    /// Per stream, the newest entry's id when a fetch found nothing to
+    /// deliver: a wait looks for entries after it.
+    newest: HashMap<String, String>,
     ctx: Ctx,
 }
 
@@ -323,6 +328,7 @@ impl Session {
             links: HashMap::new(),
             down_until: HashMap::new(),
             unsure: std::collections::HashSet::new(),
+            newest: HashMap::new(),
             ctx: Ctx {
                 consumer,
                 add: Lua::new(scripts::ADD),
@@ -545,7 +551,59 @@ impl Session {
             }
             Ok(_) => {}
         }
-        Ok(r?.map(|(id, key, val)| Delivered { id, key, val }))
+        let mut parts = r?.unwrap_or_default().into_iter();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(key), Some(val)) => Ok(Some(Delivered {
+                id: String::from_utf8_lossy(&id).into_owned(),
+                key,
+                val,
+            })),
+            (Some(newest), None, None) => {
+                let newest = String::from_utf8_lossy(&newest).into_owned();
+                self.newest.insert(spec.stream.clone(), newest);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// True while calls on the spec's server fail fast (see [`Session`]).
+    pub fn backing_off(&self, spec: &StreamSpec) -> bool {
+        self.down_until
+            .get(&spec.server)
+            .is_some_and(|&t| Instant::now() < t)
+    }
+
+    /// Waits, at most until `until`, for an entry newer than the newest
+    /// one the last empty fetch saw (`XREAD BLOCK`, within one call's
+    /// deadline: three quarters of `redis_timeout`, so that Redis answers
+    /// first), without taking it: the next fetch does. While the server
+    /// is backing off, sleeps until the back-off ends instead.
+    pub fn wait(&mut self, spec: &StreamSpec, until: Instant) -> Result<(), String> {
+        let now = Instant::now();
+        if let Some(&end) = self.down_until.get(&spec.server) {
+            if now < end {
+                std::thread::sleep(end.min(until).saturating_duration_since(now));
+                return Ok(());
+            }
+        }
+        let Some(after) = self.newest.get(&spec.stream).cloned() else {
+            return Err("no empty fetch to wait after".into());
+        };
+        let _: Value = self.call(spec, |l, _, d| {
+            let left = d.saturating_duration_since(Instant::now()) * 3 / 4;
+            let block = left.min(until.saturating_duration_since(Instant::now()));
+            let mut c = redis::cmd("XREAD");
+            c.arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&spec.stream)
+                .arg(&after);
+            query(l, &c, d)
+        })?;
+        Ok(())
     }
 
     /// Hands back `id`, delivered by the last fetch but not taken (an RPC

@@ -61,7 +61,8 @@ return 1
 /// more than ARGV[7] times (0: no limit) goes to the dead-letter stream
 /// KEYS[4] instead. ARGV: group, consumer, held id, addmode, claim ms,
 /// 'ack'|'fetch', max deliveries, '1'|'0' (own pending entries possible).
-/// Returns {id, key, value} or false.
+/// Returns {id, key, value}; {id of the newest entry, or '0-0'} when there
+/// is none to deliver; false after 'ack'.
 pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -131,7 +132,10 @@ if not e then
   end
 end
 if not e then
-  return false
+  -- Nothing to deliver: the newest entry's id, after which a waiting
+  -- consumer looks for new ones (XREAD BLOCK).
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  return {last[1] and last[1][1] or '0-0'}
 end
 if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
   redis.call('HDEL', KEYS[2], key)
