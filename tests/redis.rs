@@ -1492,3 +1492,247 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
         "{cpu} ms of CPU in {waits} s of waiting"
     );
 }
+
+/// Runs the openssl CLI in `dir`; it must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl: run `make deps` (package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `<name>.crt`/`<name>.key` (EC P-256) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A certificate `<name>.crt`/`<name>.key` signed by CA `ca`, for
+/// 127.0.0.1, with extended key usage `usage` (serverAuth, clientAuth).
+fn make_cert(dir: &std::path::Path, ca: &str, name: &str, usage: &str) {
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!(
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+        ),
+    )
+    .expect("ext file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// A redis-server with a plain port (for the test's own commands) and a
+/// TLS port, its certificate signed by `ca.crt` in `dir`, asking clients
+/// for a certificate signed by the same CA; killed on drop.
+struct TlsRedis {
+    port: u16,
+    tls_port: u16,
+    child: std::process::Child,
+}
+
+impl TlsRedis {
+    fn start(dir: &std::path::Path) -> TlsRedis {
+        let (port, tls_port) = (common::free_port(), common::free_port());
+        let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--tls-port", &tls_port.to_string()])
+            .args(["--tls-cert-file", &path("server.crt")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt")])
+            .args(["--tls-auth-clients", "yes"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run redis-server: run `make deps` (package redis-server)");
+        let r = TlsRedis {
+            port,
+            tls_port,
+            child,
+        };
+        let up = common::wait_until(Duration::from_secs(10), || {
+            (r.cli(&["PING"]).trim() == "PONG").then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "redis-server with TLS does not answer (built without TLS?)"
+        );
+        r
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        common::redis::query_text(self.port, None, args)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config of queue `work` on `url` with the TLS parameters `tls`
+/// (`(name, file)` pairs).
+fn tls_cfg_body(url: &str, tls: &[(&str, String)]) -> String {
+    let mut body = format!(
+        "modparam(\"mqueue\", \"redis_timeout\", 1000)\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=work;redis={url}\")\n"
+    );
+    for (name, file) in tls {
+        body.push_str(&format!("modparam(\"mqueue\", \"{name}\", \"{file}\")\n"));
+    }
+    body.push_str("request_route { sl_send_reply(\"200\", \"OK\"); exit; }\n");
+    body
+}
+
+/// `rediss://`: adds and fetches over TLS (the server checked against
+/// `redis_tls_ca`); with a server that asks for a client certificate,
+/// `redis_tls_cert`/`redis_tls_key` give it and the start fails clearly
+/// without; a server whose certificate another CA signed is refused at
+/// start with a clear error.
+#[test]
+fn rediss_urls_talk_tls() {
+    let dir = common::TempDir::new("tls");
+    let d = dir.0.as_path();
+    make_ca(d, "ca");
+    make_ca(d, "other-ca");
+    make_cert(d, "ca", "server", "serverAuth");
+    make_cert(d, "ca", "client", "clientAuth");
+    let redis = TlsRedis::start(d);
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port);
+    let file = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let with_client = [
+        ("redis_tls_ca", file("ca.crt")),
+        ("redis_tls_cert", file("client.crt")),
+        ("redis_tls_key", file("client.key")),
+    ];
+    let start = |tls: &[(&str, String)]| {
+        let body = tls_cfg_body(&url, tls);
+        let cfg = Cfg {
+            globals: "children=1",
+            modules: &["kex.so"],
+            body: &body,
+            ..Cfg::default()
+        };
+        Kamailio::start(&cfg, Impl::Rust)
+    };
+    let refused = |tls: &[(&str, String)], why: &[&str]| {
+        let body = tls_cfg_body(&url, tls);
+        let cfg = Cfg {
+            body: &body,
+            ..Cfg::default()
+        };
+        let (code, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+        assert!(code.is_some_and(|c| c != 0), "exit {code:?}\n{log}");
+        for w in why {
+            assert!(log.contains(w), "no '{w}' in:\n{log}");
+        }
+        let line = log.lines().find(|l| l.contains(why[0])).unwrap_or_default();
+        eprintln!("refused: {}", line.trim());
+    };
+    // A client certificate given: adds and fetches work.
+    let k = start(&with_client);
+    for v in ["1", "2"] {
+        assert_eq!(rpc_add(&k, v).0.as_deref(), Ok("1"), "{}", k.log());
+    }
+    let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&got, "val"), "v1");
+    // On the server: both entries (the fetched one is acknowledged by the
+    // next fetch).
+    assert_eq!(redis.cli(&["XLEN", "mqueue:{work}"]).trim(), "2");
+    drop(k);
+    // The server asks for a client certificate; none is given.
+    refused(
+        &[("redis_tls_ca", file("ca.crt"))],
+        &["mqueue work: rediss://127.0.0.1", "TLS"],
+    );
+    // The server's certificate is signed by a CA not in redis_tls_ca.
+    refused(
+        &[
+            ("redis_tls_ca", file("other-ca.crt")),
+            ("redis_tls_cert", file("client.crt")),
+            ("redis_tls_key", file("client.key")),
+        ],
+        &["mqueue work: rediss://127.0.0.1", "TLS", "certificate"],
+    );
+    // A missing CA file stops the start, naming it.
+    refused(
+        &[("redis_tls_ca", file("nowhere.crt"))],
+        &["redis_tls_ca", "nowhere.crt"],
+    );
+    // A server that asks for no client certificate.
+    redis.cli(&["CONFIG", "SET", "tls-auth-clients", "no"]);
+    let k = start(&[("redis_tls_ca", file("ca.crt"))]);
+    assert_eq!(rpc_add(&k, "3").0.as_deref(), Ok("1"), "{}", k.log());
+    let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&got, "val"), "v2");
+}

@@ -14,6 +14,7 @@
 
 mod link;
 mod scripts;
+mod tls;
 mod url;
 
 use std::collections::HashMap;
@@ -22,7 +23,8 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, FromRedisValue, Value};
 
 use crate::queue::AddMode;
-use link::{Failure, Link, Target};
+use link::{Failure, Link, Target, Tls};
+pub use tls::{client_config, SYSTEM_CA};
 
 /// One Redis queue as configured.
 pub struct StreamSpec {
@@ -77,7 +79,8 @@ impl StreamSpec {
         // The name goes into Redis key names as it is.
         let name = std::str::from_utf8(queue)
             .map_err(|_| "a queue on redis needs a UTF-8 name".to_string())?;
-        let server = format!("{}/{}", target.endpoint, target.db);
+        let tls = if target.tls { "tls:" } else { "" };
+        let server = format!("{tls}{}/{}", target.endpoint, target.db);
         Ok(StreamSpec {
             shown_url,
             server,
@@ -95,6 +98,11 @@ impl StreamSpec {
             consumer_idle_ms: DEFAULT_CONSUMER_IDLE_MS,
             replicas: 0,
         })
+    }
+
+    /// A `rediss://` queue.
+    pub fn tls(&self) -> bool {
+        self.target.tls
     }
 }
 
@@ -177,6 +185,8 @@ pub struct Session {
     /// Per stream, the newest entry's id when a fetch found nothing to
     /// deliver: a wait looks for entries after it.
     newest: HashMap<String, String>,
+    /// The TLS setup of `rediss://` servers.
+    tls: Tls,
     ctx: Ctx,
 }
 
@@ -329,6 +339,7 @@ impl Session {
             down_until: HashMap::new(),
             unsure: std::collections::HashSet::new(),
             newest: HashMap::new(),
+            tls: None,
             ctx: Ctx {
                 consumer,
                 add: Lua::new(scripts::ADD),
@@ -338,6 +349,12 @@ impl Session {
                 hand_back: Lua::new(scripts::HAND_BACK),
             },
         }
+    }
+
+    /// The TLS setup for `rediss://` servers (see [`client_config`]).
+    pub fn with_tls(mut self, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Session {
+        self.tls = tls;
+        self
     }
 
     /// Runs `f` (one or more round trips) on the connection to the spec's
@@ -375,11 +392,11 @@ impl Session {
         deadline: Instant,
         f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
     ) -> CallResult<T> {
-        if self.links.get(&spec.server).is_some_and(Link::is_stale) {
+        if self.links.get_mut(&spec.server).is_some_and(Link::is_stale) {
             self.links.remove(&spec.server);
         }
         if !self.links.contains_key(&spec.server) {
-            let link = Link::open(&spec.target, deadline)?;
+            let link = Link::open(&spec.target, &self.tls, deadline)?;
             self.links.insert(spec.server.clone(), link);
         }
         let Some(link) = self.links.get_mut(&spec.server) else {
@@ -422,7 +439,7 @@ impl Session {
             CallError::Reply(e) => CheckError::Refused(e.to_string()),
             other => CheckError::Unreachable(other.to_string()),
         };
-        let mut link = Link::open(&spec.target, deadline).map_err(|e| fail(e.into()))?;
+        let mut link = Link::open(&spec.target, &self.tls, deadline).map_err(|e| fail(e.into()))?;
         let mut c = redis::cmd("INFO");
         c.arg("cluster");
         let info: String = query(&mut link, &c, deadline).map_err(fail)?;

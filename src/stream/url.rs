@@ -1,7 +1,8 @@
 //! The `redis=` URL of a queue: `redis://[user:password@]host:port[/db]`
 //! (parsed by the redis crate) or
 //! `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]`
-//! (the master asked of the sentinels; the credentials are the master's).
+//! (the master asked of the sentinels; the credentials are the master's);
+//! `rediss://` and `rediss+sentinel://`, the same over TLS.
 
 use super::link::{Endpoint, Target};
 
@@ -15,11 +16,24 @@ pub fn masked(url: &str) -> String {
 
 /// The target a URL names; Err says why (without the password).
 pub fn target(url: &str) -> Result<Target, String> {
+    let (tls, url) = match url.strip_prefix("rediss") {
+        Some(rest) => (true, format!("redis{rest}")),
+        None => (false, url.to_string()),
+    };
+    let mut t = plain_target(&url)?;
+    t.tls = tls;
+    Ok(t)
+}
+
+fn plain_target(url: &str) -> Result<Target, String> {
     if let Some(rest) = url.strip_prefix("redis+sentinel://") {
         return sentinel_target(rest);
     }
     if !url.starts_with("redis://") {
-        return Err("the URL must start with redis:// or redis+sentinel://".into());
+        return Err(
+            "the URL must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+                .into(),
+        );
     }
     let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| format!("malformed URL ({e})"))?;
@@ -29,6 +43,7 @@ pub fn target(url: &str) -> Result<Target, String> {
     let settings = info.redis_settings();
     Ok(Target {
         endpoint: Endpoint::Direct(host, port),
+        tls: false,
         username: settings.username().map(str::to_string),
         password: settings.password().map(str::to_string),
         db: settings.db(),
@@ -85,6 +100,7 @@ fn sentinel_target(rest: &str) -> Result<Target, String> {
             sentinels,
             master: master.to_string(),
         },
+        tls: false,
         username,
         password,
         db,
@@ -139,10 +155,15 @@ mod tests {
             "redis+sentinel://h:x/m",
             "redis+sentinel://h:1/",
             "redis+sentinel://h:1/m/x",
-            "rediss://h:1",
+            "redisss://h:1",
         ] {
             assert!(target(bad).is_err(), "{bad}");
         }
+        let t = target("rediss+sentinel://h:1/m").unwrap();
+        assert!(t.tls && matches!(t.endpoint, Endpoint::Sentinel { .. }));
+        let t = target("rediss://:pw@h:6380/1").unwrap();
+        assert!(t.tls && matches!(&t.endpoint, Endpoint::Direct(h, 6380) if h == "h"));
+        assert!(!target("redis://h:1").unwrap().tls);
         assert_eq!(
             masked("redis+sentinel://:pw@h:1/m"),
             "redis+sentinel://***@h:1/m"
