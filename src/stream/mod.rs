@@ -246,6 +246,15 @@ fn query<T: FromRedisValue>(link: &mut Link, cmd: &Cmd, deadline: Instant) -> Ca
     decode(replies.pop().unwrap_or(Value::Nil))
 }
 
+/// `EVALSHA sha` or `EVAL body` (`verb`, `s`) with `keys` and the
+/// arguments `args` adds.
+fn script_cmd(verb: &str, s: &str, keys: &[&str], args: &dyn Fn(&mut Cmd)) -> Cmd {
+    let mut c = redis::cmd(verb);
+    c.arg(s).arg(keys.len()).arg(keys);
+    args(&mut c);
+    c
+}
+
 /// Runs `script` by its SHA1, and with its body if the server does not
 /// know it (a new or restarted server), in the same deadline.
 fn eval<T: FromRedisValue>(
@@ -255,15 +264,10 @@ fn eval<T: FromRedisValue>(
     args: &dyn Fn(&mut Cmd),
     deadline: Instant,
 ) -> CallResult<T> {
-    let build = |verb: &str, s: &str| {
-        let mut c = redis::cmd(verb);
-        c.arg(s).arg(keys.len()).arg(keys);
-        args(&mut c);
-        c
-    };
-    match query(link, &build("EVALSHA", &script.sha), deadline) {
+    let evalsha = script_cmd("EVALSHA", &script.sha, keys, args);
+    match query(link, &evalsha, deadline) {
         Err(CallError::Reply(e)) if e.code() == Some("NOSCRIPT") => {
-            query(link, &build("EVAL", script.body), deadline)
+            query(link, &script_cmd("EVAL", script.body, keys, args), deadline)
         }
         other => other,
     }
@@ -290,11 +294,8 @@ fn eval_and_wait<T: FromRedisValue>(
         return Err(CallError::Link(Failure::Timeout));
     }
     for (verb, s) in [("EVALSHA", script.sha.as_str()), ("EVAL", script.body)] {
-        let mut c = redis::cmd(verb);
-        c.arg(s).arg(keys.len()).arg(keys);
-        args(&mut c);
         let mut p = redis::pipe();
-        p.add_command(c)
+        p.add_command(script_cmd(verb, s, keys, args))
             .cmd("WAIT")
             .arg(replicas)
             .arg(wait_ms as u64);
@@ -653,32 +654,19 @@ impl Session {
 
     /// Up to `n` entries from the oldest on, delivered or not, not removed.
     pub fn peek(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
-        let mut c = redis::cmd("XRANGE");
-        c.arg(&spec.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(n.max(1));
-        let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .take(n)
-            .map(|e| {
-                let field = |name: &str| e.get::<Vec<u8>>(name).unwrap_or_default();
-                (field("k"), field("v"))
-            })
-            .collect())
+        self.range(spec, &spec.stream, n)
     }
 
     /// Up to `n` dead letters from the oldest on, not removed.
     pub fn dead_list(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
+        self.range(spec, &spec.dead, n)
+    }
+
+    /// Key and value of up to `n` entries of stream `key` of the spec's
+    /// server, from the oldest on (`XRANGE`).
+    fn range(&mut self, spec: &StreamSpec, key: &str, n: usize) -> Result<Vec<Item>, String> {
         let mut c = redis::cmd("XRANGE");
-        c.arg(&spec.dead)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(n.max(1));
+        c.arg(key).arg("-").arg("+").arg("COUNT").arg(n.max(1));
         let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
         Ok(reply
             .ids
@@ -705,25 +693,39 @@ impl Session {
     /// been idle for `consumer_idle_ms` (processes of instances that were
     /// killed or stopped long ago). Returns how many.
     pub fn prune_consumers(&mut self, spec: &StreamSpec) -> Result<usize, String> {
-        let mut c = redis::cmd("XINFO");
-        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
-        let consumers: redis::streams::StreamInfoConsumersReply =
-            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut removed = 0;
-        for gone in consumers
-            .consumers
+        for gone in self
+            .consumers(spec)?
             .iter()
             .filter(|c| c.pending == 0 && c.idle as u64 >= spec.consumer_idle_ms)
         {
-            let mut c = redis::cmd("XGROUP");
-            c.arg("DELCONSUMER")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .arg(&gone.name);
-            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            self.remove_consumer(spec, &gone.name)?;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// The consumers of the group (`XINFO CONSUMERS`).
+    fn consumers(
+        &mut self,
+        spec: &StreamSpec,
+    ) -> Result<Vec<redis::streams::StreamInfoConsumer>, String> {
+        let mut c = redis::cmd("XINFO");
+        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
+        let reply: redis::streams::StreamInfoConsumersReply =
+            self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(reply.consumers)
+    }
+
+    /// Removes consumer `name` from the group (`XGROUP DELCONSUMER`).
+    fn remove_consumer(&mut self, spec: &StreamSpec, name: &str) -> Result<(), String> {
+        let mut c = redis::cmd("XGROUP");
+        c.arg("DELCONSUMER")
+            .arg(&spec.stream)
+            .arg(&spec.group)
+            .arg(name);
+        let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(())
     }
 
     /// Length, pending entries, consumers of the group, and the counters.
@@ -771,13 +773,9 @@ impl Session {
     /// consumers leave the group. Nothing is acknowledged: an entry a
     /// script saw last is delivered again. Returns how many entries.
     pub fn release_consumers(&mut self, spec: &StreamSpec, prefix: &str) -> Result<usize, String> {
-        let mut c = redis::cmd("XINFO");
-        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
-        let consumers: redis::streams::StreamInfoConsumersReply =
-            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut released = 0;
-        for name in consumers
-            .consumers
+        for name in self
+            .consumers(spec)?
             .into_iter()
             .map(|c| c.name)
             .filter(|n| n.starts_with(prefix))
@@ -809,12 +807,7 @@ impl Session {
                 let _: Value = self.call(spec, |l, _, d| query(l, &c, d))?;
                 released += ids.len();
             }
-            let mut c = redis::cmd("XGROUP");
-            c.arg("DELCONSUMER")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .arg(&name);
-            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            self.remove_consumer(spec, &name)?;
         }
         Ok(released)
     }
