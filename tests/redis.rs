@@ -1633,6 +1633,48 @@ impl TlsRedis {
     }
 }
 
+/// A sentinel watching master `mq` on the TLS port `master`, answering on
+/// a plain and a TLS port, talking TLS to the master; killed on drop.
+fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
+    let (port, tls_port) = (common::free_port(), common::free_port());
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+             tls-port {tls_port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+             tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n\
+             sentinel monitor mq 127.0.0.1 {master} 1\n",
+            dir = dir.display(),
+            cert = path("server.crt"),
+            key = path("server.key"),
+            ca = path("ca.crt"),
+        ),
+    )
+    .expect("sentinel.conf");
+    let child = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
+    let s = TlsRedis {
+        port,
+        tls_port,
+        child,
+    };
+    let named = common::wait_until(Duration::from_secs(10), || {
+        s.cli(&["SENTINEL", "get-master-addr-by-name", "mq"])
+            .contains(&master.to_string())
+            .then_some(())
+    });
+    assert!(named.is_some(), "the TLS sentinel does not name the master");
+    s
+}
+
 impl Drop for TlsRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1658,7 +1700,8 @@ fn tls_cfg_body(url: &str, tls: &[(&str, String)]) -> String {
 /// `redis_tls_ca`); with a server that asks for a client certificate,
 /// `redis_tls_cert`/`redis_tls_key` give it and the start fails clearly
 /// without; a server whose certificate another CA signed is refused at
-/// start with a clear error.
+/// start with a clear error; `rediss+sentinel://` asks a sentinel over TLS
+/// and talks TLS to the master it names.
 #[test]
 fn rediss_urls_talk_tls() {
     let dir = common::TempDir::new("tls");
@@ -1735,4 +1778,25 @@ fn rediss_urls_talk_tls() {
     assert_eq!(rpc_add(&k, "3").0.as_deref(), Ok("1"), "{}", k.log());
     let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
     assert_eq!(field(&got, "val"), "v2");
+    drop(k);
+    // rediss+sentinel://: TLS to the sentinel, then to the master it names.
+    let sentinel_dir = common::TempDir::new("tls-sentinel");
+    for f in ["ca.crt", "server.crt", "server.key"] {
+        std::fs::copy(d.join(f), sentinel_dir.0.join(f)).expect("copy");
+    }
+    let sentinel = tls_sentinel(&sentinel_dir.0, redis.tls_port);
+    let body = tls_cfg_body(
+        &format!("rediss+sentinel://127.0.0.1:{}/mq", sentinel.tls_port),
+        &[("redis_tls_ca", file("ca.crt"))],
+    );
+    let cfg = Cfg {
+        globals: "children=1",
+        modules: &["kex.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    assert_eq!(rpc_add(&k, "4").0.as_deref(), Ok("1"), "{}", k.log());
+    let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&got, "val"), "v3");
 }
