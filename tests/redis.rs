@@ -1742,16 +1742,39 @@ fn rediss_urls_talk_tls() {
         let line = log.lines().find(|l| l.contains(why[0])).unwrap_or_default();
         eprintln!("refused: {}", line.trim());
     };
-    // A client certificate given: adds and fetches work.
+    // A client certificate given: adds and fetches work, on one
+    // connection (what the server sends after the handshake, session
+    // tickets, does not make it look stale).
     let k = start(&with_client);
-    for v in ["1", "2"] {
-        assert_eq!(rpc_add(&k, v).0.as_deref(), Ok("1"), "{}", k.log());
-    }
+    let connections = || {
+        let stats = redis.cli(&["INFO", "stats"]);
+        stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("total_connections_received:"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(rpc_add(&k, "1").0.as_deref(), Ok("1"), "{}", k.log());
+    let opened = connections();
+    assert_eq!(rpc_add(&k, "2").0.as_deref(), Ok("1"), "{}", k.log());
+    // The test's own INFO is one connection.
+    assert_eq!(connections(), opened + 1, "a new connection per add");
+    // A connection the server closed is reopened, over TLS too.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let gone = common::wait_until(Duration::from_secs(10), || {
+        let list = redis.cli(&["CLIENT", "LIST"]);
+        (!list
+            .lines()
+            .any(|l| l.contains("cmd=") && !l.contains("cmd=client")))
+        .then_some(())
+    });
+    assert!(gone.is_some(), "CLIENT KILL leaves clients");
+    assert_eq!(rpc_add(&k, "3").0.as_deref(), Ok("1"), "{}", k.log());
     let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
     assert_eq!(field(&got, "val"), "v1");
-    // On the server: both entries (the fetched one is acknowledged by the
+    // On the server: every entry (the fetched one is acknowledged by the
     // next fetch).
-    assert_eq!(redis.cli(&["XLEN", "mqueue:{work}"]).trim(), "2");
+    assert_eq!(redis.cli(&["XLEN", "mqueue:{work}"]).trim(), "3");
     drop(k);
     // The server asks for a client certificate; none is given.
     refused(
@@ -1775,7 +1798,7 @@ fn rediss_urls_talk_tls() {
     // A server that asks for no client certificate.
     redis.cli(&["CONFIG", "SET", "tls-auth-clients", "no"]);
     let k = start(&[("redis_tls_ca", file("ca.crt"))]);
-    assert_eq!(rpc_add(&k, "3").0.as_deref(), Ok("1"), "{}", k.log());
+    assert_eq!(rpc_add(&k, "4").0.as_deref(), Ok("1"), "{}", k.log());
     let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
     assert_eq!(field(&got, "val"), "v2");
     drop(k);
@@ -1796,7 +1819,7 @@ fn rediss_urls_talk_tls() {
         ..Cfg::default()
     };
     let k = Kamailio::start(&cfg, Impl::Rust);
-    assert_eq!(rpc_add(&k, "4").0.as_deref(), Ok("1"), "{}", k.log());
+    assert_eq!(rpc_add(&k, "5").0.as_deref(), Ok("1"), "{}", k.log());
     let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
     assert_eq!(field(&got, "val"), "v3");
 }
