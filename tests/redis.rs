@@ -10,7 +10,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::redis::{FaultProxy, RedisServer, Sentinel};
+use common::redis::{FaultProxy, RedisCluster, RedisServer, Sentinel};
 use common::{field, sipp_messages, Cfg, Impl, Kamailio};
 
 /// A `Cfg` body for one instance: queue `work` on Redis, `children` SIP
@@ -1822,4 +1822,136 @@ fn rediss_urls_talk_tls() {
     assert_eq!(rpc_add(&k, "5").0.as_deref(), Ok("1"), "{}", k.log());
     let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
     assert_eq!(field(&got, "val"), "v3");
+}
+
+/// Redis Cluster: three masters on loopback, the URL names them all as
+/// seed nodes. Queues whose slots fall in every shard take adds (script
+/// and RPC) and give every item exactly once (script and RPC), while one
+/// queue's slot moves to another node: `ASK` while its keys are migrated
+/// (an `ASKING` then the command on the importing node), `MOVED` once the
+/// slot is there. Nothing is lost or delivered twice.
+#[test]
+fn cluster_queues_in_every_shard_and_a_migrated_slot_lose_nothing() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    // One queue per shard, by the slot of its hash tag.
+    let mut names = vec![String::new(); 3];
+    for i in 0..1000 {
+        let n = format!("q{i}");
+        let owner = cluster.owner(cluster.slot(&format!("mqueue:{{{n}}}")), 0);
+        if names[owner].is_empty() {
+            names[owner] = n;
+        }
+        if names.iter().all(|n| !n.is_empty()) {
+            break;
+        }
+    }
+    assert!(names.iter().all(|n| !n.is_empty()), "no name per shard");
+    let mut queues = String::from("modparam(\"mqueue\", \"redis_timeout\", 2000)\n");
+    let (mut produce, mut consume) = (String::new(), String::new());
+    for n in &names {
+        queues.push_str(&format!(
+            "modparam(\"mqueue\", \"mqueue\", \"name={n};addmode=1;redis={url}\")\n"
+        ));
+        produce.push_str(&format!(
+            "$var(i) = 0;\n\
+             while ($var(i) < 5) {{\n\
+                 $var(i) = $var(i) + 1;\n\
+                 if (mq_add(\"{n}\", \"s$var(i)\", \"{n}|s|$var(i)\")) {{ xlog(\"L_INFO\", \"P|{n}|s|$var(i)\\n\"); }}\n\
+                 else {{ xlog(\"L_INFO\", \"X|{n}|$var(i)\\n\"); }}\n\
+             }}\n"
+        ));
+        consume.push_str(&format!(
+            "$var(n) = 0;\n\
+             while ($var(n) < 4 && mq_fetch(\"{n}\")) {{\n\
+                 xlog(\"L_INFO\", \"C|$mqv({n})\\n\");\n\
+                 $var(n) = $var(n) + 1;\n\
+             }}\n\
+             mq_pv_free(\"{n}\");\n"
+        ));
+    }
+    let once = |route: &str, body: &str| {
+        format!(
+            "{queues}\
+             modparam(\"rtimer\", \"timer\", \"name=once;interval=100000u;mode=1\")\n\
+             modparam(\"rtimer\", \"exec\", \"timer=once;route={route}\")\n\
+             route[{route}] {{ if ($var(done) == 0) {{ $var(done) = 1;\n{body}}} }}\n\
+             request_route {{ sl_send_reply(\"200\", \"OK\"); exit; }}\n"
+        )
+    };
+    // Adds by the script, then by RPC, in every shard.
+    let a = start_instance(&once("PRODUCE", &produce), 1);
+    let mut produced: Vec<String> = a.wait_marked("P|", 15, Duration::from_secs(30));
+    assert_eq!(produced.len(), 15, "script adds failed:\n{}", a.log());
+    let rpc_add = |n: &str, i: u32| {
+        let val = format!("{n}|r|{i}");
+        let r = a.rpc(&["mqueue.add", n, &format!("r{i}"), &val]);
+        assert_eq!(r.as_deref().map(str::trim), Ok("1"), "add {val}");
+        val
+    };
+    for n in &names {
+        produced.extend((1..=5).map(|i| rpc_add(n, i)));
+    }
+    // The first queue's slot moves from node `from` to node `to`.
+    let moving = &names[0];
+    let slot = cluster.slot(&format!("mqueue:{{{moving}}}"));
+    let (from, to) = (cluster.owner(slot, 0), (cluster.owner(slot, 0) + 1) % 3);
+    let slot_s = slot.to_string();
+    let (from_id, to_id) = (cluster.id(from), cluster.id(to));
+    let ok = |i: usize, args: &[&str]| {
+        let r = cluster.nodes[i].cli(args);
+        assert_eq!(r.trim(), "OK", "{args:?} on node {i}: {r}");
+    };
+    ok(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id]);
+    ok(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id]);
+    let keys = cluster.nodes[from].cli(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(keys.len() >= 3, "the queue's keys: {keys:?}");
+    let to_port = cluster.nodes[to].port.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+    migrate.extend(&keys);
+    ok(from, &migrate);
+    // Keys gone from `from`, slot not yet `to`'s: ASK.
+    let (asked, asking) = (
+        cluster.info_count(from, "errorstats", "errorstat_ASK"),
+        cluster.info_count(to, "commandstats", "cmdstat_asking"),
+    );
+    produced.extend((6..=8).map(|i| rpc_add(moving, i)));
+    assert_eq!(a.queue_size(moving), 13);
+    assert!(
+        cluster.info_count(from, "errorstats", "errorstat_ASK") > asked,
+        "no ASK redirection"
+    );
+    assert!(
+        cluster.info_count(to, "commandstats", "cmdstat_asking") > asking,
+        "no ASKING"
+    );
+    for i in 0..3 {
+        ok(i, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+    }
+    // The slot is `to`'s: the next call to `from` is answered MOVED.
+    let moved = cluster.info_count(from, "errorstats", "errorstat_MOVED");
+    produced.extend((9..=10).map(|i| rpc_add(moving, i)));
+    assert!(
+        cluster.info_count(from, "errorstats", "errorstat_MOVED") > moved,
+        "no MOVED redirection"
+    );
+    assert_eq!(cluster.owner(slot, to), to);
+    // Fetches: 4 of each queue by another instance's script, the rest by
+    // RPC.
+    let b = start_instance(&once("CONSUME", &consume), 1);
+    let mut consumed = b.wait_marked("C|", 12, Duration::from_secs(30));
+    assert_eq!(consumed.len(), 12, "script fetches failed:\n{}", b.log());
+    for n in &names {
+        consumed.extend(a.drain(n).into_iter().map(|(_, v)| v));
+        assert_eq!(a.queue_size(n), 0, "{n}");
+    }
+    let mut seen = HashSet::new();
+    let twice: Vec<_> = consumed.iter().filter(|v| !seen.insert(*v)).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let want: HashSet<&String> = produced.iter().collect();
+    let got: HashSet<&String> = consumed.iter().collect();
+    assert_eq!(produced.len(), 35);
+    assert_eq!(got, want, "lost or unknown items");
+    assert!(a.marked("X|").is_empty(), "{}", a.log());
 }

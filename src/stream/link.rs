@@ -40,6 +40,9 @@ pub enum Endpoint {
         sentinels: Vec<(String, u16)>,
         master: String,
     },
+    /// Seed nodes of a Redis Cluster, tried in turn; the node that holds
+    /// a queue's slot is then learnt from `MOVED` replies.
+    Cluster(Vec<(String, u16)>),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -47,6 +50,10 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Direct(h, p) => write!(f, "{h}:{p}"),
             Endpoint::Sentinel { master, .. } => write!(f, "sentinel:{master}"),
+            Endpoint::Cluster(seeds) => {
+                let seeds: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                write!(f, "cluster:{}", seeds.join(","))
+            }
         }
     }
 }
@@ -82,6 +89,9 @@ const MAX_REPLY: usize = 512 << 20;
 pub struct Link {
     t: Transport,
     buf: Vec<u8>,
+    /// Every command sent goes after an `ASKING` (a cluster node asked
+    /// for a slot it is importing, after an `ASK` redirection).
+    pub asking: bool,
 }
 
 /// The TLS setup of a `rediss://` target (see [`super::tls`]).
@@ -113,13 +123,14 @@ impl Link {
             (true, Some(c)) => Some(c),
             (true, None) => return Err(Failure::Rejected("TLS is not set up".into())),
         };
-        let (host, port) = match &t.endpoint {
-            Endpoint::Direct(h, p) => (h.clone(), *p),
+        let mut link = match &t.endpoint {
+            Endpoint::Direct(h, p) => Link::connect(h, *p, tls, deadline)?,
             Endpoint::Sentinel { sentinels, master } => {
-                ask_sentinels(sentinels, master, tls, deadline)?
+                let (h, p) = ask_sentinels(sentinels, master, tls, deadline)?;
+                Link::connect(&h, p, tls, deadline)?
             }
+            Endpoint::Cluster(seeds) => first_seed(seeds, tls, deadline)?,
         };
-        let mut link = Link::connect(&host, port, tls, deadline)?;
         let mut hello = redis::pipe();
         if let Some(pw) = &t.password {
             let auth = hello.cmd("AUTH");
@@ -173,6 +184,7 @@ impl Link {
         Ok(Link {
             t,
             buf: Vec::with_capacity(512),
+            asking: false,
         })
     }
 
@@ -192,6 +204,9 @@ impl Link {
         replies: usize,
         deadline: Instant,
     ) -> Result<Vec<Value>, Failure> {
+        if self.asking {
+            return self.exchange_asking(packed, replies, deadline);
+        }
         self.t.write_all(packed, deadline)?;
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
@@ -201,6 +216,29 @@ impl Link {
             }
         }
         Ok(out)
+    }
+
+    /// [`Link::exchange`] with an `ASKING` before each command (a request
+    /// is RESP too: its commands are found by [`frame_len`]); the
+    /// `ASKING` replies are left out.
+    fn exchange_asking(
+        &mut self,
+        packed: &[u8],
+        replies: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, Failure> {
+        let asking = redis::cmd("ASKING").get_packed_command();
+        let mut request = Vec::with_capacity(packed.len() + replies * asking.len());
+        let mut rest = packed;
+        while let Some(n) = frame_len(rest).map_err(Failure::Broken)?.filter(|&n| n > 0) {
+            request.extend_from_slice(&asking);
+            request.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        self.asking = false;
+        let all = self.exchange(&request, 2 * replies, deadline);
+        self.asking = true;
+        Ok(all?.into_iter().skip(1).step_by(2).collect())
     }
 
     /// One whole frame, decoded; the bytes after it stay buffered (and
@@ -252,6 +290,24 @@ fn ask_sentinels(
                 }
             }
             Ok(_) => {}
+            Err(Failure::Timeout) => return Err(Failure::Timeout),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A connection to the first seed node that accepts one, before
+/// `deadline`.
+fn first_seed(
+    seeds: &[(String, u16)],
+    tls: Option<&Arc<ClientConfig>>,
+    deadline: Instant,
+) -> Result<Link, Failure> {
+    let mut last = Failure::Unreachable("no seed node".into());
+    for (host, port) in seeds {
+        match Link::connect(host, *port, tls, deadline) {
+            Ok(l) => return Ok(l),
             Err(Failure::Timeout) => return Err(Failure::Timeout),
             Err(e) => last = e,
         }

@@ -10,7 +10,9 @@
 //! reopened before the request is sent. After a call timed out or could
 //! not connect, this process fails its calls on that server at once,
 //! without touching the network, for the back-off time; then it tries
-//! again. Nothing here depends on Kamailio.
+//! again. On a Redis Cluster, a queue's calls go to the node that holds
+//! its slot, learnt from `MOVED` (see [`Session::call_within`]). Nothing
+//! here depends on Kamailio.
 
 mod link;
 mod scripts;
@@ -62,6 +64,11 @@ pub const DEFAULT_CLAIM_MS: u64 = 30_000;
 pub const DEFAULT_CONSUMER_IDLE_MS: u64 = 3_600_000;
 
 impl StreamSpec {
+    /// The key of this queue's node in [`Session::routes`].
+    fn route(&self) -> String {
+        format!("{}|{}", self.server, self.stream)
+    }
+
     /// Checks the URL (see [`url`]).
     pub fn new(
         queue: &[u8],
@@ -175,7 +182,11 @@ struct Ctx {
 pub struct Session {
     timeout: Duration,
     backoff: Duration,
+    /// Keyed by [`Session::link_key`].
     links: HashMap<String, Link>,
+    /// Cluster nodes that answered `MOVED` for a queue's slot, by
+    /// [`StreamSpec::route`].
+    routes: HashMap<String, (String, u16)>,
     /// Servers whose last call timed out or could not connect, with the
     /// end of their back-off.
     down_until: HashMap<String, Instant>,
@@ -337,6 +348,7 @@ impl Session {
             timeout,
             backoff,
             links: HashMap::new(),
+            routes: HashMap::new(),
             down_until: HashMap::new(),
             unsure: std::collections::HashSet::new(),
             newest: HashMap::new(),
@@ -387,22 +399,95 @@ impl Session {
         result.map_err(|e| e.to_string())
     }
 
+    /// Where the spec's calls go: the cluster node `MOVED` named for its
+    /// slot, else the URL's server (or seed nodes).
+    fn link_key(&self, spec: &StreamSpec) -> (String, Option<(String, u16)>) {
+        match self.routes.get(&spec.route()) {
+            Some((h, p)) => (format!("{}>{h}:{p}", spec.server), Some((h.clone(), *p))),
+            None => (spec.server.clone(), None),
+        }
+    }
+
+    /// Drops the spec's connection: the next call connects again.
+    fn drop_link(&mut self, spec: &StreamSpec) {
+        let (key, _) = self.link_key(spec);
+        self.links.remove(&key);
+    }
+
+    /// Runs `f` on the spec's node, following cluster redirections within
+    /// the deadline: `MOVED` (the slot's node is remembered and `f` sent
+    /// there), `ASK` (`f` sent once to the named node, each command after
+    /// an `ASKING`) and `TRYAGAIN` (a slot being migrated: `f` again
+    /// shortly, while the deadline allows). At most [`MAX_REDIRECTS`]
+    /// redirections per call.
     fn call_within<T>(
         &mut self,
         spec: &StreamSpec,
         deadline: Instant,
         f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
     ) -> CallResult<T> {
-        if self.links.get_mut(&spec.server).is_some_and(Link::is_stale) {
-            self.links.remove(&spec.server);
+        let mut ask: Option<(String, u16)> = None;
+        let mut redirects = 0;
+        loop {
+            let (key, node) = match &ask {
+                Some((h, p)) => (format!("{}>{h}:{p}", spec.server), Some((h.clone(), *p))),
+                None => self.link_key(spec),
+            };
+            let result = self.call_on(spec, &key, node, ask.is_some(), deadline, f);
+            let Err(CallError::Reply(e)) = &result else {
+                if matches!(result, Err(CallError::Link(_))) {
+                    // A node gone (failed over, or the slot's owner
+                    // changed): ask the seeds again next time.
+                    self.routes.remove(&spec.route());
+                }
+                return result;
+            };
+            match (e.code(), redirect_node(e)) {
+                (Some("MOVED"), Some(node)) if redirects < MAX_REDIRECTS => {
+                    self.routes.insert(spec.route(), node);
+                    ask = None;
+                }
+                (Some("ASK"), Some(node)) if redirects < MAX_REDIRECTS && ask.is_none() => {
+                    ask = Some(node);
+                }
+                // Not a redirection: bounded by the deadline alone.
+                (Some("TRYAGAIN"), _)
+                    if deadline.saturating_duration_since(Instant::now()) > TRYAGAIN_PAUSE =>
+                {
+                    std::thread::sleep(TRYAGAIN_PAUSE);
+                    ask = None;
+                    continue;
+                }
+                _ => return result,
+            }
+            redirects += 1;
         }
-        if !self.links.contains_key(&spec.server) {
-            let link = Link::open(&spec.target, &self.tls, deadline)?;
-            self.links.insert(spec.server.clone(), link);
+    }
+
+    /// Runs `f` on the connection `key` (to `node`, or to the URL's
+    /// server when None). A link found closed or dirty is reopened before
+    /// anything is sent; a link that failed is dropped; a missing consumer
+    /// group (a new or restarted server) is created and `f` tried again.
+    fn call_on<T>(
+        &mut self,
+        spec: &StreamSpec,
+        key: &str,
+        node: Option<(String, u16)>,
+        asking: bool,
+        deadline: Instant,
+        f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
+    ) -> CallResult<T> {
+        if self.links.get_mut(key).is_some_and(Link::is_stale) {
+            self.links.remove(key);
         }
-        let Some(link) = self.links.get_mut(&spec.server) else {
+        if !self.links.contains_key(key) {
+            let link = Link::open(&node_target(&spec.target, node), &self.tls, deadline)?;
+            self.links.insert(key.to_string(), link);
+        }
+        let Some(link) = self.links.get_mut(key) else {
             return Err(CallError::Link(Failure::Broken("no connection".into())));
         };
+        link.asking = asking;
         let mut result = f(link, &self.ctx, deadline);
         if let Err(CallError::Reply(e)) = &result {
             if e.code() == Some("NOGROUP") {
@@ -410,13 +495,14 @@ impl Session {
                     create_group(link, spec, deadline).and_then(|()| f(link, &self.ctx, deadline));
             }
         }
+        link.asking = false;
         // A demoted master (READONLY) or one cut off from its own master
         // (MASTERDOWN): the next call connects again, so that a host name
         // or address that follows the master is looked up anew.
         let demoted = matches!(&result, Err(CallError::Reply(e))
             if matches!(e.code(), Some("READONLY" | "MASTERDOWN")));
         if matches!(result, Err(CallError::Link(_))) || demoted || link.has_leftover() {
-            self.links.remove(&spec.server);
+            self.links.remove(key);
         }
         result
     }
@@ -433,17 +519,49 @@ impl Session {
             CallError::Link(Failure::Rejected(m)) => CheckError::Refused(m),
             // A replica (or a master still loading) may become the master.
             CallError::Reply(e)
-                if matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING")) =>
+                if matches!(
+                    e.code(),
+                    Some("READONLY" | "MASTERDOWN" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN")
+                ) =>
             {
                 CheckError::Unreachable(e.to_string())
             }
             CallError::Reply(e) => CheckError::Refused(e.to_string()),
             other => CheckError::Unreachable(other.to_string()),
         };
-        let mut link = Link::open(&spec.target, &self.tls, deadline).map_err(|e| fail(e.into()))?;
+        // On a cluster, the node that holds the queue's slot, as `MOVED`
+        // or `ASK` name it.
+        let mut node = None;
+        let mut asking = false;
+        for _ in 0..MAX_REDIRECTS {
+            let mut link = Link::open(
+                &node_target(&spec.target, node.clone()),
+                &self.tls,
+                deadline,
+            )
+            .map_err(|e| fail(e.into()))?;
+            link.asking = asking;
+            match Self::check_on(&mut link, spec, deadline) {
+                Err(CallError::Reply(e)) if matches!(e.code(), Some("MOVED" | "ASK")) => {
+                    let Some(to) = redirect_node(&e) else {
+                        return Err(fail(CallError::Reply(e)));
+                    };
+                    asking = e.code() == Some("ASK");
+                    node = Some(to);
+                }
+                other => return other.map_err(fail),
+            }
+        }
+        Err(CheckError::Unreachable(
+            "too many cluster redirections".into(),
+        ))
+    }
+
+    /// [`Session::check`] on one node.
+    fn check_on(link: &mut Link, spec: &StreamSpec, deadline: Instant) -> CallResult<bool> {
         let mut c = redis::cmd("INFO");
         c.arg("cluster");
-        let info: String = query(&mut link, &c, deadline).map_err(fail)?;
+        let info: String = query(link, &c, deadline)?;
         let mut moved = false;
         if !info.contains("cluster_enabled:1") {
             let old = [
@@ -459,14 +577,7 @@ impl Session {
                 &spec.keys,
                 &spec.stats,
             ];
-            let n: i64 = eval(
-                &mut link,
-                &Lua::new(scripts::MOVE_OLD),
-                &keys,
-                &|_| {},
-                deadline,
-            )
-            .map_err(fail)?;
+            let n: i64 = eval(link, &Lua::new(scripts::MOVE_OLD), &keys, &|_| {}, deadline)?;
             moved = n == 1;
         }
         for (key, want) in [
@@ -477,14 +588,14 @@ impl Session {
         ] {
             let mut c = redis::cmd("TYPE");
             c.arg(key);
-            let kind: String = query(&mut link, &c, deadline).map_err(fail)?;
+            let kind: String = query(link, &c, deadline)?;
             if kind != want && kind != "none" {
-                return Err(CheckError::Refused(format!(
+                return Err(CallError::Link(Failure::Rejected(format!(
                     "key {key} holds a {kind}, not a {want}"
-                )));
+                ))));
             }
         }
-        create_group(&mut link, spec, deadline).map_err(fail)?;
+        create_group(link, spec, deadline)?;
         Ok(moved)
     }
 
@@ -506,7 +617,7 @@ impl Session {
             if acked < spec.replicas as i64 {
                 // Maybe no longer the master: the next call connects (and
                 // asks the sentinels) again.
-                self.links.remove(&spec.server);
+                self.drop_link(spec);
                 return Err(format!(
                     "only {acked} of {} replicas have the entry within redis_timeout",
                     spec.replicas
@@ -837,6 +948,33 @@ fn counters_of(key: &str, raw: &HashMap<String, String>) -> (Vec<(String, u64)>,
     (counters, warnings)
 }
 
+/// Redirections (`MOVED`, `ASK`) one call follows at most.
+const MAX_REDIRECTS: usize = 8;
+/// The pause before a command answered `TRYAGAIN` is sent again.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// The node a `MOVED` or `ASK` reply (`MOVED <slot> <host>:<port>`) names.
+fn redirect_node(e: &redis::RedisError) -> Option<(String, u16)> {
+    let (host, port) = e
+        .detail()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+}
+
+/// `t`, or the cluster node `node` with `t`'s credentials.
+fn node_target(t: &Target, node: Option<(String, u16)>) -> Target {
+    match node {
+        None => t.clone(),
+        Some((h, p)) => Target {
+            endpoint: link::Endpoint::Direct(h, p),
+            ..t.clone()
+        },
+    }
+}
+
 /// The consumer that holds what stopped instances handed back, for the
 /// next fetch of any instance to take over.
 pub const RELEASED: &str = "released";
@@ -880,6 +1018,24 @@ mod tests {
             assert!(!e.contains("pw"), "{e}");
         }
         assert!(StreamSpec::new(&[0xff], "redis://h:1", "g", AddMode::Append, 0, 1).is_err());
+    }
+
+    #[test]
+    fn redirections_name_their_node() {
+        let node = |reply: &[u8]| match redis::parse_redis_value(reply) {
+            Ok(Value::ServerError(e)) => redirect_node(&e.into()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            node(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some(("127.0.0.1".to_string(), 6381))
+        );
+        assert_eq!(
+            node(b"-ASK 1 [::1]:7000\r\n"),
+            Some(("::1".to_string(), 7000))
+        );
+        assert_eq!(node(b"-MOVED 1 :7000\r\n"), None);
+        assert_eq!(node(b"-ERR no\r\n"), None);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct RedisServer {
     password: Option<String>,
     /// A replica of the server on this port.
     replica_of: Option<u16>,
+    /// A Redis Cluster node (`--cluster-enabled yes`).
+    cluster_node: bool,
     child: Option<Child>,
 }
 
@@ -30,6 +32,21 @@ impl RedisServer {
             dir: TempDir::new("redis"),
             password: password.map(str::to_string),
             replica_of: None,
+            cluster_node: false,
+            child: None,
+        };
+        r.resume();
+        r
+    }
+
+    /// A node of a Redis Cluster, not yet part of one (see [`RedisCluster`]).
+    pub fn start_cluster_node() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            password: None,
+            replica_of: None,
+            cluster_node: true,
             child: None,
         };
         r.resume();
@@ -43,6 +60,7 @@ impl RedisServer {
             dir: TempDir::new("redis"),
             password: None,
             replica_of: Some(master),
+            cluster_node: false,
             child: None,
         };
         r.resume();
@@ -84,6 +102,17 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if self.cluster_node {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ]);
+            cmd.arg("--logfile").arg(self.dir.0.join("redis.log"));
         }
         if let Some(m) = self.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
@@ -128,6 +157,111 @@ impl RedisServer {
     /// A command against this server (see [`query_text`]).
     pub fn cli(&self, args: &[&str]) -> String {
         query_text(self.port, self.password.as_deref(), args)
+    }
+}
+
+/// Three masters of a Redis Cluster on loopback (`redis-cli --cluster
+/// create`, no replicas), each with its own port and directory.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli: run `make deps` (package redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                && n.cli(&["CLUSTER", "NODES"])
+                    .lines()
+                    .filter(|l| l.contains("master") && l.contains("connected"))
+                    .count()
+                    == 3
+        }) {
+            assert!(Instant::now() < deadline, "the cluster does not form");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// `redis://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis://{}", seeds.join(","))
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot(&self, key: &str) -> u16 {
+        self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot")
+    }
+
+    /// The node id of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// Which node holds `slot`, as node `i` sees it (`CLUSTER NODES`).
+    pub fn owner(&self, slot: u16, i: usize) -> usize {
+        let nodes = self.nodes[i].cli(&["CLUSTER", "NODES"]);
+        for l in nodes.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let holds = f.iter().skip(8).any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                match (a.parse::<u16>(), b.parse::<u16>()) {
+                    (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                    _ => false,
+                }
+            });
+            if holds {
+                let port = f[1].split(['@', ':']).nth(1).expect("host:port@bus");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port.to_string() == port)
+                    .expect("a node of ours");
+            }
+        }
+        panic!("no node holds slot {slot}:\n{nodes}");
+    }
+
+    /// A counter of `INFO` section `section` on node `i` (`name:count=N`
+    /// or `name:calls=N`), 0 when absent.
+    pub fn info_count(&self, i: usize, section: &str, name: &str) -> u64 {
+        let info = self.nodes[i].cli(&["INFO", section]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|rest| {
+                rest.split(',')
+                    .next()
+                    .and_then(|kv| kv.split_once('='))
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
 
