@@ -16,6 +16,7 @@
 
 mod link;
 mod scripts;
+mod tls;
 mod url;
 
 use std::collections::HashMap;
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, FromRedisValue, Value};
 
 use crate::queue::AddMode;
-use link::{Failure, Link, Target};
+use link::{Failure, Link, Target, Tls};
+pub use tls::{client_config, SYSTEM_CA};
 
 /// One Redis queue as configured.
 pub struct StreamSpec {
@@ -84,7 +86,8 @@ impl StreamSpec {
         // The name goes into Redis key names as it is.
         let name = std::str::from_utf8(queue)
             .map_err(|_| "a queue on redis needs a UTF-8 name".to_string())?;
-        let server = format!("{}/{}", target.endpoint, target.db);
+        let tls = if target.tls { "tls:" } else { "" };
+        let server = format!("{tls}{}/{}", target.endpoint, target.db);
         Ok(StreamSpec {
             shown_url,
             server,
@@ -103,12 +106,19 @@ impl StreamSpec {
             replicas: 0,
         })
     }
+
+    /// A `rediss://` queue.
+    pub fn tls(&self) -> bool {
+        self.target.tls
+    }
 }
 
 /// A queued item: key and value.
 pub type Item = (Vec<u8>, Vec<u8>);
-/// The fetch script's reply: id, key, value.
-type Entry = (String, Vec<u8>, Vec<u8>);
+/// The fetch script's reply: id, key and value of the entry delivered;
+/// the id of the newest entry when there was none; nothing after an
+/// acknowledgement.
+type Entry = Vec<Vec<u8>>;
 
 /// An entry delivered to this process.
 pub struct Delivered {
@@ -164,6 +174,7 @@ struct Ctx {
     fetch: Lua,
     clear: Lua,
     requeue: Lua,
+    hand_back: Lua,
 }
 
 /// This process's connections, one per Redis server, and what every call
@@ -182,6 +193,11 @@ pub struct Session {
     /// Streams on which a fetch or acknowledgement of this process failed
     /// since its last successful fetch.
     unsure: std::collections::HashSet<String>,
+    /// Per stream, the newest entry's id when a fetch found nothing to
+    /// deliver: a wait looks for entries after it.
+    newest: HashMap<String, String>,
+    /// The TLS setup of `rediss://` servers.
+    tls: Tls,
     ctx: Ctx,
 }
 
@@ -241,6 +257,15 @@ fn query<T: FromRedisValue>(link: &mut Link, cmd: &Cmd, deadline: Instant) -> Ca
     decode(replies.pop().unwrap_or(Value::Nil))
 }
 
+/// `EVALSHA sha` or `EVAL body` (`verb`, `s`) with `keys` and the
+/// arguments `args` adds.
+fn script_cmd(verb: &str, s: &str, keys: &[&str], args: &dyn Fn(&mut Cmd)) -> Cmd {
+    let mut c = redis::cmd(verb);
+    c.arg(s).arg(keys.len()).arg(keys);
+    args(&mut c);
+    c
+}
+
 /// Runs `script` by its SHA1, and with its body if the server does not
 /// know it (a new or restarted server), in the same deadline.
 fn eval<T: FromRedisValue>(
@@ -250,15 +275,10 @@ fn eval<T: FromRedisValue>(
     args: &dyn Fn(&mut Cmd),
     deadline: Instant,
 ) -> CallResult<T> {
-    let build = |verb: &str, s: &str| {
-        let mut c = redis::cmd(verb);
-        c.arg(s).arg(keys.len()).arg(keys);
-        args(&mut c);
-        c
-    };
-    match query(link, &build("EVALSHA", &script.sha), deadline) {
+    let evalsha = script_cmd("EVALSHA", &script.sha, keys, args);
+    match query(link, &evalsha, deadline) {
         Err(CallError::Reply(e)) if e.code() == Some("NOSCRIPT") => {
-            query(link, &build("EVAL", script.body), deadline)
+            query(link, &script_cmd("EVAL", script.body, keys, args), deadline)
         }
         other => other,
     }
@@ -285,11 +305,8 @@ fn eval_and_wait<T: FromRedisValue>(
         return Err(CallError::Link(Failure::Timeout));
     }
     for (verb, s) in [("EVALSHA", script.sha.as_str()), ("EVAL", script.body)] {
-        let mut c = redis::cmd(verb);
-        c.arg(s).arg(keys.len()).arg(keys);
-        args(&mut c);
         let mut p = redis::pipe();
-        p.add_command(c)
+        p.add_command(script_cmd(verb, s, keys, args))
             .cmd("WAIT")
             .arg(replicas)
             .arg(wait_ms as u64);
@@ -334,14 +351,23 @@ impl Session {
             routes: HashMap::new(),
             down_until: HashMap::new(),
             unsure: std::collections::HashSet::new(),
+            newest: HashMap::new(),
+            tls: None,
             ctx: Ctx {
                 consumer,
                 add: Lua::new(scripts::ADD),
                 fetch: Lua::new(scripts::FETCH),
                 clear: Lua::new(scripts::CLEAR),
                 requeue: Lua::new(scripts::REQUEUE),
+                hand_back: Lua::new(scripts::HAND_BACK),
             },
         }
+    }
+
+    /// The TLS setup for `rediss://` servers (see [`client_config`]).
+    pub fn with_tls(mut self, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Session {
+        self.tls = tls;
+        self
     }
 
     /// Runs `f` (one or more round trips) on the connection to the spec's
@@ -451,11 +477,11 @@ impl Session {
         deadline: Instant,
         f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
     ) -> CallResult<T> {
-        if self.links.get(key).is_some_and(Link::is_stale) {
+        if self.links.get_mut(key).is_some_and(Link::is_stale) {
             self.links.remove(key);
         }
         if !self.links.contains_key(key) {
-            let link = Link::open(&node_target(&spec.target, node), deadline)?;
+            let link = Link::open(&node_target(&spec.target, node), &self.tls, deadline)?;
             self.links.insert(key.to_string(), link);
         }
         let Some(link) = self.links.get_mut(key) else {
@@ -508,8 +534,12 @@ impl Session {
         let mut node = None;
         let mut asking = false;
         for _ in 0..MAX_REDIRECTS {
-            let mut link = Link::open(&node_target(&spec.target, node.clone()), deadline)
-                .map_err(|e| fail(e.into()))?;
+            let mut link = Link::open(
+                &node_target(&spec.target, node.clone()),
+                &self.tls,
+                deadline,
+            )
+            .map_err(|e| fail(e.into()))?;
             link.asking = asking;
             match Self::check_on(&mut link, spec, deadline) {
                 Err(CallError::Reply(e)) if matches!(e.code(), Some("MOVED" | "ASK")) => {
@@ -650,7 +680,74 @@ impl Session {
             }
             Ok(_) => {}
         }
-        Ok(r?.map(|(id, key, val)| Delivered { id, key, val }))
+        let mut parts = r?.unwrap_or_default().into_iter();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(key), Some(val)) => Ok(Some(Delivered {
+                id: String::from_utf8_lossy(&id).into_owned(),
+                key,
+                val,
+            })),
+            (Some(newest), None, None) => {
+                let newest = String::from_utf8_lossy(&newest).into_owned();
+                self.newest.insert(spec.stream.clone(), newest);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// True while calls on the spec's server fail fast (see [`Session`]).
+    pub fn backing_off(&self, spec: &StreamSpec) -> bool {
+        self.down_until
+            .get(&spec.server)
+            .is_some_and(|&t| Instant::now() < t)
+    }
+
+    /// Waits, at most until `until`, for an entry newer than the newest
+    /// one the last empty fetch saw (`XREAD BLOCK`, within one call's
+    /// deadline: three quarters of `redis_timeout`, so that Redis answers
+    /// first), without taking it: the next fetch does. While the server
+    /// is backing off, sleeps until the back-off ends instead.
+    pub fn wait(&mut self, spec: &StreamSpec, until: Instant) -> Result<(), String> {
+        let now = Instant::now();
+        if let Some(&end) = self.down_until.get(&spec.server) {
+            if now < end {
+                std::thread::sleep(end.min(until).saturating_duration_since(now));
+                return Ok(());
+            }
+        }
+        let Some(after) = self.newest.get(&spec.stream).cloned() else {
+            return Err("no empty fetch to wait after".into());
+        };
+        let _: Value = self.call(spec, |l, _, d| {
+            let left = d.saturating_duration_since(Instant::now()) * 3 / 4;
+            let block = left.min(until.saturating_duration_since(Instant::now()));
+            let mut c = redis::cmd("XREAD");
+            c.arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&spec.stream)
+                .arg(&after);
+            query(l, &c, d)
+        })?;
+        Ok(())
+    }
+
+    /// Hands back `id`, delivered by the last fetch but not taken (an RPC
+    /// reply could not hold it): the next fetch of any instance takes it
+    /// first, and the delivery is not counted.
+    pub fn hand_back(&mut self, spec: &StreamSpec, id: &str) -> Result<(), String> {
+        let keys = [spec.stream.as_str()];
+        let args = |c: &mut Cmd| {
+            c.arg(&spec.group)
+                .arg(RELEASED)
+                .arg(id)
+                .arg(RELEASED_IDLE_MS);
+        };
+        let _: i64 = self.call(spec, |l, x, d| eval(l, &x.hand_back, &keys, &args, d))?;
+        Ok(())
     }
 
     /// Entries in the stream not yet acknowledged (`XLEN`).
@@ -668,32 +765,19 @@ impl Session {
 
     /// Up to `n` entries from the oldest on, delivered or not, not removed.
     pub fn peek(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
-        let mut c = redis::cmd("XRANGE");
-        c.arg(&spec.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(n.max(1));
-        let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .take(n)
-            .map(|e| {
-                let field = |name: &str| e.get::<Vec<u8>>(name).unwrap_or_default();
-                (field("k"), field("v"))
-            })
-            .collect())
+        self.range(spec, &spec.stream, n)
     }
 
     /// Up to `n` dead letters from the oldest on, not removed.
     pub fn dead_list(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
+        self.range(spec, &spec.dead, n)
+    }
+
+    /// Key and value of up to `n` entries of stream `key` of the spec's
+    /// server, from the oldest on (`XRANGE`).
+    fn range(&mut self, spec: &StreamSpec, key: &str, n: usize) -> Result<Vec<Item>, String> {
         let mut c = redis::cmd("XRANGE");
-        c.arg(&spec.dead)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(n.max(1));
+        c.arg(key).arg("-").arg("+").arg("COUNT").arg(n.max(1));
         let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
         Ok(reply
             .ids
@@ -720,25 +804,39 @@ impl Session {
     /// been idle for `consumer_idle_ms` (processes of instances that were
     /// killed or stopped long ago). Returns how many.
     pub fn prune_consumers(&mut self, spec: &StreamSpec) -> Result<usize, String> {
-        let mut c = redis::cmd("XINFO");
-        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
-        let consumers: redis::streams::StreamInfoConsumersReply =
-            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut removed = 0;
-        for gone in consumers
-            .consumers
+        for gone in self
+            .consumers(spec)?
             .iter()
             .filter(|c| c.pending == 0 && c.idle as u64 >= spec.consumer_idle_ms)
         {
-            let mut c = redis::cmd("XGROUP");
-            c.arg("DELCONSUMER")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .arg(&gone.name);
-            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            self.remove_consumer(spec, &gone.name)?;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// The consumers of the group (`XINFO CONSUMERS`).
+    fn consumers(
+        &mut self,
+        spec: &StreamSpec,
+    ) -> Result<Vec<redis::streams::StreamInfoConsumer>, String> {
+        let mut c = redis::cmd("XINFO");
+        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
+        let reply: redis::streams::StreamInfoConsumersReply =
+            self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(reply.consumers)
+    }
+
+    /// Removes consumer `name` from the group (`XGROUP DELCONSUMER`).
+    fn remove_consumer(&mut self, spec: &StreamSpec, name: &str) -> Result<(), String> {
+        let mut c = redis::cmd("XGROUP");
+        c.arg("DELCONSUMER")
+            .arg(&spec.stream)
+            .arg(&spec.group)
+            .arg(name);
+        let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(())
     }
 
     /// Length, pending entries, consumers of the group, and the counters.
@@ -786,13 +884,9 @@ impl Session {
     /// consumers leave the group. Nothing is acknowledged: an entry a
     /// script saw last is delivered again. Returns how many entries.
     pub fn release_consumers(&mut self, spec: &StreamSpec, prefix: &str) -> Result<usize, String> {
-        let mut c = redis::cmd("XINFO");
-        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
-        let consumers: redis::streams::StreamInfoConsumersReply =
-            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut released = 0;
-        for name in consumers
-            .consumers
+        for name in self
+            .consumers(spec)?
             .into_iter()
             .map(|c| c.name)
             .filter(|n| n.starts_with(prefix))
@@ -824,12 +918,7 @@ impl Session {
                 let _: Value = self.call(spec, |l, _, d| query(l, &c, d))?;
                 released += ids.len();
             }
-            let mut c = redis::cmd("XGROUP");
-            c.arg("DELCONSUMER")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .arg(&name);
-            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            self.remove_consumer(spec, &name)?;
         }
         Ok(released)
     }

@@ -2,7 +2,8 @@
 //! (parsed by the redis crate), `redis://[user:password@]host:port,host:port[...]`
 //! (seed nodes of a Redis Cluster, tried in turn) or
 //! `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]`
-//! (the master asked of the sentinels; the credentials are the master's).
+//! (the master asked of the sentinels; the credentials are the master's);
+//! `rediss://` and `rediss+sentinel://`, the same over TLS.
 
 use super::link::{Endpoint, Target};
 
@@ -16,11 +17,24 @@ pub fn masked(url: &str) -> String {
 
 /// The target a URL names; Err says why (without the password).
 pub fn target(url: &str) -> Result<Target, String> {
+    let (tls, url) = match url.strip_prefix("rediss") {
+        Some(rest) => (true, format!("redis{rest}")),
+        None => (false, url.to_string()),
+    };
+    let mut t = plain_target(&url)?;
+    t.tls = tls;
+    Ok(t)
+}
+
+fn plain_target(url: &str) -> Result<Target, String> {
     if let Some(rest) = url.strip_prefix("redis+sentinel://") {
         return sentinel_target(rest);
     }
     let Some(rest) = url.strip_prefix("redis://") else {
-        return Err("the URL must start with redis:// or redis+sentinel://".into());
+        return Err(
+            "the URL must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+                .into(),
+        );
     };
     let authority = rest.split('/').next().unwrap_or_default();
     let (creds, hosts) = match authority.rfind('@') {
@@ -31,7 +45,7 @@ pub fn target(url: &str) -> Result<Target, String> {
         let seeds = host_list(hosts, "node")?;
         let first = hosts.split(',').next().unwrap_or_default();
         let path = &rest[authority.len()..];
-        let mut t = target(&format!("redis://{creds}{first}{path}"))?;
+        let mut t = plain_target(&format!("redis://{creds}{first}{path}"))?;
         t.endpoint = Endpoint::Cluster(seeds);
         return Ok(t);
     }
@@ -43,6 +57,7 @@ pub fn target(url: &str) -> Result<Target, String> {
     let settings = info.redis_settings();
     Ok(Target {
         endpoint: Endpoint::Direct(host, port),
+        tls: false,
         username: settings.username().map(str::to_string),
         password: settings.password().map(str::to_string),
         db: settings.db(),
@@ -87,6 +102,7 @@ fn sentinel_target(rest: &str) -> Result<Target, String> {
             sentinels,
             master: master.to_string(),
         },
+        tls: false,
         username,
         password,
         db,
@@ -179,10 +195,15 @@ mod tests {
             "redis+sentinel://h:x/m",
             "redis+sentinel://h:1/",
             "redis+sentinel://h:1/m/x",
-            "rediss://h:1",
+            "redisss://h:1",
         ] {
             assert!(target(bad).is_err(), "{bad}");
         }
+        let t = target("rediss+sentinel://h:1/m").unwrap();
+        assert!(t.tls && matches!(t.endpoint, Endpoint::Sentinel { .. }));
+        let t = target("rediss://:pw@h:6380/1").unwrap();
+        assert!(t.tls && matches!(&t.endpoint, Endpoint::Direct(h, 6380) if h == "h"));
+        assert!(!target("redis://h:1").unwrap().tls);
         assert_eq!(masked("redis://:pw@h:1,h:2"), "redis://***@h:1,h:2");
         assert_eq!(
             masked("redis+sentinel://:pw@h:1/m"),

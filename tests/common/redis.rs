@@ -421,7 +421,7 @@ impl FaultProxy {
     }
 
     /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
-    /// `push MS`, `malformed`, `double`.
+    /// `push MS`, `malformed`, `double`, `late MS`.
     pub fn set(&self, mode: &str) {
         let tmp = self.mode_file.with_extension("new");
         std::fs::write(&tmp, mode).expect("mode file");
