@@ -1592,13 +1592,21 @@ struct TlsRedis {
     port: u16,
     tls_port: u16,
     child: std::process::Child,
+    /// The server's `--pidfile`, if it was given one.
+    pidfile: std::path::PathBuf,
+    /// The overlay of the Debian 13 root (`MQUEUE_REDIS_SERVER`).
+    _root_work: Option<common::TempDir>,
 }
 
 impl TlsRedis {
     fn start(dir: &std::path::Path) -> TlsRedis {
         let (port, tls_port) = (common::free_port(), common::free_port());
         let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
-        let child = std::process::Command::new("redis-server")
+        let work = common::TempDir::new("redis-root");
+        let pidfile = dir.join("server.pid");
+        let child = common::redis::server_command(dir, &work.0)
+            .arg("--pidfile")
+            .arg(&pidfile)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--tls-port", &tls_port.to_string()])
             .args(["--tls-cert-file", &path("server.crt")])
@@ -1617,6 +1625,8 @@ impl TlsRedis {
             port,
             tls_port,
             child,
+            pidfile,
+            _root_work: Some(work),
         };
         let up = common::wait_until(Duration::from_secs(10), || {
             (r.cli(&["PING"]).trim() == "PONG").then_some(())
@@ -1665,6 +1675,8 @@ fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
         port,
         tls_port,
         child,
+        pidfile: dir.join("no.pid"),
+        _root_work: None,
     };
     let named = common::wait_until(Duration::from_secs(10), || {
         s.cli(&["SENTINEL", "get-master-addr-by-name", "mq"])
@@ -1677,6 +1689,7 @@ fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
 
 impl Drop for TlsRedis {
     fn drop(&mut self) {
+        common::redis::kill_by_pidfile(&self.pidfile);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

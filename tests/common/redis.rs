@@ -31,7 +31,7 @@ pub struct RedisServer {
 
 /// The command that runs the server `MQUEUE_REDIS_SERVER` names (see the
 /// module's comment), with `dir` (its data) visible at the same path.
-fn server_command(dir: &Path, root_work: &Path) -> Command {
+pub fn server_command(dir: &Path, root_work: &Path) -> Command {
     let kind = std::env::var("MQUEUE_REDIS_SERVER").unwrap_or_default();
     let bin = match kind.as_str() {
         "" | "host" => return Command::new("redis-server"),
@@ -366,6 +366,18 @@ fn flatten(v: &redis::Value, out: &mut String) {
             flatten(x, out);
         }),
         other => out.push_str(&format!("{other:?}\n")),
+    }
+}
+
+/// Kills the server whose `--pidfile` is `pidfile` (in the Debian 13
+/// root, a descendant of the child the test started), if it wrote one.
+pub fn kill_by_pidfile(pidfile: &Path) {
+    if let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        // SAFETY: signals the server this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 
