@@ -1587,9 +1587,9 @@ fn make_cert(dir: &std::path::Path, ca: &str, name: &str, usage: &str) {
 
 /// A redis-server with a plain port (for the test's own commands) and a
 /// TLS port, its certificate signed by `ca.crt` in `dir`, asking clients
-/// for a certificate signed by the same CA; killed on drop. Always this
-/// machine's redis-server (as sentinels are), whatever
-/// `MQUEUE_REDIS_SERVER` says.
+/// for a certificate signed by the same CA; killed on drop. The server
+/// `MQUEUE_REDIS_SERVER` names (see `common::redis`); the TLS sentinel is
+/// always this machine's.
 struct TlsRedis {
     port: u16,
     tls_port: u16,
