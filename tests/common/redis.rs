@@ -24,6 +24,8 @@ pub struct RedisServer {
     replica_of: Option<u16>,
     /// A Redis Cluster node (`--cluster-enabled yes`).
     cluster_node: bool,
+    /// A cluster node's bus port.
+    bus_port: u16,
     child: Option<Child>,
     /// The overlay of the Debian 13 root the server runs in, if it does.
     root_work: TempDir,
@@ -65,6 +67,7 @@ impl RedisServer {
             password: password.map(str::to_string),
             replica_of: None,
             cluster_node: false,
+            bus_port: 0,
             child: None,
             root_work: TempDir::new("redis-root"),
         };
@@ -80,6 +83,7 @@ impl RedisServer {
             password: None,
             replica_of: None,
             cluster_node: true,
+            bus_port: free_port(),
             child: None,
             root_work: TempDir::new("redis-root"),
         };
@@ -95,6 +99,7 @@ impl RedisServer {
             password: None,
             replica_of: Some(master),
             cluster_node: false,
+            bus_port: 0,
             child: None,
             root_work: TempDir::new("redis-root"),
         };
@@ -149,6 +154,9 @@ impl RedisServer {
                 "--cluster-node-timeout",
                 "5000",
             ]);
+            // The bus port from the test range too (by default the port
+            // plus 10000, which another process may hold).
+            cmd.args(["--cluster-port", &self.bus_port.to_string()]);
             cmd.arg("--logfile").arg(self.dir.0.join("redis.log"));
         }
         if let Some(m) = self.replica_of {
