@@ -31,6 +31,10 @@ kamailio_pkgs="kamailio"
 # Installed in the root: the module's build (bindgen needs libclang), the
 # package's (dpkg-shlibdeps), lintian, and what the tests run with.
 tools="ca-certificates gcc libc6-dev clang libclang-dev make dpkg-dev binutils xz-utils file lintian procps"
+# Debian 13's servers that tests/redis.rs also runs against (Redis 8.0,
+# Valkey 8.1; MQUEUE_REDIS_SERVER=redis8|valkey). Installed with the tools
+# in a new root, and added to an existing root that lacks them.
+services="redis-server valkey-server"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -99,7 +103,7 @@ build_root() {
   printf 'deb %s %s main\ndeb-src %s %s main\n' "$url" "$suite" "$url" "$suite" > "$new/etc/apt/sources.list"
   # Packages are installed into the root itself (not an overlay): a
   # private namespace for the mounts apt needs, chroot straight in.
-  unshare --mount --propagation private bash -s "$new" "$tools" "$kamailio_pkgs" \
+  unshare --mount --propagation private bash -s "$new" "$tools $services" "$kamailio_pkgs" \
     >"$cache/setup.log" 2>&1 <<'SETUP' || { tail -30 "$cache/setup.log" >&2; exit 1; }
 set -euo pipefail
 r=$1 tools=$2 kpkgs=$3
@@ -130,6 +134,24 @@ SETUP
   touch "$cache/.complete"
 }
 
+# Adds the services to a root built before they were in its list.
+install_services() {
+  unshare --mount --propagation private bash -s "$root" "$services" \
+    >"$cache/services.log" 2>&1 <<'SERVICES' || { tail -30 "$cache/services.log" >&2; exit 1; }
+set -euo pipefail
+r=$1 pkgs=$2
+mount --rbind /dev "$r/dev"; mount -t proc proc "$r/proc"; mount --rbind /sys "$r/sys"
+cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
+printf '#!/bin/sh\nexit 101\n' > "$r/usr/sbin/policy-rc.d"; chmod 0755 "$r/usr/sbin/policy-rc.d"
+inroot() { chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+         PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+inroot apt-get update -qq
+inroot apt-get install -y -qq --no-install-recommends $pkgs
+rm -f "$r/usr/sbin/policy-rc.d" "$r/etc/resolv.conf"
+umount -R "$r/dev" "$r/proc" "$r/sys" 2>/dev/null || umount -l "$r/dev" "$r/proc" "$r/sys"
+SERVICES
+}
+
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
@@ -138,6 +160,10 @@ if [ ! -f "$cache/.complete" ] || [ ! -f "$root/usr/src/kamailio/.debian-version
   start=$(date +%s)
   build_root
   echo "debian13-root: built in $(( $(date +%s) - start ))s: $root" >&2
+fi
+if [ ! -x "$root/usr/bin/redis-server" ] || [ ! -x "$root/usr/bin/valkey-server" ]; then
+  echo "debian13-root: installing $services into $root" >&2
+  install_services
 fi
 flock -u 9
 

@@ -11,10 +11,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # binutils: nm for the symbol test; python3: make bench; postgresql and
 # sqlite3: the persistence tests start a server and read rows with the clients;
-# debootstrap: the Debian 13 root (scripts/debian13-root.sh).
+# debootstrap: the Debian 13 root (scripts/debian13-root.sh); openssl: the
+# rediss:// test makes its CA and certificates.
 pkgs=(kamailio kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
       kamailio-postgres-modules sip-tester clang libclang-dev dpkg-dev valgrind
-      binutils python3 postgresql sqlite3 redis-server redis-tools
+      binutils python3 postgresql sqlite3 redis-server redis-tools openssl
       bison flex cmake make gcc pkg-config libsqlite3-dev libpq-dev libjansson-dev
       liblua5.1-0-dev libssl-dev libevent-dev xz-utils lintian fakeroot debootstrap)
 missing=()

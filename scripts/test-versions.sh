@@ -16,6 +16,9 @@
 # host that cannot be tested an error (.ci/run sets it). MQUEUE_VERSIONS
 # limits the tarball versions tried; MQUEUE_DEBIAN13=0 leaves out the
 # Debian 13 package. MQUEUE_ALL_TESTS=1 runs every test on every version.
+# tests/redis.rs runs once more per Redis server of Debian 13 (Redis 8.0,
+# Valkey 8.1, from the Debian 13 root), on Debian's Kamailio;
+# MQUEUE_REDIS_SERVERS ("redis8 valkey" by default, "" for none) says which.
 # Ends with one line naming what was tested and what not.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -121,6 +124,21 @@ if [ "$debian13" = 1 ]; then
   esac
 fi
 
+# The Redis tests against Debian 13's servers (this machine's Redis ran
+# them with the Debian suite above).
+redis_tested=("$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/redis-\1/p')")
+for srv in ${MQUEUE_REDIS_SERVERS-redis8 valkey}; do
+  echo "=== [$(elapsed)] tests/redis.rs against Debian 13's $srv (Kamailio $debian_version)"
+  if bash scripts/debian13-root.sh >/dev/null \
+     && MQUEUE_REDIS_SERVER=$srv run_suite "$debian_version" /usr/sbin/kamailio \
+       "/usr/lib/$multiarch/kamailio/modules" "$here/build/mqueue.so" "$here/build/mqueue-panic.so" \
+       --test redis -- --test-threads=2; then
+    case $srv in redis8) redis_tested+=("redis-8.0") ;; valkey) redis_tested+=("valkey-8.1") ;; *) redis_tested+=("$srv") ;; esac
+  else
+    failed+=("redis-on-$srv")
+  fi
+done
+
 for v in ${MQUEUE_REQUIRE_VERSIONS:-}; do
   case " ${tested[*]} ${failed[*]} " in
     *" $v "*|*" $v ("*|*" $v-package "*|*" $v-package ("*) ;;
@@ -128,7 +146,7 @@ for v in ${MQUEUE_REQUIRE_VERSIONS:-}; do
   esac
 done
 
-summary="Kamailio versions tested: ${tested[*]:-none}"
+summary="Kamailio versions tested: ${tested[*]:-none}; Redis servers tested: ${redis_tested[*]}"
 [ ${#failed[@]} -eq 0 ] || summary+="; FAILED: ${failed[*]}"
 [ ${#untested[@]} -eq 0 ] || summary+="; not tested: $(IFS=';'; echo "${untested[*]}")"
 echo "$summary (in $(elapsed))"

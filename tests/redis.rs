@@ -10,7 +10,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::redis::{FaultProxy, RedisServer, Sentinel};
+use common::redis::{FaultProxy, RedisCluster, RedisServer, Sentinel};
 use common::{field, sipp_messages, Cfg, Impl, Kamailio};
 
 /// A `Cfg` body for one instance: queue `work` on Redis, `children` SIP
@@ -1278,4 +1278,698 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
         acknowledged.len(),
         k.marked("X|").len()
     );
+}
+
+/// Calls of `command` the server has run (`INFO commandstats`).
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `mqueue.fetch` once calls succeed again (after a back-off): Ok(value)
+/// or Err(fault).
+fn fetch_when_up(k: &Kamailio) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match k.rpc(&["mqueue.fetch", "work"]) {
+            Err(e) if e.contains("Cannot fetch") => {
+                assert!(Instant::now() < deadline, "fetches keep failing: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other.map(|r| field(&r, "val")),
+        }
+    }
+}
+
+/// Fetches that Redis ran but whose answer came after `redis_timeout`
+/// delivered nothing to a script, so they are no deliveries: with
+/// `max_deliveries=2`, an entry behind three such stalls is delivered
+/// once the answers come in time, not moved to the dead letters unseen.
+#[test]
+fn fetches_that_timed_out_are_no_deliveries() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let k = plain_instance_with(&url, ";max_deliveries=2");
+    // Loads the fetch script while the answers come in time.
+    assert!(fetch_when_up(&k).is_err_and(|e| e.contains("Empty queue")));
+    assert_eq!(rpc_add(&k, "healthy").0.as_deref(), Ok("1"));
+    proxy.set("late 800");
+    for stall in 1..=3 {
+        let before = command_calls(&redis, "evalsha");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Fetches fail fast during the back-off, then one reaches Redis.
+        while command_calls(&redis, "evalsha") == before {
+            assert!(Instant::now() < deadline, "stall {stall}: no fetch ran");
+            let r = k.rpc(&["mqueue.fetch", "work"]);
+            assert!(r.is_err(), "stall {stall}: {r:?}");
+        }
+    }
+    proxy.set("pass");
+    assert_eq!(fetch_when_up(&k).as_deref(), Ok("vhealthy"), "{}", k.log());
+    assert_eq!(k.stat("work", "dead"), 0);
+    let pending = redis.cli(&["XPENDING", "mqueue:{work}", "kamailio", "-", "+", "1"]);
+    assert_eq!(
+        pending.lines().nth(3).map(str::trim),
+        Some("1"),
+        "delivered to a script once: {pending}"
+    );
+}
+
+/// An item too large for a kamcmd reply (20 KB) is handed back at once,
+/// not kept by the ctl process until `claim_ms` (30 s here): it stays the
+/// first item, no later one overtakes it, any instance can take it at
+/// once, and the refused fetches do not count as deliveries.
+#[test]
+fn an_item_too_large_for_the_rpc_reply_keeps_its_place() {
+    let redis = RedisServer::start();
+    let k = plain_instance_with(&redis.url(), ";max_deliveries=2");
+    let big = "0123456789abcdef".repeat(1280);
+    assert_eq!(
+        k.rpc(&["mqueue.add", "work", "k", &big])
+            .map(|r| r.trim().to_string()),
+        Ok("1".to_string())
+    );
+    assert_eq!(rpc_add(&k, "small").0.as_deref(), Ok("1"));
+    for attempt in 1..=3 {
+        let r = k.rpc(&["mqueue.fetch", "work"]);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("too large")),
+            "attempt {attempt}: {r:?}"
+        );
+    }
+    assert_eq!(k.stat("work", "dead"), 0);
+    assert_eq!(k.queue_size("work"), 2);
+    // Another instance (redis-cli plays it) takes it at once, first.
+    let claimed = redis.cli(&[
+        "XAUTOCLAIM",
+        "mqueue:{work}",
+        "kamailio",
+        "other",
+        "30000",
+        "0-0",
+        "COUNT",
+        "1",
+    ]);
+    assert!(claimed.contains(&big), "not handed back: {claimed}");
+}
+
+/// CPU time of process `pid` (user and system), in milliseconds.
+fn cpu_ms(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64;
+    (f[11] + f[12]) * 1000 / hz
+}
+
+/// The times (`$TV(Sn)`, seconds) logged on lines `I|<pid>|<time>`.
+fn idle_times(k: &Kamailio) -> Vec<f64> {
+    k.marked("I|")
+        .iter()
+        .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// `mq_fetch_wait` on a Redis queue blocks on Redis (`XREAD BLOCK`)
+/// instead of polling: an idle waiting consumer costs next to no CPU and
+/// a few calls per second; an add reaches it at once; while Redis hangs,
+/// each wait sleeps through the back-off and returns at its timeout, not
+/// at once (no spinning consumer).
+#[test]
+fn a_waiting_consumer_blocks_instead_of_polling() {
+    let redis = RedisServer::start();
+    let body = format!(
+        r#"modparam("mqueue", "redis_timeout", 300)
+modparam("mqueue", "redis_backoff", 300)
+modparam("mqueue", "mqueue", "name=work;redis={}")
+modparam("rtimer", "timer", "name=w;interval=1000u;mode=1")
+modparam("rtimer", "exec", "timer=w;route=WAIT")
+route[WAIT] {{
+    if (mq_fetch_wait("work", 1000)) {{
+        xlog("L_INFO", "C|$mqv(work)\n");
+    }} else {{
+        xlog("L_INFO", "I|$pp|$TV(Sn)\n");
+    }}
+}}
+request_route {{ sl_send_reply("200", "OK"); exit; }}
+"#,
+        redis.url()
+    );
+    let k = start_instance(&body, 1);
+    assert_eq!(k.wait_marked("I|", 1, Duration::from_secs(10)).len(), 1);
+    let pids = k.pids_of("timer=w");
+    assert_eq!(pids.len(), 1, "consumer process: {pids:?}");
+    let (cpu, calls) = (cpu_ms(pids[0]), command_calls(&redis, "evalsha"));
+    let waits = 4;
+    let seen = k.wait_marked("I|", 1 + waits, Duration::from_secs(30));
+    assert_eq!(seen.len(), 1 + waits, "the consumer stopped:\n{}", k.log());
+    let (cpu, calls) = (
+        cpu_ms(pids[0]) - cpu,
+        command_calls(&redis, "evalsha") - calls,
+    );
+    eprintln!(
+        "idle waiting consumer: {cpu} ms of CPU and {calls} fetches over {waits} one-second waits"
+    );
+    // Polling every 10 ms makes about 100 fetches a second; a blocking
+    // read about one per wait and per three quarters of redis_timeout.
+    assert!(
+        calls < 10 * waits as u64,
+        "{calls} fetches in {waits} waits"
+    );
+    assert!(
+        cpu < 50 * waits as u64,
+        "{cpu} ms of CPU in {waits} s of waiting"
+    );
+
+    let t = Instant::now();
+    assert_eq!(rpc_add(&k, "ping").0.as_deref(), Ok("1"));
+    let got = k.wait_marked("C|vping", 1, Duration::from_secs(10));
+    assert_eq!(
+        got.len(),
+        1,
+        "the add never reached the waiter:\n{}",
+        k.log()
+    );
+    eprintln!(
+        "add to waiting consumer: {:?} (RPC add included)",
+        t.elapsed()
+    );
+
+    redis.freeze();
+    let before = idle_times(&k).len();
+    let cpu = cpu_ms(pids[0]);
+    let waits = 3;
+    let seen = k.wait_marked("I|", before + 1 + waits, Duration::from_secs(30));
+    redis.thaw();
+    assert_eq!(seen.len(), before + 1 + waits, "{}", k.log());
+    let cpu = cpu_ms(pids[0]) - cpu;
+    let times = idle_times(&k);
+    let during = &times[before..before + 1 + waits];
+    // Each wait (1000 ms) returns at its timeout: failing fast during the
+    // back-off, it sleeps rather than returning -1 at once.
+    for w in during.windows(2) {
+        assert!(
+            w[1] - w[0] >= 0.99,
+            "a wait returned after {:.3} s while Redis hung: {during:?}",
+            w[1] - w[0]
+        );
+    }
+    eprintln!("waiting consumer while Redis hangs: {cpu} ms of CPU over {waits} one-second waits");
+    assert!(
+        cpu < 50 * waits as u64,
+        "{cpu} ms of CPU in {waits} s of waiting"
+    );
+}
+
+/// Runs the openssl CLI in `dir`; it must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl: run `make deps` (package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `<name>.crt`/`<name>.key` (EC P-256) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A certificate `<name>.crt`/`<name>.key` signed by CA `ca`, for
+/// 127.0.0.1, with extended key usage `usage` (serverAuth, clientAuth).
+fn make_cert(dir: &std::path::Path, ca: &str, name: &str, usage: &str) {
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!(
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+        ),
+    )
+    .expect("ext file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// A redis-server with a plain port (for the test's own commands) and a
+/// TLS port, its certificate signed by `ca.crt` in `dir`, asking clients
+/// for a certificate signed by the same CA; killed on drop. The server
+/// `MQUEUE_REDIS_SERVER` names (see `common::redis`); the TLS sentinel is
+/// always this machine's.
+struct TlsRedis {
+    port: u16,
+    tls_port: u16,
+    child: std::process::Child,
+    /// The server's `--pidfile`, if it was given one.
+    pidfile: std::path::PathBuf,
+    /// The overlay of the Debian 13 root (`MQUEUE_REDIS_SERVER`).
+    _root_work: Option<common::TempDir>,
+}
+
+impl TlsRedis {
+    fn start(dir: &std::path::Path) -> TlsRedis {
+        let (port, tls_port) = (common::free_port(), common::free_port());
+        let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let work = common::TempDir::new("redis-root");
+        let pidfile = dir.join("server.pid");
+        let child = common::redis::server_command(dir, &work.0)
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--tls-port", &tls_port.to_string()])
+            .args(["--tls-cert-file", &path("server.crt")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt")])
+            .args(["--tls-auth-clients", "yes"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run redis-server: run `make deps` (package redis-server)");
+        let r = TlsRedis {
+            port,
+            tls_port,
+            child,
+            pidfile,
+            _root_work: Some(work),
+        };
+        let up = common::wait_until(Duration::from_secs(10), || {
+            (r.cli(&["PING"]).trim() == "PONG").then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "redis-server with TLS does not answer (built without TLS?)"
+        );
+        r
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        common::redis::query_text(self.port, None, args)
+    }
+}
+
+/// A sentinel watching master `mq` on the TLS port `master`, answering on
+/// a plain and a TLS port, talking TLS to the master; killed on drop.
+fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
+    let (port, tls_port) = (common::free_port(), common::free_port());
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+             tls-port {tls_port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+             tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n\
+             sentinel monitor mq 127.0.0.1 {master} 1\n",
+            dir = dir.display(),
+            cert = path("server.crt"),
+            key = path("server.key"),
+            ca = path("ca.crt"),
+        ),
+    )
+    .expect("sentinel.conf");
+    let child = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
+    let s = TlsRedis {
+        port,
+        tls_port,
+        child,
+        pidfile: dir.join("no.pid"),
+        _root_work: None,
+    };
+    let named = common::wait_until(Duration::from_secs(10), || {
+        s.cli(&["SENTINEL", "get-master-addr-by-name", "mq"])
+            .contains(&master.to_string())
+            .then_some(())
+    });
+    assert!(named.is_some(), "the TLS sentinel does not name the master");
+    s
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        common::redis::kill_by_pidfile(&self.pidfile);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config of queue `work` on `url` with the TLS parameters `tls`
+/// (`(name, file)` pairs).
+fn tls_cfg_body(url: &str, tls: &[(&str, String)]) -> String {
+    let mut body = format!(
+        "modparam(\"mqueue\", \"redis_timeout\", 1000)\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=work;redis={url}\")\n"
+    );
+    for (name, file) in tls {
+        body.push_str(&format!("modparam(\"mqueue\", \"{name}\", \"{file}\")\n"));
+    }
+    body.push_str("request_route { sl_send_reply(\"200\", \"OK\"); exit; }\n");
+    body
+}
+
+/// `rediss://`: adds and fetches over TLS (the server checked against
+/// `redis_tls_ca`); with a server that asks for a client certificate,
+/// `redis_tls_cert`/`redis_tls_key` give it and the start fails clearly
+/// without; a server whose certificate another CA signed is refused at
+/// start with a clear error; `rediss+sentinel://` asks a sentinel over TLS
+/// and talks TLS to the master it names.
+#[test]
+fn rediss_urls_talk_tls() {
+    let dir = common::TempDir::new("tls");
+    let d = dir.0.as_path();
+    make_ca(d, "ca");
+    make_ca(d, "other-ca");
+    make_cert(d, "ca", "server", "serverAuth");
+    make_cert(d, "ca", "client", "clientAuth");
+    let redis = TlsRedis::start(d);
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port);
+    let file = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let with_client = [
+        ("redis_tls_ca", file("ca.crt")),
+        ("redis_tls_cert", file("client.crt")),
+        ("redis_tls_key", file("client.key")),
+    ];
+    let start = |tls: &[(&str, String)]| {
+        let body = tls_cfg_body(&url, tls);
+        let cfg = Cfg {
+            globals: "children=1",
+            modules: &["kex.so"],
+            body: &body,
+            ..Cfg::default()
+        };
+        Kamailio::start(&cfg, Impl::Rust)
+    };
+    let refused = |tls: &[(&str, String)], why: &[&str]| {
+        let body = tls_cfg_body(&url, tls);
+        let cfg = Cfg {
+            body: &body,
+            ..Cfg::default()
+        };
+        let (code, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+        assert!(code.is_some_and(|c| c != 0), "exit {code:?}\n{log}");
+        for w in why {
+            assert!(log.contains(w), "no '{w}' in:\n{log}");
+        }
+        let line = log.lines().find(|l| l.contains(why[0])).unwrap_or_default();
+        eprintln!("refused: {}", line.trim());
+    };
+    // A client certificate given: adds and fetches work, on one
+    // connection (what the server sends after the handshake, session
+    // tickets, does not make it look stale).
+    let k = start(&with_client);
+    let connections = || {
+        let stats = redis.cli(&["INFO", "stats"]);
+        stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("total_connections_received:"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(rpc_add(&k, "1").0.as_deref(), Ok("1"), "{}", k.log());
+    let opened = connections();
+    assert_eq!(rpc_add(&k, "2").0.as_deref(), Ok("1"), "{}", k.log());
+    // The test's own INFO is one connection.
+    assert_eq!(connections(), opened + 1, "a new connection per add");
+    // A connection the server closed is reopened, over TLS too.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let gone = common::wait_until(Duration::from_secs(10), || {
+        let list = redis.cli(&["CLIENT", "LIST"]);
+        (!list
+            .lines()
+            .any(|l| l.contains("cmd=") && !l.contains("cmd=client")))
+        .then_some(())
+    });
+    assert!(gone.is_some(), "CLIENT KILL leaves clients");
+    assert_eq!(rpc_add(&k, "3").0.as_deref(), Ok("1"), "{}", k.log());
+    let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&got, "val"), "v1");
+    // On the server: every entry (the fetched one is acknowledged by the
+    // next fetch).
+    assert_eq!(redis.cli(&["XLEN", "mqueue:{work}"]).trim(), "3");
+    drop(k);
+    // The server asks for a client certificate; none is given.
+    refused(
+        &[("redis_tls_ca", file("ca.crt"))],
+        &["mqueue work: rediss://127.0.0.1", "TLS"],
+    );
+    // The server's certificate is signed by a CA not in redis_tls_ca.
+    refused(
+        &[
+            ("redis_tls_ca", file("other-ca.crt")),
+            ("redis_tls_cert", file("client.crt")),
+            ("redis_tls_key", file("client.key")),
+        ],
+        &["mqueue work: rediss://127.0.0.1", "TLS", "certificate"],
+    );
+    // A missing CA file stops the start, naming it.
+    refused(
+        &[("redis_tls_ca", file("nowhere.crt"))],
+        &["redis_tls_ca", "nowhere.crt"],
+    );
+    // A server that asks for no client certificate.
+    redis.cli(&["CONFIG", "SET", "tls-auth-clients", "no"]);
+    let k = start(&[("redis_tls_ca", file("ca.crt"))]);
+    assert_eq!(rpc_add(&k, "4").0.as_deref(), Ok("1"), "{}", k.log());
+    let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&got, "val"), "v2");
+    drop(k);
+    // rediss+sentinel://: TLS to the sentinel, then to the master it names.
+    let sentinel_dir = common::TempDir::new("tls-sentinel");
+    for f in ["ca.crt", "server.crt", "server.key"] {
+        std::fs::copy(d.join(f), sentinel_dir.0.join(f)).expect("copy");
+    }
+    let sentinel = tls_sentinel(&sentinel_dir.0, redis.tls_port);
+    let body = tls_cfg_body(
+        &format!("rediss+sentinel://127.0.0.1:{}/mq", sentinel.tls_port),
+        &[("redis_tls_ca", file("ca.crt"))],
+    );
+    let cfg = Cfg {
+        globals: "children=1",
+        modules: &["kex.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    assert_eq!(rpc_add(&k, "5").0.as_deref(), Ok("1"), "{}", k.log());
+    let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(field(&got, "val"), "v3");
+}
+
+/// Redis Cluster: three masters on loopback, the URL names them all as
+/// seed nodes. Queues whose slots fall in every shard take adds (script
+/// and RPC) and give every item exactly once (script and RPC), while one
+/// queue's slot moves to another node: `ASK` while its keys are migrated
+/// (an `ASKING` then the command on the importing node), `MOVED` once the
+/// slot is there. Nothing is lost or delivered twice.
+#[test]
+fn cluster_queues_in_every_shard_and_a_migrated_slot_lose_nothing() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    // One queue per shard, by the slot of its hash tag.
+    let mut names = vec![String::new(); 3];
+    for i in 0..1000 {
+        let n = format!("q{i}");
+        let owner = cluster.owner(cluster.slot(&format!("mqueue:{{{n}}}")), 0);
+        if names[owner].is_empty() {
+            names[owner] = n;
+        }
+        if names.iter().all(|n| !n.is_empty()) {
+            break;
+        }
+    }
+    assert!(names.iter().all(|n| !n.is_empty()), "no name per shard");
+    let mut queues = String::from("modparam(\"mqueue\", \"redis_timeout\", 2000)\n");
+    let (mut produce, mut consume) = (String::new(), String::new());
+    for n in &names {
+        queues.push_str(&format!(
+            "modparam(\"mqueue\", \"mqueue\", \"name={n};addmode=1;redis={url}\")\n"
+        ));
+        produce.push_str(&format!(
+            "$var(i) = 0;\n\
+             while ($var(i) < 5) {{\n\
+                 $var(i) = $var(i) + 1;\n\
+                 if (mq_add(\"{n}\", \"s$var(i)\", \"{n}|s|$var(i)\")) {{ xlog(\"L_INFO\", \"P|{n}|s|$var(i)\\n\"); }}\n\
+                 else {{ xlog(\"L_INFO\", \"X|{n}|$var(i)\\n\"); }}\n\
+             }}\n"
+        ));
+        consume.push_str(&format!(
+            "$var(n) = 0;\n\
+             while ($var(n) < 4 && mq_fetch(\"{n}\")) {{\n\
+                 xlog(\"L_INFO\", \"C|$mqv({n})\\n\");\n\
+                 $var(n) = $var(n) + 1;\n\
+             }}\n\
+             mq_pv_free(\"{n}\");\n"
+        ));
+    }
+    let once = |route: &str, body: &str| {
+        format!(
+            "{queues}\
+             modparam(\"rtimer\", \"timer\", \"name=once;interval=100000u;mode=1\")\n\
+             modparam(\"rtimer\", \"exec\", \"timer=once;route={route}\")\n\
+             route[{route}] {{ if ($var(done) == 0) {{ $var(done) = 1;\n{body}}} }}\n\
+             request_route {{ sl_send_reply(\"200\", \"OK\"); exit; }}\n"
+        )
+    };
+    // Adds by the script, then by RPC, in every shard.
+    let a = start_instance(&once("PRODUCE", &produce), 1);
+    let mut produced: Vec<String> = a.wait_marked("P|", 15, Duration::from_secs(30));
+    assert_eq!(produced.len(), 15, "script adds failed:\n{}", a.log());
+    let rpc_add = |n: &str, i: u32| {
+        let val = format!("{n}|r|{i}");
+        let r = a.rpc(&["mqueue.add", n, &format!("r{i}"), &val]);
+        assert_eq!(r.as_deref().map(str::trim), Ok("1"), "add {val}");
+        val
+    };
+    for n in &names {
+        produced.extend((1..=5).map(|i| rpc_add(n, i)));
+    }
+    // The first queue's slot moves from node `from` to node `to`.
+    let moving = &names[0];
+    let slot = cluster.slot(&format!("mqueue:{{{moving}}}"));
+    let (from, to) = (cluster.owner(slot, 0), (cluster.owner(slot, 0) + 1) % 3);
+    let slot_s = slot.to_string();
+    let (from_id, to_id) = (cluster.id(from), cluster.id(to));
+    let ok = |i: usize, args: &[&str]| {
+        let r = cluster.nodes[i].cli(args);
+        assert_eq!(r.trim(), "OK", "{args:?} on node {i}: {r}");
+    };
+    ok(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id]);
+    ok(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id]);
+    let keys = cluster.nodes[from].cli(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(keys.len() >= 3, "the queue's keys: {keys:?}");
+    let to_port = cluster.nodes[to].port.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+    migrate.extend(&keys);
+    ok(from, &migrate);
+    // Keys gone from `from`, slot not yet `to`'s: ASK.
+    let (asked, asking) = (
+        cluster.info_count(from, "errorstats", "errorstat_ASK"),
+        cluster.info_count(to, "commandstats", "cmdstat_asking"),
+    );
+    produced.extend((6..=8).map(|i| rpc_add(moving, i)));
+    assert_eq!(a.queue_size(moving), 13);
+    assert!(
+        cluster.info_count(from, "errorstats", "errorstat_ASK") > asked,
+        "no ASK redirection"
+    );
+    assert!(
+        cluster.info_count(to, "commandstats", "cmdstat_asking") > asking,
+        "no ASKING"
+    );
+    for i in 0..3 {
+        ok(i, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+    }
+    // The slot is `to`'s: the next call to `from` (or to a seed, for a
+    // process that never used the queue) is answered MOVED.
+    let moves = || -> u64 {
+        (0..3)
+            .map(|i| cluster.info_count(i, "errorstats", "errorstat_MOVED"))
+            .sum()
+    };
+    let moved = moves();
+    produced.extend((9..=10).map(|i| rpc_add(moving, i)));
+    assert!(moves() > moved, "no MOVED redirection");
+    assert_eq!(cluster.owner(slot, to), to);
+    // Fetches: 4 of each queue by another instance's script, the rest by
+    // RPC.
+    let b = start_instance(&once("CONSUME", &consume), 1);
+    let mut consumed = b.wait_marked("C|", 12, Duration::from_secs(30));
+    assert_eq!(consumed.len(), 12, "script fetches failed:\n{}", b.log());
+    for n in &names {
+        consumed.extend(a.drain(n).into_iter().map(|(_, v)| v));
+        assert_eq!(a.queue_size(n), 0, "{n}");
+    }
+    let mut seen = HashSet::new();
+    let twice: Vec<_> = consumed.iter().filter(|v| !seen.insert(*v)).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let want: HashSet<&String> = produced.iter().collect();
+    let got: HashSet<&String> = consumed.iter().collect();
+    assert_eq!(produced.len(), 35);
+    assert_eq!(got, want, "lost or unknown items");
+    assert!(a.marked("X|").is_empty(), "{}", a.log());
 }

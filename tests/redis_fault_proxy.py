@@ -11,6 +11,8 @@ for every request):
   push MS     a RESP3 push frame every MS ms (50 of them), then the reply
   malformed   a frame that is no RESP instead of the reply
   double      the reply twice
+  late MS     the server's reply held back MS ms (the server ran the
+              request; a client that gave up never sees the answer)
 
 Usage: redis_fault_proxy.py LISTEN UPSTREAM MODE_FILE
 """
@@ -104,7 +106,7 @@ def serve(client, upstream_port, mode_path):
             up.sendall(b"".join(reqs))
             replies, ubuf = read_frames(up, ubuf, len(reqs))
             reply = b"".join(replies)
-            if name == "slow":
+            if name in ("slow", "late"):
                 time.sleep(ms / 1000)
                 client.sendall(reply)
             elif name == "trickle":

@@ -316,45 +316,57 @@ fn fetch_memory(
     })
 }
 
-/// How often a wait on a Redis queue asks Redis again.
-const REMOTE_POLL: Duration = Duration::from_millis(10);
-
 /// [`fetch`], waiting up to `timeout` for an item when the queue is empty.
 /// A memory queue sleeps until an add wakes it (see [`queue::doorbell`]);
-/// a Redis queue asks again every few milliseconds.
+/// a Redis queue, see [`fetch_wait_remote`].
 pub fn fetch_wait(idx: usize, timeout: Duration) -> Fetch {
+    let Some(d) = def(idx) else {
+        return fetch(idx);
+    };
+    if let Backend::Remote(st) = &d.backend {
+        return fetch_wait_remote(idx, st, timeout);
+    }
     let first = fetch(idx);
     if first != Fetch::Empty || timeout.is_zero() {
         return first;
     }
-    let Some(d) = def(idx) else {
-        return first;
-    };
     let mut outcome = Fetch::Empty;
-    let mut take = || match fetch(idx) {
+    // A durable queue's add rings the bell too.
+    d.bell().wait_for(timeout, || match fetch(idx) {
         Fetch::Empty => None,
         other => {
             outcome = other;
             Some(())
         }
-    };
-    match &d.backend {
-        // A durable queue's add rings the bell too.
-        Backend::Memory | Backend::Durable(_) => {
-            d.bell().wait_for(timeout, take);
+    });
+    outcome
+}
+
+/// How long a wait on a Redis queue sleeps when it cannot block on Redis.
+const REMOTE_PAUSE: Duration = Duration::from_millis(10);
+
+/// Redis queue: between fetches, a blocking read that returns when an
+/// entry is added (`XREAD BLOCK`, each one call within `redis_timeout`);
+/// while the server is backing off (after a timeout or a refused
+/// connection), a sleep until it ends. So a waiting consumer neither polls
+/// nor spins, and fails at most once per back-off.
+fn fetch_wait_remote(idx: usize, st: &StreamSpec, timeout: Duration) -> Fetch {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = fetch(idx);
+        let again = match r {
+            Fetch::Empty => true,
+            Fetch::Failed(Failure::Remote) => remote::with(|s| s.backing_off(st)),
+            _ => false,
+        };
+        let now = Instant::now();
+        if !again || now >= deadline {
+            return r;
         }
-        Backend::Remote(_) => {
-            let deadline = Instant::now() + timeout;
-            while take().is_none() {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                std::thread::sleep(REMOTE_POLL.min(deadline - now));
-            }
+        if remote::with(|s| s.wait(st, deadline)).is_err() && !remote::with(|s| s.backing_off(st)) {
+            std::thread::sleep(REMOTE_PAUSE.min(deadline - now));
         }
     }
-    outcome
 }
 
 /// `mqueue.fetch`: shows the oldest item to `reply`, which answers whether
@@ -462,9 +474,9 @@ fn release_batch(q: &DurableRef, st: &mut crate::log::FileStorage, batch: &mut V
 }
 
 /// Redis queue: acknowledges the held entry and takes the next one. An
-/// entry `reply` cannot use is not held, so it is delivered again after
-/// `claim_ms`: it stays queued. On an error the held entry stays to be
-/// acknowledged by the next call.
+/// entry `reply` cannot use is handed back at once (the next fetch of any
+/// instance takes it first): it stays queued, in its place. On an error
+/// the held entry stays to be acknowledged by the next call.
 fn fetch_remote(
     idx: usize,
     d: &QueueDef,
@@ -477,6 +489,13 @@ fn fetch_remote(
             Ok(Some(e)) => {
                 if !reply(&e.key, &e.val) {
                     slot.held = None;
+                    if let Err(err) = remote::with(|s| s.hand_back(st, &e.id)) {
+                        remote::log_error(
+                            &d.name_lossy(),
+                            "hand back (it is delivered again after claim_ms)",
+                            &err,
+                        );
+                    }
                     return Fetch::Kept;
                 }
                 slot.set(&e.key, &e.val);

@@ -43,6 +43,44 @@ pub static REDIS_TIMEOUT_MS: AtomicI64 = AtomicI64::new(500);
 /// fast after a call there timed out or could not connect.
 pub static REDIS_BACKOFF_MS: AtomicI64 = AtomicI64::new(1000);
 
+/// `redis_tls_ca`, `redis_tls_cert`, `redis_tls_key`: PEM files for
+/// `rediss://` servers (the CAs to check them against, default the
+/// system's; a client certificate and its key for servers that ask).
+pub static REDIS_TLS: Mutex<[Option<String>; 3]> = Mutex::new([None, None, None]);
+
+fn set_tls(which: usize, val: *mut c_void) {
+    let v = String::from_utf8_lossy(string_arg(val).unwrap_or_default()).into_owned();
+    if let Ok(mut files) = REDIS_TLS.lock() {
+        files[which] = (!v.is_empty()).then_some(v);
+    }
+}
+
+host_entry! {
+    /// `redis_tls_ca` (string): the CA certificates (PEM) that sign the
+    /// certificates of `rediss://` servers.
+    pub fn mq_param_redis_tls_ca(_type: u32, val: *mut c_void) -> c_int, "modparam redis_tls_ca", -1 => {
+        set_tls(0, val);
+        0
+    }
+}
+
+host_entry! {
+    /// `redis_tls_cert` (string): a client certificate (PEM) for
+    /// `rediss://` servers that ask for one.
+    pub fn mq_param_redis_tls_cert(_type: u32, val: *mut c_void) -> c_int, "modparam redis_tls_cert", -1 => {
+        set_tls(1, val);
+        0
+    }
+}
+
+host_entry! {
+    /// `redis_tls_key` (string): the private key (PEM) of `redis_tls_cert`.
+    pub fn mq_param_redis_tls_key(_type: u32, val: *mut c_void) -> c_int, "modparam redis_tls_key", -1 => {
+        set_tls(2, val);
+        0
+    }
+}
+
 /// Where the queue keeps its items; for a queue on Redis Streams, what the
 /// C attributes mean there, checked.
 fn backend(s: &QueueSpec) -> Result<Backend, String> {

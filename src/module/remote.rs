@@ -3,10 +3,10 @@
 //! consumer names unique per instance and process, and error logs that do
 //! not flood while Redis is down.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::params::{REDIS_BACKOFF_MS, REDIS_TIMEOUT_MS};
+use super::params::{REDIS_BACKOFF_MS, REDIS_TIMEOUT_MS, REDIS_TLS};
 use super::registry::{QueueDef, Registry};
 use crate::kamailio::process_local::ProcessLocal;
 use crate::stream::{CheckError, Session, StreamSpec};
@@ -15,6 +15,8 @@ use crate::{kerr, kinfo, kwarn};
 /// `<host>-<random>-`: this instance's consumer name prefix, made in
 /// `mod_init` (before the fork, so every process shares it).
 static INSTANCE: OnceLock<String> = OnceLock::new();
+/// The TLS setup of `rediss://` queues, made in `mod_init`.
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
 /// This process's session; None until the first Redis call here.
 static SESSION: ProcessLocal<Option<Session>> = ProcessLocal::new(None);
 /// When this process last logged a Redis error (not for adds, which log
@@ -33,7 +35,23 @@ fn backoff() -> Duration {
 
 /// A session whose calls wait `redis_timeout` and back off `redis_backoff`.
 fn session(consumer: String) -> Session {
-    Session::new(consumer, timeout(), backoff())
+    Session::new(consumer, timeout(), backoff()).with_tls(TLS.get().cloned())
+}
+
+/// Reads the files of `redis_tls_ca`, `redis_tls_cert` and `redis_tls_key`
+/// (the CAs default to the system's).
+fn set_up_tls() -> Result<(), String> {
+    let [ca, cert, key] = REDIS_TLS
+        .lock()
+        .map(|f| f.clone())
+        .map_err(|_| "TLS parameters unreadable".to_string())?;
+    let config = crate::stream::client_config(
+        ca.as_deref().unwrap_or(crate::stream::SYSTEM_CA),
+        cert.as_deref(),
+        key.as_deref(),
+    )?;
+    let _ = TLS.set(config);
+    Ok(())
 }
 
 fn instance() -> &'static str {
@@ -64,6 +82,9 @@ pub fn init(reg: &Registry) -> Result<(), String> {
         .collect();
     if streams.is_empty() {
         return Ok(());
+    }
+    if streams.iter().any(|(_, s)| s.tls()) {
+        set_up_tls()?;
     }
     let prefix = instance();
     let mut check = session(format!("{prefix}main"));

@@ -114,6 +114,9 @@ host_table! {
         param(c"stats_queues", sys::PARAM_INT, params::mq_param_stats_queues),
         param(c"redis_backoff", sys::PARAM_INT, params::mq_param_redis_backoff),
         param(c"durable_dir", sys::PARAM_STRING, params::mq_param_durable_dir),
+        param(c"redis_tls_ca", sys::PARAM_STRING, params::mq_param_redis_tls_ca),
+        param(c"redis_tls_cert", sys::PARAM_STRING, params::mq_param_redis_tls_cert),
+        param(c"redis_tls_key", sys::PARAM_STRING, params::mq_param_redis_tls_key),
     ];
 }
 

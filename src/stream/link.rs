@@ -11,18 +11,22 @@
 //! out of step (timeout or error mid-reply, a frame that does not parse,
 //! bytes nobody asked for) is dropped by the caller.
 
-use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use redis::Value;
+use rustls::ClientConfig;
+
+use super::tls::Transport;
 
 /// Where and how to connect: a server, or the master the sentinels name,
-/// with an optional password and database.
+/// with an optional password and database, over TLS or not.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub endpoint: Endpoint,
+    /// `rediss://`: TLS to the server (and to the sentinels).
+    pub tls: bool,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
@@ -36,6 +40,9 @@ pub enum Endpoint {
         sentinels: Vec<(String, u16)>,
         master: String,
     },
+    /// Seed nodes of a Redis Cluster, tried in turn; the node that holds
+    /// a queue's slot is then learnt from `MOVED` replies.
+    Cluster(Vec<(String, u16)>),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -43,6 +50,10 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Direct(h, p) => write!(f, "{h}:{p}"),
             Endpoint::Sentinel { master, .. } => write!(f, "sentinel:{master}"),
+            Endpoint::Cluster(seeds) => {
+                let seeds: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                write!(f, "cluster:{}", seeds.join(","))
+            }
         }
     }
 }
@@ -76,11 +87,17 @@ impl std::fmt::Display for Failure {
 const MAX_REPLY: usize = 512 << 20;
 
 pub struct Link {
-    sock: TcpStream,
+    t: Transport,
     buf: Vec<u8>,
+    /// Every command sent goes after an `ASKING` (a cluster node asked
+    /// for a slot it is importing, after an `ASK` redirection).
+    pub asking: bool,
 }
 
-fn left(deadline: Instant) -> Result<std::time::Duration, Failure> {
+/// The TLS setup of a `rediss://` target (see [`super::tls`]).
+pub type Tls = Option<Arc<ClientConfig>>;
+
+pub(super) fn left(deadline: Instant) -> Result<std::time::Duration, Failure> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         Err(Failure::Timeout)
@@ -89,7 +106,7 @@ fn left(deadline: Instant) -> Result<std::time::Duration, Failure> {
     }
 }
 
-fn io_failure(e: std::io::Error) -> Failure {
+pub(super) fn io_failure(e: std::io::Error) -> Failure {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::Timeout,
         _ => Failure::Broken(e.to_string()),
@@ -97,14 +114,23 @@ fn io_failure(e: std::io::Error) -> Failure {
 }
 
 impl Link {
-    /// Connects and, with a password or a database, authenticates and
-    /// selects it, all before `deadline`.
-    pub fn open(t: &Target, deadline: Instant) -> Result<Link, Failure> {
-        let (host, port) = match &t.endpoint {
-            Endpoint::Direct(h, p) => (h.clone(), *p),
-            Endpoint::Sentinel { sentinels, master } => ask_sentinels(sentinels, master, deadline)?,
+    /// Connects (with TLS for a `rediss://` target, set up as `tls` says)
+    /// and, with a password or a database, authenticates and selects it,
+    /// all before `deadline`.
+    pub fn open(t: &Target, tls: &Tls, deadline: Instant) -> Result<Link, Failure> {
+        let tls = match (t.tls, tls) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c),
+            (true, None) => return Err(Failure::Rejected("TLS is not set up".into())),
         };
-        let mut link = Link::connect(&host, port, deadline)?;
+        let mut link = match &t.endpoint {
+            Endpoint::Direct(h, p) => Link::connect(h, *p, tls, deadline)?,
+            Endpoint::Sentinel { sentinels, master } => {
+                let (h, p) = ask_sentinels(sentinels, master, tls, deadline)?;
+                Link::connect(&h, p, tls, deadline)?
+            }
+            Endpoint::Cluster(seeds) => first_seed(seeds, tls, deadline)?,
+        };
         let mut hello = redis::pipe();
         if let Some(pw) = &t.password {
             let auth = hello.cmd("AUTH");
@@ -127,8 +153,13 @@ impl Link {
         Ok(link)
     }
 
-    /// A TCP connection, no handshake.
-    fn connect(host: &str, port: u16, deadline: Instant) -> Result<Link, Failure> {
+    /// A TCP connection, with the TLS handshake if `tls`.
+    fn connect(
+        host: &str,
+        port: u16,
+        tls: Option<&Arc<ClientConfig>>,
+        deadline: Instant,
+    ) -> Result<Link, Failure> {
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
@@ -146,28 +177,22 @@ impl Link {
         }
         let sock = sock.ok_or(last)?;
         sock.set_nodelay(true).map_err(io_failure)?;
+        let t = match tls {
+            None => Transport::Plain(sock),
+            Some(config) => Transport::tls(sock, config, host, deadline)?,
+        };
         Ok(Link {
-            sock,
+            t,
             buf: Vec::with_capacity(512),
+            asking: false,
         })
     }
 
     /// True when the server closed the connection (idle timeout, `CLIENT
     /// KILL`, a middlebox) or sent bytes nobody asked for: a request sent
     /// on it would fail or read a stale reply.
-    pub fn is_stale(&self) -> bool {
-        let mut b = [0u8; 1];
-        // SAFETY: recv into a 1-byte buffer we own, on our socket's fd;
-        // MSG_PEEK leaves the data, MSG_DONTWAIT never blocks.
-        let n = unsafe {
-            libc::recv(
-                self.sock.as_raw_fd(),
-                b.as_mut_ptr() as *mut libc::c_void,
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+    pub fn is_stale(&mut self) -> bool {
+        self.t.is_stale()
     }
 
     /// Sends `packed` (one or more commands) and reads `replies` replies,
@@ -179,7 +204,10 @@ impl Link {
         replies: usize,
         deadline: Instant,
     ) -> Result<Vec<Value>, Failure> {
-        self.write_all(packed, deadline)?;
+        if self.asking {
+            return self.exchange_asking(packed, replies, deadline);
+        }
+        self.t.write_all(packed, deadline)?;
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
             match self.read_frame(deadline)? {
@@ -190,19 +218,27 @@ impl Link {
         Ok(out)
     }
 
-    fn write_all(&mut self, mut data: &[u8], deadline: Instant) -> Result<(), Failure> {
-        while !data.is_empty() {
-            self.sock
-                .set_write_timeout(Some(left(deadline)?))
-                .map_err(io_failure)?;
-            match self.sock.write(data) {
-                Ok(0) => return Err(Failure::Broken("connection closed".into())),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_failure(e)),
-            }
+    /// [`Link::exchange`] with an `ASKING` before each command (a request
+    /// is RESP too: its commands are found by [`frame_len`]); the
+    /// `ASKING` replies are left out.
+    fn exchange_asking(
+        &mut self,
+        packed: &[u8],
+        replies: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, Failure> {
+        let asking = redis::cmd("ASKING").get_packed_command();
+        let mut request = Vec::with_capacity(packed.len() + replies * asking.len());
+        let mut rest = packed;
+        while let Some(n) = frame_len(rest).map_err(Failure::Broken)?.filter(|&n| n > 0) {
+            request.extend_from_slice(&asking);
+            request.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
         }
-        Ok(())
+        self.asking = false;
+        let all = self.exchange(&request, 2 * replies, deadline);
+        self.asking = true;
+        Ok(all?.into_iter().skip(1).step_by(2).collect())
     }
 
     /// One whole frame, decoded; the bytes after it stay buffered (and
@@ -218,15 +254,10 @@ impl Link {
             if self.buf.len() > MAX_REPLY {
                 return Err(Failure::Broken("reply too large".into()));
             }
-            self.sock
-                .set_read_timeout(Some(left(deadline)?))
-                .map_err(io_failure)?;
             let mut chunk = [0u8; 4096];
-            match self.sock.read(&mut chunk) {
-                Ok(0) => return Err(Failure::Broken("connection closed by Redis".into())),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_failure(e)),
+            match self.t.read(&mut chunk, deadline)? {
+                0 => return Err(Failure::Broken("connection closed by Redis".into())),
+                n => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
@@ -242,6 +273,7 @@ impl Link {
 fn ask_sentinels(
     sentinels: &[(String, u16)],
     master: &str,
+    tls: Option<&Arc<ClientConfig>>,
     deadline: Instant,
 ) -> Result<(String, u16), Failure> {
     let mut ask = redis::cmd("SENTINEL");
@@ -249,8 +281,8 @@ fn ask_sentinels(
     let packed = ask.get_packed_command();
     let mut last = Failure::Unreachable(format!("no sentinel knows master {master}"));
     for (host, port) in sentinels {
-        let reply =
-            Link::connect(host, *port, deadline).and_then(|mut l| l.exchange(&packed, 1, deadline));
+        let reply = Link::connect(host, *port, tls, deadline)
+            .and_then(|mut l| l.exchange(&packed, 1, deadline));
         match reply.map(|mut r| r.pop()) {
             Ok(Some(v @ Value::Array(_))) => {
                 if let Ok((h, p)) = redis::from_redis_value::<(String, u16)>(v) {
@@ -258,6 +290,24 @@ fn ask_sentinels(
                 }
             }
             Ok(_) => {}
+            Err(Failure::Timeout) => return Err(Failure::Timeout),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A connection to the first seed node that accepts one, before
+/// `deadline`.
+fn first_seed(
+    seeds: &[(String, u16)],
+    tls: Option<&Arc<ClientConfig>>,
+    deadline: Instant,
+) -> Result<Link, Failure> {
+    let mut last = Failure::Unreachable("no seed node".into());
+    for (host, port) in seeds {
+        match Link::connect(host, *port, tls, deadline) {
+            Ok(l) => return Ok(l),
             Err(Failure::Timeout) => return Err(Failure::Timeout),
             Err(e) => last = e,
         }

@@ -10,10 +10,13 @@
 //! reopened before the request is sent. After a call timed out or could
 //! not connect, this process fails its calls on that server at once,
 //! without touching the network, for the back-off time; then it tries
-//! again. Nothing here depends on Kamailio.
+//! again. On a Redis Cluster, a queue's calls go to the node that holds
+//! its slot, learnt from `MOVED` (see [`Session::call_within`]). Nothing
+//! here depends on Kamailio.
 
 mod link;
 mod scripts;
+mod tls;
 mod url;
 
 use std::collections::HashMap;
@@ -22,7 +25,8 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, FromRedisValue, Value};
 
 use crate::queue::AddMode;
-use link::{Failure, Link, Target};
+use link::{Failure, Link, Target, Tls};
+pub use tls::{client_config, SYSTEM_CA};
 
 /// One Redis queue as configured.
 pub struct StreamSpec {
@@ -60,6 +64,11 @@ pub const DEFAULT_CLAIM_MS: u64 = 30_000;
 pub const DEFAULT_CONSUMER_IDLE_MS: u64 = 3_600_000;
 
 impl StreamSpec {
+    /// The key of this queue's node in [`Session::routes`].
+    fn route(&self) -> String {
+        format!("{}|{}", self.server, self.stream)
+    }
+
     /// Checks the URL (see [`url`]).
     pub fn new(
         queue: &[u8],
@@ -77,7 +86,8 @@ impl StreamSpec {
         // The name goes into Redis key names as it is.
         let name = std::str::from_utf8(queue)
             .map_err(|_| "a queue on redis needs a UTF-8 name".to_string())?;
-        let server = format!("{}/{}", target.endpoint, target.db);
+        let tls = if target.tls { "tls:" } else { "" };
+        let server = format!("{tls}{}/{}", target.endpoint, target.db);
         Ok(StreamSpec {
             shown_url,
             server,
@@ -96,12 +106,19 @@ impl StreamSpec {
             replicas: 0,
         })
     }
+
+    /// A `rediss://` queue.
+    pub fn tls(&self) -> bool {
+        self.target.tls
+    }
 }
 
 /// A queued item: key and value.
 pub type Item = (Vec<u8>, Vec<u8>);
-/// The fetch script's reply: id, key, value.
-type Entry = (String, Vec<u8>, Vec<u8>);
+/// The fetch script's reply: id, key and value of the entry delivered;
+/// the id of the newest entry when there was none; nothing after an
+/// acknowledgement.
+type Entry = Vec<Vec<u8>>;
 
 /// An entry delivered to this process.
 pub struct Delivered {
@@ -157,6 +174,7 @@ struct Ctx {
     fetch: Lua,
     clear: Lua,
     requeue: Lua,
+    hand_back: Lua,
 }
 
 /// This process's connections, one per Redis server, and what every call
@@ -164,13 +182,22 @@ struct Ctx {
 pub struct Session {
     timeout: Duration,
     backoff: Duration,
+    /// Keyed by [`Session::link_key`].
     links: HashMap<String, Link>,
+    /// Cluster nodes that answered `MOVED` for a queue's slot, by
+    /// [`StreamSpec::route`].
+    routes: HashMap<String, (String, u16)>,
     /// Servers whose last call timed out or could not connect, with the
     /// end of their back-off.
     down_until: HashMap<String, Instant>,
     /// Streams on which a fetch or acknowledgement of this process failed
     /// since its last successful fetch.
     unsure: std::collections::HashSet<String>,
+    /// Per stream, the newest entry's id when a fetch found nothing to
+    /// deliver: a wait looks for entries after it.
+    newest: HashMap<String, String>,
+    /// The TLS setup of `rediss://` servers.
+    tls: Tls,
     ctx: Ctx,
 }
 
@@ -230,6 +257,15 @@ fn query<T: FromRedisValue>(link: &mut Link, cmd: &Cmd, deadline: Instant) -> Ca
     decode(replies.pop().unwrap_or(Value::Nil))
 }
 
+/// `EVALSHA sha` or `EVAL body` (`verb`, `s`) with `keys` and the
+/// arguments `args` adds.
+fn script_cmd(verb: &str, s: &str, keys: &[&str], args: &dyn Fn(&mut Cmd)) -> Cmd {
+    let mut c = redis::cmd(verb);
+    c.arg(s).arg(keys.len()).arg(keys);
+    args(&mut c);
+    c
+}
+
 /// Runs `script` by its SHA1, and with its body if the server does not
 /// know it (a new or restarted server), in the same deadline.
 fn eval<T: FromRedisValue>(
@@ -239,15 +275,10 @@ fn eval<T: FromRedisValue>(
     args: &dyn Fn(&mut Cmd),
     deadline: Instant,
 ) -> CallResult<T> {
-    let build = |verb: &str, s: &str| {
-        let mut c = redis::cmd(verb);
-        c.arg(s).arg(keys.len()).arg(keys);
-        args(&mut c);
-        c
-    };
-    match query(link, &build("EVALSHA", &script.sha), deadline) {
+    let evalsha = script_cmd("EVALSHA", &script.sha, keys, args);
+    match query(link, &evalsha, deadline) {
         Err(CallError::Reply(e)) if e.code() == Some("NOSCRIPT") => {
-            query(link, &build("EVAL", script.body), deadline)
+            query(link, &script_cmd("EVAL", script.body, keys, args), deadline)
         }
         other => other,
     }
@@ -274,11 +305,8 @@ fn eval_and_wait<T: FromRedisValue>(
         return Err(CallError::Link(Failure::Timeout));
     }
     for (verb, s) in [("EVALSHA", script.sha.as_str()), ("EVAL", script.body)] {
-        let mut c = redis::cmd(verb);
-        c.arg(s).arg(keys.len()).arg(keys);
-        args(&mut c);
         let mut p = redis::pipe();
-        p.add_command(c)
+        p.add_command(script_cmd(verb, s, keys, args))
             .cmd("WAIT")
             .arg(replicas)
             .arg(wait_ms as u64);
@@ -320,16 +348,26 @@ impl Session {
             timeout,
             backoff,
             links: HashMap::new(),
+            routes: HashMap::new(),
             down_until: HashMap::new(),
             unsure: std::collections::HashSet::new(),
+            newest: HashMap::new(),
+            tls: None,
             ctx: Ctx {
                 consumer,
                 add: Lua::new(scripts::ADD),
                 fetch: Lua::new(scripts::FETCH),
                 clear: Lua::new(scripts::CLEAR),
                 requeue: Lua::new(scripts::REQUEUE),
+                hand_back: Lua::new(scripts::HAND_BACK),
             },
         }
+    }
+
+    /// The TLS setup for `rediss://` servers (see [`client_config`]).
+    pub fn with_tls(mut self, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Session {
+        self.tls = tls;
+        self
     }
 
     /// Runs `f` (one or more round trips) on the connection to the spec's
@@ -361,22 +399,95 @@ impl Session {
         result.map_err(|e| e.to_string())
     }
 
+    /// Where the spec's calls go: the cluster node `MOVED` named for its
+    /// slot, else the URL's server (or seed nodes).
+    fn link_key(&self, spec: &StreamSpec) -> (String, Option<(String, u16)>) {
+        match self.routes.get(&spec.route()) {
+            Some((h, p)) => (format!("{}>{h}:{p}", spec.server), Some((h.clone(), *p))),
+            None => (spec.server.clone(), None),
+        }
+    }
+
+    /// Drops the spec's connection: the next call connects again.
+    fn drop_link(&mut self, spec: &StreamSpec) {
+        let (key, _) = self.link_key(spec);
+        self.links.remove(&key);
+    }
+
+    /// Runs `f` on the spec's node, following cluster redirections within
+    /// the deadline: `MOVED` (the slot's node is remembered and `f` sent
+    /// there), `ASK` (`f` sent once to the named node, each command after
+    /// an `ASKING`) and `TRYAGAIN` (a slot being migrated: `f` again
+    /// shortly, while the deadline allows). At most [`MAX_REDIRECTS`]
+    /// redirections per call.
     fn call_within<T>(
         &mut self,
         spec: &StreamSpec,
         deadline: Instant,
         f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
     ) -> CallResult<T> {
-        if self.links.get(&spec.server).is_some_and(Link::is_stale) {
-            self.links.remove(&spec.server);
+        let mut ask: Option<(String, u16)> = None;
+        let mut redirects = 0;
+        loop {
+            let (key, node) = match &ask {
+                Some((h, p)) => (format!("{}>{h}:{p}", spec.server), Some((h.clone(), *p))),
+                None => self.link_key(spec),
+            };
+            let result = self.call_on(spec, &key, node, ask.is_some(), deadline, f);
+            let Err(CallError::Reply(e)) = &result else {
+                if matches!(result, Err(CallError::Link(_))) {
+                    // A node gone (failed over, or the slot's owner
+                    // changed): ask the seeds again next time.
+                    self.routes.remove(&spec.route());
+                }
+                return result;
+            };
+            match (e.code(), redirect_node(e)) {
+                (Some("MOVED"), Some(node)) if redirects < MAX_REDIRECTS => {
+                    self.routes.insert(spec.route(), node);
+                    ask = None;
+                }
+                (Some("ASK"), Some(node)) if redirects < MAX_REDIRECTS && ask.is_none() => {
+                    ask = Some(node);
+                }
+                // Not a redirection: bounded by the deadline alone.
+                (Some("TRYAGAIN"), _)
+                    if deadline.saturating_duration_since(Instant::now()) > TRYAGAIN_PAUSE =>
+                {
+                    std::thread::sleep(TRYAGAIN_PAUSE);
+                    ask = None;
+                    continue;
+                }
+                _ => return result,
+            }
+            redirects += 1;
         }
-        if !self.links.contains_key(&spec.server) {
-            let link = Link::open(&spec.target, deadline)?;
-            self.links.insert(spec.server.clone(), link);
+    }
+
+    /// Runs `f` on the connection `key` (to `node`, or to the URL's
+    /// server when None). A link found closed or dirty is reopened before
+    /// anything is sent; a link that failed is dropped; a missing consumer
+    /// group (a new or restarted server) is created and `f` tried again.
+    fn call_on<T>(
+        &mut self,
+        spec: &StreamSpec,
+        key: &str,
+        node: Option<(String, u16)>,
+        asking: bool,
+        deadline: Instant,
+        f: &mut impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
+    ) -> CallResult<T> {
+        if self.links.get_mut(key).is_some_and(Link::is_stale) {
+            self.links.remove(key);
         }
-        let Some(link) = self.links.get_mut(&spec.server) else {
+        if !self.links.contains_key(key) {
+            let link = Link::open(&node_target(&spec.target, node), &self.tls, deadline)?;
+            self.links.insert(key.to_string(), link);
+        }
+        let Some(link) = self.links.get_mut(key) else {
             return Err(CallError::Link(Failure::Broken("no connection".into())));
         };
+        link.asking = asking;
         let mut result = f(link, &self.ctx, deadline);
         if let Err(CallError::Reply(e)) = &result {
             if e.code() == Some("NOGROUP") {
@@ -384,13 +495,14 @@ impl Session {
                     create_group(link, spec, deadline).and_then(|()| f(link, &self.ctx, deadline));
             }
         }
+        link.asking = false;
         // A demoted master (READONLY) or one cut off from its own master
         // (MASTERDOWN): the next call connects again, so that a host name
         // or address that follows the master is looked up anew.
         let demoted = matches!(&result, Err(CallError::Reply(e))
             if matches!(e.code(), Some("READONLY" | "MASTERDOWN")));
         if matches!(result, Err(CallError::Link(_))) || demoted || link.has_leftover() {
-            self.links.remove(&spec.server);
+            self.links.remove(key);
         }
         result
     }
@@ -407,17 +519,49 @@ impl Session {
             CallError::Link(Failure::Rejected(m)) => CheckError::Refused(m),
             // A replica (or a master still loading) may become the master.
             CallError::Reply(e)
-                if matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING")) =>
+                if matches!(
+                    e.code(),
+                    Some("READONLY" | "MASTERDOWN" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN")
+                ) =>
             {
                 CheckError::Unreachable(e.to_string())
             }
             CallError::Reply(e) => CheckError::Refused(e.to_string()),
             other => CheckError::Unreachable(other.to_string()),
         };
-        let mut link = Link::open(&spec.target, deadline).map_err(|e| fail(e.into()))?;
+        // On a cluster, the node that holds the queue's slot, as `MOVED`
+        // or `ASK` name it.
+        let mut node = None;
+        let mut asking = false;
+        for _ in 0..MAX_REDIRECTS {
+            let mut link = Link::open(
+                &node_target(&spec.target, node.clone()),
+                &self.tls,
+                deadline,
+            )
+            .map_err(|e| fail(e.into()))?;
+            link.asking = asking;
+            match Self::check_on(&mut link, spec, deadline) {
+                Err(CallError::Reply(e)) if matches!(e.code(), Some("MOVED" | "ASK")) => {
+                    let Some(to) = redirect_node(&e) else {
+                        return Err(fail(CallError::Reply(e)));
+                    };
+                    asking = e.code() == Some("ASK");
+                    node = Some(to);
+                }
+                other => return other.map_err(fail),
+            }
+        }
+        Err(CheckError::Unreachable(
+            "too many cluster redirections".into(),
+        ))
+    }
+
+    /// [`Session::check`] on one node.
+    fn check_on(link: &mut Link, spec: &StreamSpec, deadline: Instant) -> CallResult<bool> {
         let mut c = redis::cmd("INFO");
         c.arg("cluster");
-        let info: String = query(&mut link, &c, deadline).map_err(fail)?;
+        let info: String = query(link, &c, deadline)?;
         let mut moved = false;
         if !info.contains("cluster_enabled:1") {
             let old = [
@@ -433,14 +577,7 @@ impl Session {
                 &spec.keys,
                 &spec.stats,
             ];
-            let n: i64 = eval(
-                &mut link,
-                &Lua::new(scripts::MOVE_OLD),
-                &keys,
-                &|_| {},
-                deadline,
-            )
-            .map_err(fail)?;
+            let n: i64 = eval(link, &Lua::new(scripts::MOVE_OLD), &keys, &|_| {}, deadline)?;
             moved = n == 1;
         }
         for (key, want) in [
@@ -451,14 +588,14 @@ impl Session {
         ] {
             let mut c = redis::cmd("TYPE");
             c.arg(key);
-            let kind: String = query(&mut link, &c, deadline).map_err(fail)?;
+            let kind: String = query(link, &c, deadline)?;
             if kind != want && kind != "none" {
-                return Err(CheckError::Refused(format!(
+                return Err(CallError::Link(Failure::Rejected(format!(
                     "key {key} holds a {kind}, not a {want}"
-                )));
+                ))));
             }
         }
-        create_group(&mut link, spec, deadline).map_err(fail)?;
+        create_group(link, spec, deadline)?;
         Ok(moved)
     }
 
@@ -480,7 +617,7 @@ impl Session {
             if acked < spec.replicas as i64 {
                 // Maybe no longer the master: the next call connects (and
                 // asks the sentinels) again.
-                self.links.remove(&spec.server);
+                self.drop_link(spec);
                 return Err(format!(
                     "only {acked} of {} replicas have the entry within redis_timeout",
                     spec.replicas
@@ -543,7 +680,74 @@ impl Session {
             }
             Ok(_) => {}
         }
-        Ok(r?.map(|(id, key, val)| Delivered { id, key, val }))
+        let mut parts = r?.unwrap_or_default().into_iter();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(key), Some(val)) => Ok(Some(Delivered {
+                id: String::from_utf8_lossy(&id).into_owned(),
+                key,
+                val,
+            })),
+            (Some(newest), None, None) => {
+                let newest = String::from_utf8_lossy(&newest).into_owned();
+                self.newest.insert(spec.stream.clone(), newest);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// True while calls on the spec's server fail fast (see [`Session`]).
+    pub fn backing_off(&self, spec: &StreamSpec) -> bool {
+        self.down_until
+            .get(&spec.server)
+            .is_some_and(|&t| Instant::now() < t)
+    }
+
+    /// Waits, at most until `until`, for an entry newer than the newest
+    /// one the last empty fetch saw (`XREAD BLOCK`, within one call's
+    /// deadline: three quarters of `redis_timeout`, so that Redis answers
+    /// first), without taking it: the next fetch does. While the server
+    /// is backing off, sleeps until the back-off ends instead.
+    pub fn wait(&mut self, spec: &StreamSpec, until: Instant) -> Result<(), String> {
+        let now = Instant::now();
+        if let Some(&end) = self.down_until.get(&spec.server) {
+            if now < end {
+                std::thread::sleep(end.min(until).saturating_duration_since(now));
+                return Ok(());
+            }
+        }
+        let Some(after) = self.newest.get(&spec.stream).cloned() else {
+            return Err("no empty fetch to wait after".into());
+        };
+        let _: Value = self.call(spec, |l, _, d| {
+            let left = d.saturating_duration_since(Instant::now()) * 3 / 4;
+            let block = left.min(until.saturating_duration_since(Instant::now()));
+            let mut c = redis::cmd("XREAD");
+            c.arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&spec.stream)
+                .arg(&after);
+            query(l, &c, d)
+        })?;
+        Ok(())
+    }
+
+    /// Hands back `id`, delivered by the last fetch but not taken (an RPC
+    /// reply could not hold it): the next fetch of any instance takes it
+    /// first, and the delivery is not counted.
+    pub fn hand_back(&mut self, spec: &StreamSpec, id: &str) -> Result<(), String> {
+        let keys = [spec.stream.as_str()];
+        let args = |c: &mut Cmd| {
+            c.arg(&spec.group)
+                .arg(RELEASED)
+                .arg(id)
+                .arg(RELEASED_IDLE_MS);
+        };
+        let _: i64 = self.call(spec, |l, x, d| eval(l, &x.hand_back, &keys, &args, d))?;
+        Ok(())
     }
 
     /// Entries in the stream not yet acknowledged (`XLEN`).
@@ -561,32 +765,19 @@ impl Session {
 
     /// Up to `n` entries from the oldest on, delivered or not, not removed.
     pub fn peek(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
-        let mut c = redis::cmd("XRANGE");
-        c.arg(&spec.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(n.max(1));
-        let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .take(n)
-            .map(|e| {
-                let field = |name: &str| e.get::<Vec<u8>>(name).unwrap_or_default();
-                (field("k"), field("v"))
-            })
-            .collect())
+        self.range(spec, &spec.stream, n)
     }
 
     /// Up to `n` dead letters from the oldest on, not removed.
     pub fn dead_list(&mut self, spec: &StreamSpec, n: usize) -> Result<Vec<Item>, String> {
+        self.range(spec, &spec.dead, n)
+    }
+
+    /// Key and value of up to `n` entries of stream `key` of the spec's
+    /// server, from the oldest on (`XRANGE`).
+    fn range(&mut self, spec: &StreamSpec, key: &str, n: usize) -> Result<Vec<Item>, String> {
         let mut c = redis::cmd("XRANGE");
-        c.arg(&spec.dead)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(n.max(1));
+        c.arg(key).arg("-").arg("+").arg("COUNT").arg(n.max(1));
         let reply: redis::streams::StreamRangeReply = self.call(spec, |l, _, d| query(l, &c, d))?;
         Ok(reply
             .ids
@@ -613,25 +804,39 @@ impl Session {
     /// been idle for `consumer_idle_ms` (processes of instances that were
     /// killed or stopped long ago). Returns how many.
     pub fn prune_consumers(&mut self, spec: &StreamSpec) -> Result<usize, String> {
-        let mut c = redis::cmd("XINFO");
-        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
-        let consumers: redis::streams::StreamInfoConsumersReply =
-            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut removed = 0;
-        for gone in consumers
-            .consumers
+        for gone in self
+            .consumers(spec)?
             .iter()
             .filter(|c| c.pending == 0 && c.idle as u64 >= spec.consumer_idle_ms)
         {
-            let mut c = redis::cmd("XGROUP");
-            c.arg("DELCONSUMER")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .arg(&gone.name);
-            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            self.remove_consumer(spec, &gone.name)?;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// The consumers of the group (`XINFO CONSUMERS`).
+    fn consumers(
+        &mut self,
+        spec: &StreamSpec,
+    ) -> Result<Vec<redis::streams::StreamInfoConsumer>, String> {
+        let mut c = redis::cmd("XINFO");
+        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
+        let reply: redis::streams::StreamInfoConsumersReply =
+            self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(reply.consumers)
+    }
+
+    /// Removes consumer `name` from the group (`XGROUP DELCONSUMER`).
+    fn remove_consumer(&mut self, spec: &StreamSpec, name: &str) -> Result<(), String> {
+        let mut c = redis::cmd("XGROUP");
+        c.arg("DELCONSUMER")
+            .arg(&spec.stream)
+            .arg(&spec.group)
+            .arg(name);
+        let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+        Ok(())
     }
 
     /// Length, pending entries, consumers of the group, and the counters.
@@ -679,13 +884,9 @@ impl Session {
     /// consumers leave the group. Nothing is acknowledged: an entry a
     /// script saw last is delivered again. Returns how many entries.
     pub fn release_consumers(&mut self, spec: &StreamSpec, prefix: &str) -> Result<usize, String> {
-        let mut c = redis::cmd("XINFO");
-        c.arg("CONSUMERS").arg(&spec.stream).arg(&spec.group);
-        let consumers: redis::streams::StreamInfoConsumersReply =
-            self.call(spec, |l, _, d| query(l, &c, d))?;
         let mut released = 0;
-        for name in consumers
-            .consumers
+        for name in self
+            .consumers(spec)?
             .into_iter()
             .map(|c| c.name)
             .filter(|n| n.starts_with(prefix))
@@ -717,12 +918,7 @@ impl Session {
                 let _: Value = self.call(spec, |l, _, d| query(l, &c, d))?;
                 released += ids.len();
             }
-            let mut c = redis::cmd("XGROUP");
-            c.arg("DELCONSUMER")
-                .arg(&spec.stream)
-                .arg(&spec.group)
-                .arg(&name);
-            let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
+            self.remove_consumer(spec, &name)?;
         }
         Ok(released)
     }
@@ -750,6 +946,33 @@ fn counters_of(key: &str, raw: &HashMap<String, String>) -> (Vec<(String, u64)>,
         })
         .collect();
     (counters, warnings)
+}
+
+/// Redirections (`MOVED`, `ASK`) one call follows at most.
+const MAX_REDIRECTS: usize = 8;
+/// The pause before a command answered `TRYAGAIN` is sent again.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// The node a `MOVED` or `ASK` reply (`MOVED <slot> <host>:<port>`) names.
+fn redirect_node(e: &redis::RedisError) -> Option<(String, u16)> {
+    let (host, port) = e
+        .detail()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+}
+
+/// `t`, or the cluster node `node` with `t`'s credentials.
+fn node_target(t: &Target, node: Option<(String, u16)>) -> Target {
+    match node {
+        None => t.clone(),
+        Some((h, p)) => Target {
+            endpoint: link::Endpoint::Direct(h, p),
+            ..t.clone()
+        },
+    }
 }
 
 /// The consumer that holds what stopped instances handed back, for the
@@ -795,6 +1018,24 @@ mod tests {
             assert!(!e.contains("pw"), "{e}");
         }
         assert!(StreamSpec::new(&[0xff], "redis://h:1", "g", AddMode::Append, 0, 1).is_err());
+    }
+
+    #[test]
+    fn redirections_name_their_node() {
+        let node = |reply: &[u8]| match redis::parse_redis_value(reply) {
+            Ok(Value::ServerError(e)) => redirect_node(&e.into()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            node(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some(("127.0.0.1".to_string(), 6381))
+        );
+        assert_eq!(
+            node(b"-ASK 1 [::1]:7000\r\n"),
+            Some(("::1".to_string(), 7000))
+        );
+        assert_eq!(node(b"-MOVED 1 :7000\r\n"), None);
+        assert_eq!(node(b"-ERR no\r\n"), None);
     }
 
     #[test]

@@ -55,13 +55,14 @@ return 1
 /// '') -- the one its script saw last --, then, unless ARGV[6] is 'ack',
 /// delivers the next: first an entry this consumer was delivered but never
 /// saw (a call that timed out after Redis ran it; looked for only when
-/// ARGV[8] is '1', after a failed call), then an entry another
-/// consumer has held for longer than ARGV[5] ms or handed back at its
-/// shutdown (XAUTOCLAIM), else a new one. An entry about to be delivered
+/// ARGV[8] is '1', after a failed call; not counted as a delivery again),
+/// then an entry another consumer has held for longer than ARGV[5] ms or
+/// handed back at its shutdown (XAUTOCLAIM), else a new one. An entry about to be delivered
 /// more than ARGV[7] times (0: no limit) goes to the dead-letter stream
 /// KEYS[4] instead. ARGV: group, consumer, held id, addmode, claim ms,
 /// 'ack'|'fetch', max deliveries, '1'|'0' (own pending entries possible).
-/// Returns {id, key, value} or false.
+/// Returns {id, key, value}; {id of the newest entry, or '0-0'} when there
+/// is none to deliver; false after 'ack'.
 pub const FETCH: &str = r#"
 if ARGV[3] ~= '' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -81,30 +82,37 @@ local function fields(e)
   return key, val
 end
 -- A delivered entry again: this consumer's own pending one (the held one
--- is acknowledged above; one deleted meanwhile comes without fields and is
--- dropped), else one idle past claim_ms.
+-- is acknowledged above), which no script saw, so no new delivery: taken
+-- with XCLAIM JUSTID (a new idle time, the same delivery count; one
+-- deleted meanwhile is dropped); else one idle past claim_ms (XAUTOCLAIM
+-- counts the delivery). Returns the entry and whether it is our own.
 local function again()
   for _ = 1, (ARGV[8] == '1' and 16 or 0) do
-    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '0')
-    local m = r and r[1] and r[1][2][1]
-    if not m then break end
-    if m[2] then return m end
-    redis.call('XACK', KEYS[1], ARGV[1], m[1])
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+    if not p[1] then break end
+    local id = p[1][1]
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
+    local m = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if m then return m, true end
+    redis.call('XACK', KEYS[1], ARGV[1], id)
   end
   local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
   if claimed[2] and claimed[2][1] and claimed[2][1][2] then
-    return claimed[2][1]
+    return claimed[2][1], false
   end
   return nil
 end
 local e, key, val
 for _ = 1, 64 do
-  e = again()
+  local own
+  e, own = again()
   if not e then break end
   key, val = fields(e)
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
   if max == 0 or not p[1] or p[1][4] <= max then
-    redis.pcall('HINCRBY', KEYS[3], 'redelivered', 1)
+    if not own then
+      redis.pcall('HINCRBY', KEYS[3], 'redelivered', 1)
+    end
     break
   end
   redis.call('XADD', KEYS[4], '*', 'k', key, 'v', val, 'id', e[1], 'deliveries', p[1][4] - 1)
@@ -124,12 +132,30 @@ if not e then
   end
 end
 if not e then
-  return false
+  -- Nothing to deliver: the newest entry's id, after which a waiting
+  -- consumer looks for new ones (XREAD BLOCK).
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  return {last[1] and last[1][1] or '0-0'}
 end
 if tonumber(ARGV[4]) ~= 0 and redis.call('HGET', KEYS[2], key) == e[1] then
   redis.call('HDEL', KEYS[2], key)
 end
 return {e[1], key, val}
+"#;
+
+/// Hands back entry ARGV[3], delivered to this process but not taken (an
+/// RPC reply could not hold it): it goes to consumer ARGV[2] (`released`)
+/// with idle time ARGV[4], past any claim_ms, so the next fetch of any
+/// instance takes it first, and its delivery count goes back to what it
+/// was, as no script saw it. ARGV: group, released consumer, id, idle ms.
+pub const HAND_BACK: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not p[1] then
+  return 0
+end
+local count = math.max(p[1][4] - 1, 0)
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'RETRYCOUNT', count, 'JUSTID')
+return 1
 "#;
 
 /// Drops every entry (the consumer group stays). Returns how many.

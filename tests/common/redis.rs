@@ -3,7 +3,14 @@
 //! restartable on the same data) by the test, killed on drop; replicas, a
 //! sentinel and a misbehaving proxy in front of it. Commands go through the
 //! redis crate.
+//!
+//! Which server: `MQUEUE_REDIS_SERVER` unset (or `host`) runs this
+//! machine's `redis-server`; `redis8` Debian 13's Redis 8.0 and `valkey`
+//! its Valkey 8.1 (`valkey-server`), each inside the Debian 13 root
+//! (`scripts/debian13-root.sh run`, loopback shared). Sentinels and
+//! `redis-cli` are this machine's.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +22,36 @@ pub struct RedisServer {
     password: Option<String>,
     /// A replica of the server on this port.
     replica_of: Option<u16>,
+    /// A Redis Cluster node (`--cluster-enabled yes`).
+    cluster_node: bool,
+    /// A cluster node's bus port.
+    bus_port: u16,
     child: Option<Child>,
+    /// The overlay of the Debian 13 root the server runs in, if it does.
+    root_work: TempDir,
+}
+
+/// The command that runs the server `MQUEUE_REDIS_SERVER` names (see the
+/// module's comment), with `dir` (its data) visible at the same path.
+pub fn server_command(dir: &Path, root_work: &Path) -> Command {
+    let kind = std::env::var("MQUEUE_REDIS_SERVER").unwrap_or_default();
+    let bin = match kind.as_str() {
+        "" | "host" => return Command::new("redis-server"),
+        "redis8" => "redis-server",
+        "valkey" => "valkey-server",
+        other => panic!("MQUEUE_REDIS_SERVER={other}: not host, redis8 or valkey"),
+    };
+    let mut c = Command::new("bash");
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/debian13-root.sh"
+    ))
+    .arg("run")
+    .arg(root_work)
+    .arg("--bind")
+    .arg(dir)
+    .args(["--", bin]);
+    c
 }
 
 impl RedisServer {
@@ -30,7 +66,26 @@ impl RedisServer {
             dir: TempDir::new("redis"),
             password: password.map(str::to_string),
             replica_of: None,
+            cluster_node: false,
+            bus_port: 0,
             child: None,
+            root_work: TempDir::new("redis-root"),
+        };
+        r.resume();
+        r
+    }
+
+    /// A node of a Redis Cluster, not yet part of one (see [`RedisCluster`]).
+    pub fn start_cluster_node() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            password: None,
+            replica_of: None,
+            cluster_node: true,
+            bus_port: free_port(),
+            child: None,
+            root_work: TempDir::new("redis-root"),
         };
         r.resume();
         r
@@ -43,7 +98,10 @@ impl RedisServer {
             dir: TempDir::new("redis"),
             password: None,
             replica_of: Some(master),
+            cluster_node: false,
+            bus_port: 0,
             child: None,
+            root_work: TempDir::new("redis-root"),
         };
         r.resume();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -66,10 +124,12 @@ impl RedisServer {
 
     /// Starts the server on its port and directory (again).
     pub fn resume(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = server_command(&self.dir.0, &self.root_work.0);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir.0)
+            .arg("--pidfile")
+            .arg(self.dir.0.join("server.pid"))
             .args([
                 "--appendonly",
                 "yes",
@@ -85,6 +145,20 @@ impl RedisServer {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
+        if self.cluster_node {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ]);
+            // The bus port from the test range too (by default the port
+            // plus 10000, which another process may hold).
+            cmd.args(["--cluster-port", &self.bus_port.to_string()]);
+            cmd.arg("--logfile").arg(self.dir.0.join("redis.log"));
+        }
         if let Some(m) = self.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
         }
@@ -97,13 +171,22 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server does not answer");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let want = match std::env::var("MQUEUE_REDIS_SERVER").as_deref() {
+            Ok("redis8") => "redis_version:8.",
+            Ok("valkey") => "valkey_version:8.1",
+            _ => "redis_version:",
+        };
+        let info = self.cli(&["INFO", "server"]);
+        assert!(
+            info.contains(want),
+            "not the server asked for ({want}):\n{info}"
+        );
     }
 
     /// Stops the server (SIGTERM: it finishes its append-only file).
     pub fn pause(&mut self) {
+        self.signal(libc::SIGTERM);
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
     }
@@ -118,16 +201,128 @@ impl RedisServer {
         self.signal(libc::SIGCONT);
     }
 
+    /// Signals the server: the process its pid file names (in the Debian
+    /// 13 root, a descendant of our child), else our child.
     fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
+        let Some(c) = &self.child else {
+            return;
+        };
+        let pid = std::fs::read_to_string(self.dir.0.join("server.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .unwrap_or(c.id() as i32);
+        // SAFETY: signals the server this test started.
+        unsafe { libc::kill(pid, sig) };
     }
 
     /// A command against this server (see [`query_text`]).
     pub fn cli(&self, args: &[&str]) -> String {
         query_text(self.port, self.password.as_deref(), args)
+    }
+}
+
+/// Three masters of a Redis Cluster on loopback (`redis-cli --cluster
+/// create`, no replicas), each with its own port and directory.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli: run `make deps` (package redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                && n.cli(&["CLUSTER", "NODES"])
+                    .lines()
+                    .filter(|l| l.contains("master") && l.contains("connected"))
+                    .count()
+                    == 3
+        }) {
+            assert!(Instant::now() < deadline, "the cluster does not form");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// `redis://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis://{}", seeds.join(","))
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot(&self, key: &str) -> u16 {
+        self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot")
+    }
+
+    /// The node id of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// Which node holds `slot`, as node `i` sees it (`CLUSTER NODES`).
+    pub fn owner(&self, slot: u16, i: usize) -> usize {
+        let nodes = self.nodes[i].cli(&["CLUSTER", "NODES"]);
+        for l in nodes.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let holds = f.iter().skip(8).any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                match (a.parse::<u16>(), b.parse::<u16>()) {
+                    (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                    _ => false,
+                }
+            });
+            if holds {
+                let port = f[1].split(['@', ':']).nth(1).expect("host:port@bus");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port.to_string() == port)
+                    .expect("a node of ours");
+            }
+        }
+        panic!("no node holds slot {slot}:\n{nodes}");
+    }
+
+    /// A counter of `INFO` section `section` on node `i` (`name:count=N`
+    /// or `name:calls=N`), 0 when absent.
+    pub fn info_count(&self, i: usize, section: &str, name: &str) -> u64 {
+        let info = self.nodes[i].cli(&["INFO", section]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|rest| {
+                rest.split(',')
+                    .next()
+                    .and_then(|kv| kv.split_once('='))
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -182,8 +377,21 @@ fn flatten(v: &redis::Value, out: &mut String) {
     }
 }
 
+/// Kills the server whose `--pidfile` is `pidfile` (in the Debian 13
+/// root, a descendant of the child the test started), if it wrote one.
+pub fn kill_by_pidfile(pidfile: &Path) {
+    if let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        // SAFETY: signals the server this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -233,7 +441,7 @@ impl FaultProxy {
     }
 
     /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
-    /// `push MS`, `malformed`, `double`.
+    /// `push MS`, `malformed`, `double`, `late MS`.
     pub fn set(&self, mode: &str) {
         let tmp = self.mode_file.with_extension("new");
         std::fs::write(&tmp, mode).expect("mode file");
