@@ -91,16 +91,6 @@ fn parse(item: &str) -> (String, u64) {
     (p.to_string(), n.parse().expect("n"))
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Waits until no process holds the directory's lock (every process of a
 /// killed instance has exited).
 fn wait_unlocked(path: &std::path::Path) {
@@ -124,17 +114,15 @@ fn crash_test(durable: &str) {
     let dir = tmp.0.display().to_string();
     let body = crash_body(&dir, durable);
     let mut k = start(&body);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    let mut rng = Rng(seed);
+    let seed = fastrand::u64(..);
+    eprintln!("crash moments: seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut redelivered = 0i64;
     for round in 0..20 {
         let mut sipp = sipp_load(k.port, &k.dir.0);
         // A random moment under load: after a random number of adds.
         let base = lines(&k.log(), "P|").len();
-        let want = base + 50 + rng.below(400) as usize;
+        let want = base + 50 + rng.usize(..400);
         let deadline = Instant::now() + Duration::from_secs(60);
         while lines(&k.log(), "P|").len() < want {
             assert!(
