@@ -48,13 +48,7 @@ request_route {{
 }
 
 fn start(body: &str) -> Kamailio {
-    let cfg = Cfg {
-        globals: "children=2\nmax_while_loops=1000000",
-        modules: &["rtimer.so"],
-        body,
-        ..Cfg::default()
-    };
-    Kamailio::start(&cfg, Impl::Rust)
+    common::start_timers(body, 2, 1_000_000)
 }
 
 /// sipp sending MESSAGEs in the background until killed.
@@ -674,13 +668,7 @@ request_route {{
 "#,
         dir.display()
     );
-    let cfg = Cfg {
-        globals: "children=2\nmax_while_loops=1000000",
-        modules: &["rtimer.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    let mut k = start(&body);
     assert_eq!(
         common::sipp_messages(k.port, 100, 20, &k.dir.0),
         0,

@@ -23,14 +23,7 @@ use common::{sipp_messages, Cfg, Impl, Kamailio};
 const SHUTDOWN_TIMEOUT: &str = "shutdown timeout triggered";
 
 fn start(body: &str, children: usize) -> Kamailio {
-    let globals = format!("children={children}\nmax_while_loops=1000000");
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &["rtimer.so"],
-        body,
-        ..Cfg::default()
-    };
-    Kamailio::start(&cfg, Impl::Rust)
+    common::start_timers(body, children, 1_000_000)
 }
 
 /// `utime + stime` of a process, in clock ticks.
