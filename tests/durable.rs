@@ -743,20 +743,11 @@ fn kemi_on_a_durable_queue_matches_a_memory_queue() {
     ] {
         let tmp = common::TempDir::new("durable-kemi");
         let run = |attr: &str| {
-            let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
-            let body = format!(
-                "modparam(\"mqueue\", \"durable_dir\", \"{}\")\nmodparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\n\
-                 modparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine}\"\n",
+            let params = format!(
+                "modparam(\"mqueue\", \"durable_dir\", \"{}\")\nmodparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\n",
                 tmp.0.display()
             );
-            let modules = [format!("{module}.so")];
-            let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
-            let cfg = Cfg {
-                modules: &modules,
-                body: &body,
-                ..Cfg::default()
-            };
-            let k = Kamailio::start(&cfg, Impl::Rust);
+            let k = common::start_kemi(module, engine, file, &params, Impl::Rust);
             assert_eq!(
                 common::sipp_messages(k.port, 1, 10, &k.dir.0),
                 0,

@@ -229,6 +229,22 @@ pub fn start_http_rpc(body: &str, modules: &[&str], imp: Impl, args: &[&str]) ->
     (Kamailio::start_with(&cfg, imp, args), port)
 }
 
+/// Starts `params` (modparam lines) with the KEMI routing script
+/// `tests/kemi/<file>`, run by `module` (`app_lua`, `app_jsdt`) as
+/// `cfgengine` `engine`.
+pub fn start_kemi(module: &str, engine: &str, file: &str, params: &str, imp: Impl) -> Kamailio {
+    let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
+    let body =
+        format!("{params}modparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine}\"\n");
+    let module = format!("{module}.so");
+    let cfg = Cfg {
+        modules: &[&module],
+        body: &body,
+        ..Cfg::default()
+    };
+    Kamailio::start(&cfg, imp)
+}
+
 pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
     let mut text = format!(
         "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\ndisable_core_dump=yes\nexit_timeout=4\n\
