@@ -10,7 +10,15 @@ the ratio ours/C.
 - CPU: /proc/<pid>/schedstat of every Kamailio process, summed.
 - Wall-clock: $TV(Sn) around loops in one worker
   (event_route[core:worker-one-init]), minus the baseline loop.
-- Memory: `kamcmd core.shmmem` before and after queueing."""
+- Memory: `kamcmd core.shmmem` before and after queueing.
+
+One run goes through every workload of WORKLOADS;
+`BENCH_ONLY=sizes,latency` runs the named ones. Each size comes from a
+BENCH_* variable below, so a smoke run of everything takes tiny ones, e.g.
+BENCH_N=1000 BENCH_CG_N=200 BENCH_SIP_N=200 BENCH_CPU_N=1000 BENCH_REPS=1
+BENCH_UNIQUE_K=100,200 BENCH_MEMORY_N=1000 BENCH_QUEUES=10 BENCH_SIZE_N=100
+BENCH_LATENCY_N=100 BENCH_NEAR_EMPTY_N=100 BENCH_REDIS_N=500
+BENCH_DURABLE_N=1000 BENCH_DURABLE_SYNC_N=50 BENCH_DURABLE_START_N=1000."""
 
 import os
 import shutil
@@ -47,6 +55,12 @@ N = int(os.environ.get("BENCH_N", "100000"))
 CG_N = int(os.environ.get("BENCH_CG_N", "20000"))
 SIP_N = int(os.environ.get("BENCH_SIP_N", "20000"))
 CPU_N = int(os.environ.get("BENCH_CPU_N", "1000000"))
+# Runs of the CPU workloads (SIP, contention) whose median is kept.
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+# Queued keys of the unique-key workload; growth is from the first to the last.
+UNIQUE_K = tuple(int(x) for x in os.environ.get("BENCH_UNIQUE_K", "1000,10000,50000").split(","))
+MEMORY_N = int(os.environ.get("BENCH_MEMORY_N", "100000"))
+QUEUES = int(os.environ.get("BENCH_QUEUES", "1000"))
 # BENCH_PORT: another port when benches run side by side.
 PORT = int(os.environ.get("BENCH_PORT", "36500"))
 
@@ -468,7 +482,7 @@ def sip_near_empty(module):
             "lost (callgrind run)": lost + lost2}
 
 
-def median_runs(workload, reps=5):
+def median_runs(workload, reps=REPS):
     """Runs `workload` on both modules `reps` times, alternating, and keeps
     each metric's median (CPU figures move with whatever else the machine
     does)."""
@@ -549,7 +563,7 @@ def shm_used(rpc):
 
 
 def memory(module):
-    items = 100000
+    items = MEMORY_N
     params = 'modparam("mqueue", "mqueue", "name=m")'
     _, rpc0, _, _ = run(module, params, "", rpc_after=["core.shmmem"])
     # 10-byte keys: "k" plus the index padded to 9 digits by adding 100000000
@@ -560,9 +574,9 @@ def memory(module):
 
 
 def many_queues(module):
-    """1,000 queues holding one 15-byte item each: shared memory per queued
-    item, and what stays in use per queue once they are drained."""
-    queues = 1000
+    """QUEUES (1,000) queues holding one 15-byte item each: shared memory
+    per queued item, and what stays in use per queue once they are drained."""
+    queues = QUEUES
     params = "\n".join('modparam("mqueue", "mqueue", "name=q%d")' % i for i in range(queues))
     fill = loop(queues, 'mq_add("q$var(i)", "key", "0123456789ab");')
     drain = loop(queues, 'mq_fetch("q$var(i)");')
@@ -577,7 +591,9 @@ def many_queues(module):
 
 REDIS_N = int(os.environ.get("BENCH_REDIS_N", "50000"))
 
-TPUT_ROUTES = """route[PRODUCE] {
+# A producer adding %(n)d items to queue t once shv go is 1 (the Redis
+# throughput and the durable workloads).
+PRODUCE = """route[PRODUCE] {
     if ($shv(go) == 1 && $var(done) == 0) {
         $var(done) = 1;
         $var(i) = 0;
@@ -588,7 +604,10 @@ TPUT_ROUTES = """route[PRODUCE] {
         xlog("L_INFO", "B|PDONE fail=$var(fail)\\n");
     }
 }
-route[CONSUME] {
+"""
+
+
+TPUT_ROUTES = PRODUCE % {"n": REDIS_N, "val": VAL64} + """route[CONSUME] {
     if ($shv(go) == 2 && $var(done) == 0) {
         $var(done) = 1;
         $var(n) = 0;
@@ -596,7 +615,7 @@ route[CONSUME] {
         xlog("L_INFO", "B|CDONE n=$var(n)\\n");
     }
 }
-""" % {"n": REDIS_N, "val": VAL64}
+"""
 
 
 class RedisServer:
@@ -702,19 +721,6 @@ DUR_N = int(os.environ.get("BENCH_DURABLE_N", "500000"))
 DUR_SYNC_N = int(os.environ.get("BENCH_DURABLE_SYNC_N", "4000"))
 DUR_START_N = int(os.environ.get("BENCH_DURABLE_START_N", "1000000"))
 
-PRODUCE = """route[PRODUCE] {
-    if ($shv(go) == 1 && $var(done) == 0) {
-        $var(done) = 1;
-        $var(i) = 0;
-        while ($var(i) < %(n)d) {
-            if (!mq_add("t", "k$var(i)", "%(val)s")) { $var(fail) = $var(fail) + 1; }
-            $var(i) = $var(i) + 1;
-        }
-        xlog("L_INFO", "B|PDONE fail=$var(fail)\\n");
-    }
-}
-"""
-
 
 def producers(module, attr, producers, n):
     """`producers` rtimer processes add `n` 64-byte items each to queue t
@@ -804,28 +810,8 @@ def row(name, ours, theirs, digits=1):
     print("%-44s %12.*f %12.*f %s" % (name, digits, ours, digits, theirs, ratio), flush=True)
 
 
-def main():
-    if not os.path.exists(IMPLS["rust"]):
-        sys.exit("build/mqueue.so missing: run make build")
-    if os.environ.get("BENCH_ONLY") == "redis":
-        redis_figures()
-        return
-    if os.environ.get("BENCH_ONLY") == "latency":
-        latency_table()
-        return
-    if os.environ.get("BENCH_ONLY") == "sizes":
-        value_size_table()
-        return
-    if os.environ.get("BENCH_ONLY") == "near-empty":
-        res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
-        for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "shm mallocs/msg (steady)", "lost (callgrind run)"):
-            row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
-        return
-    if os.environ.get("BENCH_ONLY") == "durable":
-        durable_figures()
-        return
-    print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
-    print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"))
+def pair_table():
+    """Workload 1: the script-loop add + fetch, instructions and CPU."""
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
         res = {imp: script_loop_instructions(path, extra) for imp, path in IMPLS.items()}
         for key in ("add Ir", "fetch Ir", "pair Ir"):
@@ -833,49 +819,105 @@ def main():
         res = {imp: script_loop_cpu(path, extra) for imp, path in IMPLS.items()}
         for key in ("add CPU ns", "fetch CPU ns", "pair CPU ns"):
             row("script loop %s (%s)" % (key, alloc), res["rust"][key], res["c"][key])
+
+
+def sip_table():
     res = {imp: sip_instructions(path) for imp, path in IMPLS.items()}
     for key in ("Ir/msg", "lost (callgrind run)"):
         row("SIP end to end %s" % key, res["rust"][key], res["c"][key])
+
+
+def near_empty_table():
     res = {imp: sip_near_empty(path) for imp, path in IMPLS.items()}
     for key in ("Ir/msg in receive_msg", "shm mallocs/msg", "shm mallocs/msg (steady)", "lost (callgrind run)"):
         row("SIP near-empty queue %s" % key, res["rust"][key], res["c"][key])
-    value_size_table()
-    latency_table()
+
+
+def sip_cpu_table():
     res = median_runs(sip_cpu)
     for key in ("CPU ns/msg", "lost"):
-        row("SIP end to end %s (median of 5)" % key, res["rust"][key], res["c"][key])
+        row("SIP end to end %s (median of %d)" % (key, REPS), res["rust"][key], res["c"][key])
+
+
+def contention_table():
     res = median_runs(contention)
     for key in ("CPU ns/msg", "lost"):
-        row("contention 4x4 %s (median of 5)" % key, res["rust"][key], res["c"][key])
+        row("contention 4x4 %s (median of %d)" % (key, REPS), res["rust"][key], res["c"][key])
+
+
+def wall_clock_table():
     for alloc, extra in (("default shm allocator", ()), ("tlsf", ("-x", "tlsf"))):
         res = {imp: script_loop(path, extra) for imp, path in IMPLS.items()}
         for key in ("add ns", "fetch ns", "pair ns"):
             row("script loop %s (%s)" % (key, alloc), res["rust"][key], res["c"][key])
+
+
+def unique_keys_table():
+    first, last = UNIQUE_K[0], UNIQUE_K[-1]
     for mode in (1, 2):
         growth = {}
-        for k in (1000, 10000, 50000):
+        for k in UNIQUE_K:
             res = {imp: unique_keys(path, mode, k) for imp, path in IMPLS.items()}
             row("addmode %d, K=%d, add existing key ns" % (mode, k), res["rust"][0], res["c"][0])
             row("addmode %d, K=%d, add new key ns" % (mode, k), res["rust"][1], res["c"][1])
             growth[k] = {imp: res[imp][0] for imp in res}
-        row("addmode %d growth K=1000->50000, ns (x)" % mode,
-            growth[50000]["rust"] / max(growth[1000]["rust"], 1e-9),
-            growth[50000]["c"] / max(growth[1000]["c"], 1e-9))
+        row("addmode %d growth K=%d->%d, ns (x)" % (mode, first, last),
+            growth[last]["rust"] / max(growth[first]["rust"], 1e-9),
+            growth[last]["c"] / max(growth[first]["c"], 1e-9))
         # Instructions for ours only: filling 50,000 unique keys into the C
         # module under callgrind takes tens of minutes (each add scans).
-        irs = {k: unique_keys_ir(IMPLS["rust"], mode, k) for k in (1000, 10000, 50000)}
+        irs = {k: unique_keys_ir(IMPLS["rust"], mode, k) for k in UNIQUE_K}
         for k, (e, n) in irs.items():
             print("%-44s %12.1f" % ("addmode %d, K=%d, add existing/new key Ir (rust)" % (mode, k), e), "%12.1f" % n)
-        print("%-44s %12.2f" % ("addmode %d growth K=1000->50000, Ir (rust)" % mode, irs[50000][0] / irs[1000][0]),
-              flush=True)
+        print("%-44s %12.2f" % ("addmode %d growth K=%d->%d, Ir (rust)" % (mode, first, last),
+                                irs[last][0] / irs[first][0]), flush=True)
+
+
+def memory_table():
     res = {imp: memory(path) for imp, path in IMPLS.items()}
     row("memory: shm bytes per queued item", res["rust"]["shm bytes/item"], res["c"]["shm bytes/item"])
+
+
+def many_queues_table():
     res = {imp: many_queues(path) for imp, path in IMPLS.items()}
-    row("1,000 queues x 1 item: shm bytes per item", res["rust"]["per item"], res["c"]["per item"])
-    row("1,000 queues drained: shm bytes left per queue", res["rust"]["left per queue"],
+    row("%d queues x 1 item: shm bytes per item" % QUEUES, res["rust"]["per item"], res["c"]["per item"])
+    row("%d queues drained: shm bytes left per queue" % QUEUES, res["rust"]["left per queue"],
         res["c"]["left per queue"])
-    redis_figures()
-    durable_figures()
+
+
+# Every workload, in the order one `make bench` runs them; BENCH_ONLY=a,b
+# runs the named ones.
+WORKLOADS = (
+    ("pair", pair_table),
+    ("sip", sip_table),
+    ("near-empty", near_empty_table),
+    ("sizes", value_size_table),
+    ("latency", latency_table),
+    ("sip-cpu", sip_cpu_table),
+    ("contention", contention_table),
+    ("wall-clock", wall_clock_table),
+    ("unique-keys", unique_keys_table),
+    ("memory", memory_table),
+    ("many-queues", many_queues_table),
+    ("redis", redis_figures),
+    ("durable", durable_figures),
+)
+
+
+def main():
+    if not os.path.exists(IMPLS["rust"]):
+        sys.exit("build/mqueue.so missing: run make build")
+    known = [name for name, _ in WORKLOADS]
+    only = os.environ.get("BENCH_ONLY")
+    chosen = only.split(",") if only else known
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        sys.exit("BENCH_ONLY: no workload %s (known: %s)" % (", ".join(unknown), ",".join(known)))
+    print("N=%d, Kamailio %s" % (N, subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.split("\n")[0]))
+    print("%-44s %12s %12s %8s" % ("metric", "rust", "c", "rust/c"), flush=True)
+    for name, workload in WORKLOADS:
+        if name in chosen:
+            workload()
 
 
 if __name__ == "__main__":

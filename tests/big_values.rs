@@ -6,20 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, jsonrpc, sipp_messages, Cfg, Impl, Kamailio};
+use common::{jsonrpc, sipp_messages, Impl};
 
 #[test]
 fn kemi_round_trips_large_and_binary_items() {
-    let script = format!("{}/tests/kemi/big.lua", env!("CARGO_MANIFEST_DIR"));
-    let body = format!(
-        "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"app_lua\", \"load\", \"{script}\")\ncfgengine \"lua\"\n"
-    );
-    let cfg = Cfg {
-        modules: &["app_lua.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let params = "modparam(\"mqueue\", \"mqueue\", \"name=q\")\n";
+    let k = common::start_kemi("app_lua", "lua", "big.lua", params, Impl::Rust);
     assert_eq!(sipp_messages(k.port, 1, 10, &k.dir.0), 0, "{}", k.log());
     let lines = k.wait_marked("T|", 1, Duration::from_secs(10));
     assert_eq!(lines.len(), 1, "{}", k.log());
@@ -42,15 +34,8 @@ fn kemi_round_trips_large_and_binary_items() {
 
 #[test]
 fn rpc_large_and_binary_values() {
-    let port = free_port();
-    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &["xhttp.so", "jsonrpcs.so"],
-        body: "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"jsonrpcs\", \"transport\", 1)\nevent_route[xhttp:request] { jsonrpc_dispatch(); }\n",
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let body = "modparam(\"mqueue\", \"mqueue\", \"name=q\")\n";
+    let (k, port) = common::start_http_rpc(body, &[], Impl::Rust, &[]);
     // kamcmd: a 16 KB value is stored; its reply does not fit ctl's
     // binrpc reply buffer, so the fetch is refused and the item stays.
     let v16: String = "0123456789abcdef".repeat(1024);

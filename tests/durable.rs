@@ -48,13 +48,7 @@ request_route {{
 }
 
 fn start(body: &str) -> Kamailio {
-    let cfg = Cfg {
-        globals: "children=2\nmax_while_loops=1000000",
-        modules: &["rtimer.so"],
-        body,
-        ..Cfg::default()
-    };
-    Kamailio::start(&cfg, Impl::Rust)
+    common::start_timers(body, 2, 1_000_000)
 }
 
 /// sipp sending MESSAGEs in the background until killed.
@@ -91,16 +85,6 @@ fn parse(item: &str) -> (String, u64) {
     (p.to_string(), n.parse().expect("n"))
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Waits until no process holds the directory's lock (every process of a
 /// killed instance has exited).
 fn wait_unlocked(path: &std::path::Path) {
@@ -124,17 +108,15 @@ fn crash_test(durable: &str) {
     let dir = tmp.0.display().to_string();
     let body = crash_body(&dir, durable);
     let mut k = start(&body);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    let mut rng = Rng(seed);
+    let seed = fastrand::u64(..);
+    eprintln!("crash moments: seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut redelivered = 0i64;
     for round in 0..20 {
         let mut sipp = sipp_load(k.port, &k.dir.0);
         // A random moment under load: after a random number of adds.
         let base = lines(&k.log(), "P|").len();
-        let want = base + 50 + rng.below(400) as usize;
+        let want = base + 50 + rng.usize(..400);
         let deadline = Instant::now() + Duration::from_secs(60);
         while lines(&k.log(), "P|").len() < want {
             assert!(
@@ -807,13 +789,7 @@ request_route {{
 "#,
         dir.display()
     );
-    let cfg = Cfg {
-        globals: "children=2\nmax_while_loops=1000000",
-        modules: &["rtimer.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    let mut k = start(&body);
     assert_eq!(
         common::sipp_messages(k.port, 100, 20, &k.dir.0),
         0,
@@ -888,20 +864,11 @@ fn kemi_on_a_durable_queue_matches_a_memory_queue() {
     ] {
         let tmp = common::TempDir::new("durable-kemi");
         let run = |attr: &str| {
-            let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
-            let body = format!(
-                "modparam(\"mqueue\", \"durable_dir\", \"{}\")\nmodparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\n\
-                 modparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine}\"\n",
+            let params = format!(
+                "modparam(\"mqueue\", \"durable_dir\", \"{}\")\nmodparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\n",
                 tmp.0.display()
             );
-            let modules = [format!("{module}.so")];
-            let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
-            let cfg = Cfg {
-                modules: &modules,
-                body: &body,
-                ..Cfg::default()
-            };
-            let k = Kamailio::start(&cfg, Impl::Rust);
+            let k = common::start_kemi(module, engine, file, &params, Impl::Rust);
             assert_eq!(
                 common::sipp_messages(k.port, 1, 10, &k.dir.0),
                 0,

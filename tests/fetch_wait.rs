@@ -17,20 +17,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::redis::RedisServer;
-use common::{sipp_messages, Cfg, Impl, Kamailio};
+use common::{sipp_messages, Impl, Kamailio};
 
 /// Logged by Kamailio's main process when children outlive `exit_timeout`.
 const SHUTDOWN_TIMEOUT: &str = "shutdown timeout triggered";
 
 fn start(body: &str, children: usize) -> Kamailio {
-    let globals = format!("children={children}\nmax_while_loops=1000000");
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &["rtimer.so"],
-        body,
-        ..Cfg::default()
-    };
-    Kamailio::start(&cfg, Impl::Rust)
+    common::start_timers(body, children, 1_000_000)
 }
 
 /// `utime + stime` of a process, in clock ticks.
@@ -300,17 +293,8 @@ fn check_timeouts(k: &Kamailio, q: &str) {
 
 #[test]
 fn kemi_twin_waits_and_returns_as_mq_fetch() {
-    let script = format!("{}/tests/kemi/fetch_wait.lua", env!("CARGO_MANIFEST_DIR"));
-    let body = format!(
-        "modparam(\"mqueue\", \"mqueue\", \"name=q\")\nmodparam(\"app_lua\", \"load\", \"{script}\")\ncfgengine \"lua\"\n"
-    );
-    let cfg = Cfg {
-        globals: "children=1",
-        modules: &["app_lua.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let params = "modparam(\"mqueue\", \"mqueue\", \"name=q\")\n";
+    let k = common::start_kemi("app_lua", "lua", "fetch_wait.lua", params, Impl::Rust);
     assert_eq!(sipp_messages(k.port, 1, 10, &k.dir.0), 0, "{}", k.log());
     let lines = k.wait_marked("T|", 1, Duration::from_secs(10));
     assert_eq!(

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Cfg, Impl, Kamailio};
+use common::wait_until;
 
 const BODY: &str = r#"modparam("mqueue", "mqueue", "name=big")
 modparam("pv", "shvset", "phase=i:0")
@@ -71,13 +71,7 @@ fn md5_hex(data: &str) -> String {
 
 #[test]
 fn a_held_large_value_keeps_its_bytes_through_other_processes_work() {
-    let cfg = Cfg {
-        globals: "children=1\nmax_while_loops=100000",
-        modules: &["rtimer.so"],
-        body: BODY,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let k = common::start_timers(BODY, 1, 100_000);
     let start = k.stat("big", "shm_bytes");
     let value: String = (0..8192).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     let expected = md5_hex(&value);

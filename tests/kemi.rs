@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sipp_messages, Cfg, Impl, Kamailio};
+use common::{sipp_messages, Impl};
 
 #[derive(Clone, Copy)]
 enum Engine {
@@ -25,19 +25,8 @@ fn run_on(imp: Impl, engine: Engine, attr: &str) -> String {
         Engine::JavaScript => ("app_jsdt", "jsdt", "mqueue.js"),
         Engine::Lua => ("app_lua", "lua", "mqueue.lua"),
     };
-    let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
-    let body = format!(
-        "modparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\nmodparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine_name}\"\n"
-    );
-    let modules = [format!("{module}.so")];
-    let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
-    let cfg = Cfg {
-        globals: "children=1",
-        modules: &modules,
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, imp);
+    let params = format!("modparam(\"mqueue\", \"mqueue\", \"name=q{attr}\")\n");
+    let k = common::start_kemi(module, engine_name, file, &params, imp);
     assert_eq!(sipp_messages(k.port, 1, 10, &k.dir.0), 0, "{}", k.log());
     let lines = k.wait_marked("T|", 1, Duration::from_secs(10));
     assert_eq!(lines.len(), 1, "{imp:?}:\n{}", k.log());

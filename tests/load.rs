@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{sipp_messages, wait_until, Cfg, Impl, Kamailio};
+use common::{sipp_messages, wait_until, Kamailio};
 
 const BATCH: u64 = 50;
 
@@ -78,13 +78,7 @@ fn every_item_consumed_exactly_once_in_producer_order() {
     let timer_items = total / 10;
     let messages = ((total - timer_items) / BATCH) as usize;
     let body = body(timer_items);
-    let cfg = Cfg {
-        globals: "children=4\nmax_while_loops=10000000",
-        modules: &["rtimer.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let k = common::start_timers(&body, 4, 10_000_000);
     let rate = 400;
     assert_eq!(
         sipp_messages(k.port, messages, rate, &k.dir.0),

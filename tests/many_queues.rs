@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cfg, Impl, Kamailio};
+use common::{Impl, Kamailio};
 
 fn body(n: usize) -> String {
     let mut body = String::with_capacity(n * 48);
@@ -50,21 +50,13 @@ fn start(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str) -> Started {
 
 /// As [`start`], with more module parameters.
 fn start_with(n: usize, imp: Impl, pkg_mb: &str, shm_mb: &str, params: &str) -> Started {
-    let http_port = common::free_port();
-    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{http_port}\ntcp_accept_no_cl=yes");
-    let body = format!(
-        "{params}{}modparam(\"jsonrpcs\", \"transport\", 1)\n\
-         event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n",
-        body(n)
-    );
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &["rtimer.so", "xhttp.so", "jsonrpcs.so", "kex.so"],
-        body: &body,
-        ..Cfg::default()
-    };
     let t = Instant::now();
-    let k = Kamailio::start_with(&cfg, imp, &["-M", pkg_mb, "-m", shm_mb]);
+    let (k, http_port) = common::start_http_rpc(
+        &format!("{params}{}", body(n)),
+        &["rtimer.so", "kex.so"],
+        imp,
+        &["-M", pkg_mb, "-m", shm_mb],
+    );
     Started {
         secs: t.elapsed().as_secs_f64(),
         k,

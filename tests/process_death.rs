@@ -48,18 +48,6 @@ fn body(db: &Db) -> String {
     body
 }
 
-/// xorshift seeded from the clock: the moments differ between runs; the
-/// seed is printed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 enum Stop {
     /// SIGKILL of one adder after `delay_us` (Kamailio shuts itself down).
     KillAdder { adder: usize, delay_us: u64 },
@@ -114,13 +102,13 @@ fn run(imp: Impl, stop: &Stop, patience: Duration) -> (Option<usize>, String) {
     (Some(keys.len()), log)
 }
 
-fn stops(rng: &mut Rng, n: usize, kill: bool) -> Vec<Stop> {
+fn stops(rng: &mut fastrand::Rng, n: usize, kill: bool) -> Vec<Stop> {
     (0..n)
         .map(|_| {
-            let delay_us = rng.next() % 50_000;
+            let delay_us = rng.u64(..50_000);
             if kill {
                 Stop::KillAdder {
-                    adder: (rng.next() % 3) as usize,
+                    adder: rng.usize(..3),
                     delay_us,
                 }
             } else {
@@ -130,16 +118,10 @@ fn stops(rng: &mut Rng, n: usize, kill: bool) -> Vec<Stop> {
         .collect()
 }
 
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
-    t | 1
-}
-
 fn ours(kill: bool) {
-    let seed = seed();
-    let mut rng = Rng(seed);
+    // The moments differ between runs; the seed is printed.
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut saved = Vec::new();
     let mut repaired = 0;
     let mut lock_held = 0;
@@ -182,7 +164,7 @@ fn sigterm_saves_every_key() {
 /// waits on the queue lock the dead process held; we give it 10 s.)
 #[test]
 fn c_module_recorded() {
-    let mut rng = Rng(seed());
+    let mut rng = fastrand::Rng::new();
     for kill in [true, false] {
         let outcomes: Vec<String> = stops(&mut rng, 3, kill)
             .iter()

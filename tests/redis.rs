@@ -86,14 +86,7 @@ request_route {{
 }
 
 fn start_instance(body: &str, children: usize) -> Kamailio {
-    let globals = format!("children={children}\nmax_while_loops=100000");
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &["rtimer.so"],
-        body,
-        ..Cfg::default()
-    };
-    Kamailio::start(&cfg, Impl::Rust)
+    common::start_timers(body, children, 100_000)
 }
 
 /// An acknowledged add: producer and sequence number.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, jsonrpc, Cfg, Impl, Kamailio, BOTH};
+use common::{jsonrpc, Cfg, Impl, Kamailio, BOTH};
 
 const PARAMS: &str = r#"modparam("mqueue", "mqueue", "name=q1")
 modparam("mqueue", "mqueue", "name=q2;size=5")
@@ -132,19 +132,7 @@ fn json_rpc_replies_the_same() {
     ];
     let mut replies = Vec::new();
     for imp in BOTH {
-        let port = free_port();
-        let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
-        let body = format!(
-            "{PARAMS}modparam(\"jsonrpcs\", \"transport\", 1)\n\
-             event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n"
-        );
-        let cfg = Cfg {
-            globals: &globals,
-            modules: &["xhttp.so", "jsonrpcs.so"],
-            body: &body,
-            ..Cfg::default()
-        };
-        let k = Kamailio::start(&cfg, imp);
+        let (k, port) = common::start_http_rpc(PARAMS, &[], imp, &[]);
         assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)).len(), 1);
         let r: Vec<serde_json::Value> = calls
             .iter()
@@ -205,19 +193,7 @@ event_route[core:worker-one-init] {
 /// stay queued, in order.
 #[test]
 fn fetch_with_count_returns_a_list() {
-    let port = free_port();
-    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
-    let body = format!(
-        "{PARAMS}modparam(\"jsonrpcs\", \"transport\", 1)\n\
-         event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n"
-    );
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &["xhttp.so", "jsonrpcs.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let (k, port) = common::start_http_rpc(PARAMS, &[], Impl::Rust, &[]);
     assert_eq!(k.wait_marked("T|", 1, Duration::from_secs(10)).len(), 1);
     let json = |params: &str| {
         let req = format!(

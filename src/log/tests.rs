@@ -24,6 +24,30 @@ fn open(
     (q, copy)
 }
 
+/// An append queue without limits, the shape most tests use.
+fn open_append(st: &mut RecStorage, d: Durability, seg: usize) -> (Q, Recovered) {
+    open(st, AddMode::Append, Limits::default(), d, seg)
+}
+
+fn new_append(d: Durability, seg: usize) -> Q {
+    Q::new(AddMode::Append, Limits::default(), 7, d, seg)
+}
+
+/// A start of a synced append queue on the files a crash or stop left.
+fn restart(files: &BTreeMap<u64, Vec<u8>>, seg: usize) -> (Q, RecStorage, Recovered) {
+    let mut st = RecStorage::with_files(files.clone());
+    let (q, rec) = open_append(&mut st, Durability::Sync, seg);
+    (q, st, rec)
+}
+
+/// The disk has room again: once the 50 ms before a failed segment
+/// creation is retried have passed, adds succeed.
+fn add_once_the_disk_has_room(q: &Q, st: &mut RecStorage, key: &[u8]) {
+    st.full = false;
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(q.add(st, key, b"v").expect("add"), AddOutcome::Added);
+}
+
 fn keys(r: &Recovered) -> Vec<Vec<u8>> {
     r.items().map(|(_, k, _)| k.to_vec()).collect()
 }
@@ -38,16 +62,6 @@ fn fetch(q: &Q, st: &mut RecStorage, held: &mut Option<u64>) -> Option<Vec<u8>> 
     got
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Every crash point of a recorded run, with the last write dropped, torn
 /// at each 512-byte boundary, or only its tail kept: recovery opens, has
 /// every item whose synced add returned and was not acknowledged, and
@@ -56,14 +70,8 @@ impl Rng {
 fn every_crash_point_keeps_synced_adds() {
     for seed in [1u64, 2, 3] {
         let mut st = RecStorage::default();
-        let (q, _) = open(
-            &mut st,
-            AddMode::Append,
-            Limits::default(),
-            Durability::Sync,
-            4096,
-        );
-        let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let (q, _) = open_append(&mut st, Durability::Sync, 4096);
+        let mut rng = fastrand::Rng::with_seed(seed);
         let mut vals: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut returned: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut removed: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -71,10 +79,10 @@ fn every_crash_point_keeps_synced_adds() {
         let mut held_key: Option<Vec<u8>> = None;
         let mut waiting: Vec<Vec<u8>> = Vec::new();
         for i in 0..300 {
-            let r = rng.next() % 100;
+            let r = rng.u32(..100);
             if r < 60 {
                 let key = format!("k{seed}-{i}").into_bytes();
-                let val: Vec<u8> = (0..rng.next() % 900)
+                let val: Vec<u8> = (0..rng.usize(..900))
                     .map(|j| (j as u8) ^ (i as u8))
                     .collect();
                 vals.insert(key.clone(), val.clone());
@@ -152,13 +160,7 @@ fn every_crash_point_keeps_synced_adds() {
                 }
                 // Opening writes a snapshot; reading it again gives the same.
                 let want = keys(&rec);
-                let q2 = Q::new(
-                    AddMode::Append,
-                    Limits::default(),
-                    7,
-                    Durability::Sync,
-                    4096,
-                );
+                let q2 = new_append(Durability::Sync, 4096);
                 q2.open(&mut st2, rec).expect("open after crash");
                 let again = recover(&mut st2, AddMode::Append, Limits::default()).expect("reopen");
                 assert_eq!(keys(&again), want);
@@ -171,13 +173,7 @@ fn every_crash_point_keeps_synced_adds() {
 #[test]
 fn leased_items_come_back_first_and_counted() {
     let mut st = RecStorage::default();
-    let (q, _) = open(
-        &mut st,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Within(10),
-        1 << 16,
-    );
+    let (q, _) = open_append(&mut st, Durability::Within(10), 1 << 16);
     for i in 0..5u8 {
         q.add(&mut st, &[i], b"v").expect("add");
     }
@@ -188,14 +184,7 @@ fn leased_items_come_back_first_and_counted() {
     assert_eq!(fetch(&q, &mut st, &mut b), Some(vec![2])); // acks 1
     assert_eq!(q.lock().stats().leased, 2);
     // Kill: nothing synced matters here, the page cache keeps `current`.
-    let mut st2 = RecStorage::with_files(st.current.clone());
-    let (q2, rec) = open(
-        &mut st2,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        1 << 16,
-    );
+    let (q2, mut st2, rec) = restart(&st.current, 1 << 16);
     assert_eq!(keys(&rec), vec![vec![0], vec![2], vec![3], vec![4]]);
     assert_eq!(rec.redelivered, 2);
     assert_eq!(q2.lock().stats().redelivered, 2);
@@ -204,14 +193,7 @@ fn leased_items_come_back_first_and_counted() {
     let mut h = None;
     fetch(&q2, &mut st2, &mut h);
     q2.release_all(&mut st2).expect("stop");
-    let mut st3 = RecStorage::with_files(st2.current.clone());
-    let (_, rec) = open(
-        &mut st3,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        1 << 16,
-    );
+    let (_, _, rec) = restart(&st2.current, 1 << 16);
     assert_eq!(keys(&rec), vec![vec![2], vec![3], vec![4]]);
     assert_eq!(rec.redelivered, 0);
 }
@@ -222,13 +204,7 @@ fn leased_items_come_back_first_and_counted() {
 #[test]
 fn stop_takes_over_a_lock_a_dead_process_held() {
     let mut st = RecStorage::default();
-    let (q, _) = open(
-        &mut st,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Within(10),
-        1 << 16,
-    );
+    let (q, _) = open_append(&mut st, Durability::Within(10), 1 << 16);
     for i in 0..3u8 {
         q.add(&mut st, &[i], b"v").expect("add");
     }
@@ -242,25 +218,12 @@ fn stop_takes_over_a_lock_a_dead_process_held() {
     let taken = unsafe { q.stop(&mut st, std::time::Duration::from_millis(50)) };
     assert!(taken.expect("stop syncs"));
     assert_eq!(q.lock().stats().leased, 1, "no acknowledgement written");
-    let mut st2 = RecStorage::with_files(st.durable.clone());
-    let (_, rec) = open(
-        &mut st2,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        1 << 16,
-    );
+    let (_, mut st2, rec) = restart(&st.durable, 1 << 16);
     assert_eq!(keys(&rec), vec![vec![0], vec![1], vec![2]]);
     assert_eq!(rec.redelivered, 1);
     // A stop without a dead lock holder keeps the lease too: no process is
     // left to tell whether its item was finished, so it is delivered again.
-    let (q, _) = open(
-        &mut st2,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Within(10),
-        1 << 16,
-    );
+    let (q, _) = open_append(&mut st2, Durability::Within(10), 1 << 16);
     let mut h = None;
     fetch(&q, &mut st2, &mut h);
     // SAFETY: as above.
@@ -271,13 +234,7 @@ fn stop_takes_over_a_lock_a_dead_process_held() {
 #[test]
 fn drained_queue_keeps_one_segment() {
     let mut st = RecStorage::default();
-    let (q, _) = open(
-        &mut st,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Within(10),
-        4096,
-    );
+    let (q, _) = open_append(&mut st, Durability::Within(10), 4096);
     for i in 0..2000u32 {
         q.add(&mut st, &i.to_le_bytes(), &[7u8; 100]).expect("add");
     }
@@ -305,13 +262,7 @@ fn drained_queue_keeps_one_segment() {
 #[test]
 fn full_disk_fails_adds_and_keeps_everything() {
     let mut st = RecStorage::default();
-    let (q, _) = open(
-        &mut st,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        4096,
-    );
+    let (q, _) = open_append(&mut st, Durability::Sync, 4096);
     let mut added: Vec<Vec<u8>> = Vec::new();
     for i in 0..200u32 {
         q.add(&mut st, &i.to_le_bytes(), &[1u8; 64]).expect("add");
@@ -336,23 +287,10 @@ fn full_disk_fails_adds_and_keeps_everything() {
         assert_eq!(fetch(&q, &mut st, &mut h).as_ref(), Some(want));
     }
     assert!(st.current.len() < files, "nothing freed");
-    st.full = false;
-    // A failed segment creation is not retried for 50 ms.
-    std::thread::sleep(std::time::Duration::from_millis(60));
-    assert_eq!(
-        q.add(&mut st, b"again", b"v").expect("add"),
-        AddOutcome::Added
-    );
+    add_once_the_disk_has_room(&q, &mut st, b"again");
     // After a crash: everything not fetched, the leased item and the new
     // one (acknowledgements the full disk kept out may bring back more).
-    let mut st2 = RecStorage::with_files(st.current.clone());
-    let (_, rec) = open(
-        &mut st2,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        4096,
-    );
+    let (_, _, rec) = restart(&st.current, 4096);
     let got: std::collections::HashSet<Vec<u8>> = keys(&rec).into_iter().collect();
     for k in added[half - 1..].iter().chain([&b"again".to_vec()]) {
         assert!(got.contains(k), "lost {k:?}");
@@ -411,13 +349,7 @@ fn damage_of_every_kind() {
     ];
     for (file, want, error) in cases {
         let mut st = RecStorage::with_files(BTreeMap::from([(3, file)]));
-        let (q, rec) = open(
-            &mut st,
-            AddMode::Append,
-            Limits::default(),
-            Durability::Sync,
-            4096,
-        );
+        let (q, rec) = open_append(&mut st, Durability::Sync, 4096);
         assert_eq!(
             keys(&rec),
             want.iter().map(|k| k.to_vec()).collect::<Vec<_>>()
@@ -426,27 +358,14 @@ fn damage_of_every_kind() {
         assert_eq!(st.set_aside.contains(&3), error);
         assert_eq!(q.lock().queue.len(), want.len());
         // The new snapshot holds what was loaded, the damaged file is gone.
-        let mut st2 = RecStorage::with_files(st.durable.clone());
-        let (_, again) = open(
-            &mut st2,
-            AddMode::Append,
-            Limits::default(),
-            Durability::Sync,
-            4096,
-        );
+        let (_, _, again) = restart(&st.durable, 4096);
         assert_eq!(keys(&again), keys(&rec));
         assert!(again.errors.is_empty());
     }
     // A directory or FIFO under a segment's name is set aside, unread.
     let mut st = RecStorage::default();
     st.odd.push(9);
-    let (_, rec) = open(
-        &mut st,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        4096,
-    );
+    let (_, rec) = open_append(&mut st, Durability::Sync, 4096);
     assert_eq!(st.set_aside, vec![9]);
     assert!(rec.errors[0].contains("not a regular file"));
 }
@@ -589,13 +508,7 @@ fn group_commit_shares_syncs() {
 #[test]
 fn start_on_a_full_disk() {
     let mut st = RecStorage::default();
-    let (q, _) = open(
-        &mut st,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        4096,
-    );
+    let (q, _) = open_append(&mut st, Durability::Sync, 4096);
     for i in 0..300u32 {
         q.add(&mut st, &i.to_le_bytes(), &[2u8; 40]).expect("add");
     }
@@ -605,13 +518,7 @@ fn start_on_a_full_disk() {
     }
     let mut st2 = RecStorage::with_files(st.current.clone());
     st2.full = true;
-    let q2 = Q::new(
-        AddMode::Append,
-        Limits::default(),
-        7,
-        Durability::Sync,
-        4096,
-    );
+    let q2 = new_append(Durability::Sync, 4096);
     let rec = recover(&mut st2, AddMode::Append, Limits::default()).expect("recover");
     assert_eq!(rec.len(), 291);
     let notes = q2.open(&mut st2, rec).expect("opens on a full disk");
@@ -627,20 +534,8 @@ fn start_on_a_full_disk() {
     assert_eq!(got.len(), 291);
     assert_eq!(got[0], 9u32.to_le_bytes().to_vec());
     assert!(st2.current.len() < files);
-    st2.full = false;
-    std::thread::sleep(std::time::Duration::from_millis(60));
-    assert_eq!(
-        q2.add(&mut st2, b"x", b"y").expect("add"),
-        AddOutcome::Added
-    );
-    let mut st3 = RecStorage::with_files(st2.current.clone());
-    let (_, rec) = open(
-        &mut st3,
-        AddMode::Append,
-        Limits::default(),
-        Durability::Sync,
-        4096,
-    );
+    add_once_the_disk_has_room(&q2, &mut st2, b"x");
+    let (_, _, rec) = restart(&st2.current, 4096);
     assert_eq!(keys(&rec).last(), Some(&b"x".to_vec()));
 }
 

@@ -1,6 +1,8 @@
-//! Module parameters: `mqueue`, `mqueue_name`, `mqueue_size`,
-//! `mqueue_addmode`, `db_url`, `redis_timeout`. Every value the C module accepts is accepted
-//! with the C module's meaning (a warning names the queue where that is
+//! Module parameters: the C module's `mqueue`, `mqueue_name`,
+//! `mqueue_size`, `mqueue_addmode` and `db_url`, and our own
+//! `redis_timeout`, `redis_backoff`, `stats_queues`, `spill_dir` and
+//! `durable_dir`. Every value the C module accepts is accepted with the C
+//! module's meaning (a warning names the queue where that is
 //! not what the value says); what the C module refuses, or crashes on,
 //! stops Kamailio at start with an error naming the parameter.
 

@@ -192,6 +192,59 @@ impl Default for Cfg<'_> {
     }
 }
 
+/// Starts our module with `body` run by rtimer processes: `children` SIP
+/// workers, `while` loops of up to `max_while_loops` rounds.
+pub fn start_timers(body: &str, children: usize, max_while_loops: u64) -> Kamailio {
+    let globals = format!("children={children}\nmax_while_loops={max_while_loops}");
+    let cfg = Cfg {
+        globals: &globals,
+        modules: &["rtimer.so"],
+        body,
+        ..Cfg::default()
+    };
+    Kamailio::start(&cfg, Impl::Rust)
+}
+
+/// Starts `body` with JSON-RPC served over HTTP on a port of its own (for
+/// [`jsonrpc`] and [`http`]), `modules` loaded too and `args` on the command
+/// line; returns the instance and its HTTP port.
+pub fn start_http_rpc(body: &str, modules: &[&str], imp: Impl, args: &[&str]) -> (Kamailio, u16) {
+    let port = free_port();
+    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
+    let body = format!(
+        "{body}modparam(\"jsonrpcs\", \"transport\", 1)\n\
+         event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n"
+    );
+    let modules: Vec<&str> = modules
+        .iter()
+        .copied()
+        .chain(["xhttp.so", "jsonrpcs.so"])
+        .collect();
+    let cfg = Cfg {
+        globals: &globals,
+        modules: &modules,
+        body: &body,
+        ..Cfg::default()
+    };
+    (Kamailio::start_with(&cfg, imp, args), port)
+}
+
+/// Starts `params` (modparam lines) with the KEMI routing script
+/// `tests/kemi/<file>`, run by `module` (`app_lua`, `app_jsdt`) as
+/// `cfgengine` `engine`.
+pub fn start_kemi(module: &str, engine: &str, file: &str, params: &str, imp: Impl) -> Kamailio {
+    let script = format!("{}/tests/kemi/{file}", env!("CARGO_MANIFEST_DIR"));
+    let body =
+        format!("{params}modparam(\"{module}\", \"load\", \"{script}\")\ncfgengine \"{engine}\"\n");
+    let module = format!("{module}.so");
+    let cfg = Cfg {
+        modules: &[&module],
+        body: &body,
+        ..Cfg::default()
+    };
+    Kamailio::start(&cfg, imp)
+}
+
 pub fn render_cfg(cfg: &Cfg, imp: Impl, port: u16, dir: &Path) -> String {
     let mut text = format!(
         "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nmemdbg=5\nmemlog=5\ndisable_core_dump=yes\nexit_timeout=4\n\
