@@ -622,11 +622,12 @@ class RedisServer:
     """A redis-server of the bench's own on loopback (append-only, fsync
     every second, as a production setting would)."""
 
-    def __init__(self, port):
+    def __init__(self, port, replica_of=None):
         self.port = port
         self.dir = tempfile.mkdtemp(prefix="mqueue-bench-redis-")
+        extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
         self.p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", self.dir,
-                                   "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+                                   "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", *extra],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             if self.cli("PING").strip() == "PONG":
@@ -641,7 +642,7 @@ class RedisServer:
         """Commands clients sent (EVALSHA and SCRIPT; the commands the Lua
         scripts run inside Redis are not round trips)."""
         stats = self.cli("INFO", "commandstats")
-        return sum(int(m) for m in re.findall(r"^cmdstat_(?:evalsha|eval|script):calls=(\d+)", stats, re.M))
+        return sum(int(m) for m in re.findall(r"^cmdstat_(?:evalsha|eval|script|wait):calls=(\d+)", stats, re.M))
 
     def cpu_ns(self):
         with open("/proc/%d/schedstat" % self.p.pid) as f:
@@ -653,12 +654,12 @@ class RedisServer:
         subprocess.run(["rm", "-rf", self.dir])
 
 
-def throughput(module, redis=None):
+def throughput(module, redis=None, attrs=""):
     """2 rtimer producers add REDIS_N items each, then 2 rtimer consumers
     drain the queue: adds and fetches per second for the instance, CPU per
     item (Kamailio's processes, and redis-server's), Redis commands per
     operation (round trips). On a local queue when `redis` is None."""
-    attr = ";redis=redis://127.0.0.1:%d" % redis.port if redis else ""
+    attr = ";redis=redis://127.0.0.1:%d%s" % (redis.port, attrs) if redis else ""
     params = "\n".join([
         'modparam("mqueue", "mqueue", "name=t%s")' % attr,
         'modparam("mqueue", "redis_timeout", 2000)',
@@ -703,18 +704,65 @@ def throughput(module, redis=None):
             "failed adds": fails, "fetched": got}
 
 
+FROZEN_RATE = int(os.environ.get("BENCH_FROZEN_RATE", "500"))
+FROZEN_SECS = int(os.environ.get("BENCH_FROZEN_SECS", "10"))
+
+
+def frozen_sip(module, redis):
+    """SIP MESSAGEs at FROZEN_RATE per second for FROZEN_SECS through
+    `mq_add` on a Redis queue (4 SIP workers, redis_timeout 500 ms,
+    redis_backoff 1000 ms), answered 200 whatever the add returned: answers
+    per second with Redis up, then with Redis frozen (SIGSTOP) once every
+    worker has met its first timeout."""
+    params = ('modparam("mqueue", "mqueue", "name=q;redis=redis://127.0.0.1:%d")\n'
+              'modparam("mqueue", "redis_timeout", 500)\n'
+              'modparam("mqueue", "redis_backoff", 1000)' % redis.port)
+    route = 'request_route { mq_add("q", "$ci", "%s"); sl_send_reply("200", "OK"); exit; }' % VAL64
+    count = FROZEN_RATE * FROZEN_SECS
+
+    def answers_per_s(d):
+        t0 = time.monotonic()
+        rc = sipp(d, count, FROZEN_RATE)
+        return count / (time.monotonic() - t0) if rc == 0 else float("nan")
+
+    def during(d, pgid, log, p):
+        time.sleep(1)
+        up = answers_per_s(d)
+        os.kill(redis.p.pid, 19)
+        try:
+            # Every worker meets its first timeout (0.5 s each) here.
+            sipp(d, 40, 40)
+            frozen = answers_per_s(d)
+        finally:
+            os.kill(redis.p.pid, 18)
+        return up, frozen
+
+    _, _, (up, frozen), _ = run(module, params, "", children=4, route=route, during=during)
+    return up, frozen
+
+
 def redis_figures():
     """Our module on a Redis queue beside the same workload on a local
-    queue (ours), in one run."""
+    queue (ours), in one run; then with `replicas=1` (a replica beside),
+    and SIP answers per second with Redis up and frozen."""
     redis = RedisServer(PORT + 50)
+    replica = None
     try:
         remote = throughput(IMPLS["rust"], redis)
+        replica = RedisServer(PORT + 51, replica_of=redis.port)
+        with_replica = throughput(IMPLS["rust"], redis, ";replicas=1")
+        up, frozen = frozen_sip(IMPLS["rust"], redis)
     finally:
         redis.stop()
+        if replica:
+            replica.stop()
     local = throughput(IMPLS["rust"])
-    print("%-44s %12s %12s" % ("several instances (ours)", "redis", "local"))
+    print("%-44s %12s %12s %12s" % ("several instances (ours)", "redis", "replicas=1", "local"))
     for key in remote:
-        print("%-44s %12.1f %12.1f" % (key, remote[key], local[key]), flush=True)
+        print("%-44s %12.1f %12.1f %12.1f" % (key, remote[key], with_replica[key], local[key]), flush=True)
+    print("%-44s %12.1f" % ("SIP answers/s, Redis up (offered %d/s)" % FROZEN_RATE, up))
+    print("%-44s %12.1f" % ("SIP answers/s, Redis frozen", frozen))
+    print("%-44s %12.3f" % ("frozen / up", frozen / up if up else float("nan")), flush=True)
 
 
 DUR_N = int(os.environ.get("BENCH_DURABLE_N", "500000"))

@@ -1373,6 +1373,41 @@ fn an_item_too_large_for_the_rpc_reply_keeps_its_place() {
     assert!(claimed.contains(&big), "not handed back: {claimed}");
 }
 
+/// `mqueue.fetch NAME COUNT` on a Redis queue acknowledges none of the
+/// items of its reply before the reply is out: they stay pending (a crash
+/// meanwhile delivers them all again) until that process fetches again.
+#[test]
+fn a_batch_fetch_acknowledges_its_items_only_after_the_reply() {
+    let redis = RedisServer::start();
+    let k = plain_instance(&redis.url());
+    for i in 0..4 {
+        assert_eq!(rpc_add(&k, &i.to_string()).0.as_deref(), Ok("1"));
+    }
+    let pending = || {
+        let out = redis.cli(&["XPENDING", "mqueue:{work}", "kamailio"]);
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+    };
+    let batch = k.rpc(&["mqueue.fetch", "work", "3"]).expect("batch fetch");
+    for i in 0..3 {
+        assert!(
+            batch.contains(&format!("v{i}")),
+            "item {i} missing: {batch}"
+        );
+    }
+    assert_eq!(pending(), 3, "{}", k.log());
+    assert_eq!(k.queue_size("work"), 4);
+    let next = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+    assert_eq!(common::field(&next, "val"), "v3");
+    assert_eq!(pending(), 1, "{}", k.log());
+    assert_eq!(k.queue_size("work"), 1);
+    assert_eq!(k.stat("work", "fetched"), 3);
+}
+
 /// CPU time of process `pid` (user and system), in milliseconds.
 fn cpu_ms(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");

@@ -87,6 +87,10 @@ struct FetchedItem {
     /// Redis queues: the entry this process was delivered last and has
     /// not acknowledged yet (acknowledged by the next fetch or mq_pv_free).
     held: Option<String>,
+    /// Redis queues: the entries an `mqueue.fetch NAME COUNT` was delivered
+    /// before `held`, acknowledged with it (so none before the reply is
+    /// out: a crash meanwhile delivers them all again).
+    held_batch: Vec<String>,
     /// Durable queues: the item this process holds leased (acknowledged
     /// by the next fetch or mq_pv_free).
     lease: Option<u64>,
@@ -294,7 +298,7 @@ pub fn fetch(idx: usize) -> Fetch {
                 }
             }
         }),
-        Backend::Remote(st) => fetch_remote(idx, d, st, |_, _| true),
+        Backend::Remote(st) => fetch_remote(idx, d, st, false, |_, _| true),
         Backend::Durable(q) => fetch_durable(idx, d, q, false, |_, _| true),
     }
 }
@@ -402,7 +406,7 @@ pub fn fetch_in_batch(idx: usize, more: bool, reply: impl FnOnce(&[u8], &[u8]) -
                 None => Fetch::Empty,
             }
         }),
-        Backend::Remote(st) => fetch_remote(idx, d, st, reply),
+        Backend::Remote(st) => fetch_remote(idx, d, st, more, reply),
         Backend::Durable(q) => fetch_durable(idx, d, q, more, reply),
     }
 }
@@ -466,6 +470,16 @@ fn fetch_durable(
     })
 }
 
+/// Acknowledges the entries of a Redis batch (`mqueue.fetch NAME COUNT`),
+/// oldest first; on an error the rest stay to be acknowledged later.
+fn ack_batch(st: &StreamSpec, batch: &mut Vec<String>) -> Result<(), String> {
+    while let Some(id) = batch.first() {
+        remote::with(|s| s.ack(st, id))?;
+        batch.remove(0);
+    }
+    Ok(())
+}
+
 /// Ends the leases of a batch (`mqueue.fetch NAME COUNT`).
 fn release_batch(q: &DurableRef, st: &mut crate::log::FileStorage, batch: &mut Vec<u64>) {
     for seq in batch.drain(..) {
@@ -473,18 +487,28 @@ fn release_batch(q: &DurableRef, st: &mut crate::log::FileStorage, batch: &mut V
     }
 }
 
-/// Redis queue: acknowledges the held entry and takes the next one. An
-/// entry `reply` cannot use is handed back at once (the next fetch of any
-/// instance takes it first): it stays queued, in its place. On an error
-/// the held entry stays to be acknowledged by the next call.
+/// Redis queue: acknowledges the held entry and takes the next one (with
+/// `more`, an item of a batch: the held entry joins `held_batch`, still
+/// unacknowledged). An entry `reply` cannot use is handed back at once (the
+/// next fetch of any instance takes it first): it stays queued, in its
+/// place. On an error the held entries stay to be acknowledged by the next
+/// call.
 fn fetch_remote(
     idx: usize,
     d: &QueueDef,
     st: &StreamSpec,
+    more: bool,
     reply: impl FnOnce(&[u8], &[u8]) -> bool,
 ) -> Fetch {
     with_fetched_slot(idx, |slot| {
         slot.present = false;
+        if more {
+            if let Some(id) = slot.held.take() {
+                slot.held_batch.push(id);
+            }
+        } else if let Err(e) = ack_batch(st, &mut slot.held_batch) {
+            return Fetch::Failed(remote_failed(d, "acknowledge", &e));
+        }
         match remote::with(|s| s.fetch(st, slot.held.as_deref())) {
             Ok(Some(e)) => {
                 if !reply(&e.key, &e.val) {
@@ -526,16 +550,10 @@ pub fn pv_free(idx: usize) {
             batch.extend(lease.take());
             durable::with_storage(idx, &d.name, |st| release_batch(q, st, batch));
         }
-        let Some(held) = slot.held.take() else {
-            return;
-        };
-        match &d.backend {
-            Backend::Memory | Backend::Durable(_) => {}
-            Backend::Remote(st) => {
-                if let Err(e) = remote::with(|s| s.ack(st, &held)) {
-                    remote_failed(d, "acknowledge", &e);
-                    slot.held = Some(held);
-                }
+        if let Backend::Remote(st) = &d.backend {
+            slot.held_batch.extend(slot.held.take());
+            if let Err(e) = ack_batch(st, &mut slot.held_batch) {
+                remote_failed(d, "acknowledge", &e);
             }
         }
     });
