@@ -75,7 +75,7 @@ demo:
 test: build
 	@$(MAKE) --no-print-directory $(PANIC_MODULE)
 	@$(MAKE) --no-print-directory lint
-	$(CARGO) test --release --no-default-features --lib
+	$(CARGO) test --release --lib
 	@$(MAKE) --no-print-directory asan
 	bash scripts/fuzz.sh $${FUZZ_TEST_SECS:-20} temp
 	bash scripts/test-versions.sh

@@ -206,16 +206,7 @@ pub fn decode_header(data: &[u8], segment: u64) -> Result<Header, HeaderError> {
 
 /// A random salt for a new segment.
 pub fn new_salt() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into the buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
-    if n != 8 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        return t ^ u64::from(std::process::id()).rotate_left(40);
-    }
-    u64::from_le_bytes(b)
+    crate::queue::random_u64()
 }
 
 /// Writes a record into `out` (exactly [`record_len`] bytes).

@@ -459,21 +459,9 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// 16 random hex digits (the kernel's random source; the time and pid if
-/// it fails).
+/// 16 random hex digits.
 fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into the buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
-    let v = if n == 8 {
-        u64::from_ne_bytes(b)
-    } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_nanos() as u64)
-            ^ ((std::process::id() as u64) << 40)
-    };
-    format!("{v:016x}")
+    format!("{:016x}", crate::queue::random_u64())
 }
 
 /// Renames a spill file that cannot be trusted whole, so that it is kept

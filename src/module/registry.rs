@@ -127,16 +127,9 @@ impl Registry {
 static PENDING: Mutex<Option<Registry>> = Mutex::new(None);
 static FROZEN: OnceLock<Registry> = OnceLock::new();
 
-/// A seed for a queue's key hash; from the clock and the process id if
-/// the kernel has no random bytes to give (it always has, after boot).
+/// A seed for a queue's key hash.
 pub(super) fn random_seed() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        t ^ (std::process::id() as u64).rotate_left(32)
-    })
+    crate::queue::random_u64()
 }
 
 /// Defines a queue (module parameters). Errors name the problem.

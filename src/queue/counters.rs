@@ -129,7 +129,7 @@ pub const ALL: [Counter; 15] = [
         Id::Failed,
         "failed",
         Keeper::Instance,
-        "calls that failed in this instance (adds without shared memory or too large, Redis calls)",
+        "calls that failed in this instance (adds without shared memory or too large, Redis calls, durable log writes)",
     ),
     counter(
         Id::MaxSize,

@@ -158,3 +158,15 @@ unsafe impl<A: SharedAlloc> ShmSafe for WaitableQueue<A> {}
 pub(crate) mod crash_tests;
 #[cfg(test)]
 mod tests;
+
+/// 64 random bits from the kernel (hash seeds, salts, file names); from
+/// the clock and the process id if it has none to give (it always has,
+/// after boot).
+pub fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ u64::from(std::process::id()).rotate_left(40)
+    })
+}

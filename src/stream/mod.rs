@@ -257,6 +257,37 @@ fn query<T: FromRedisValue>(link: &mut Link, cmd: &Cmd, deadline: Instant) -> Ca
     decode(replies.pop().unwrap_or(Value::Nil))
 }
 
+/// The arguments of the add script (see [`scripts::ADD`]).
+fn add_args<'a>(spec: &'a StreamSpec, key: &'a [u8], val: &'a [u8]) -> impl Fn(&mut Cmd) + 'a {
+    move |c: &mut Cmd| {
+        c.arg(spec.mode.as_int())
+            .arg(spec.max_items)
+            .arg(key)
+            .arg(val);
+    }
+}
+
+/// The arguments of the fetch script (see [`scripts::FETCH`]): `what` is
+/// `fetch` or `ack`, `unsure` `1` after a failed call.
+fn fetch_args<'a>(
+    spec: &'a StreamSpec,
+    consumer: &'a str,
+    held: Option<&'a str>,
+    what: &'a str,
+    unsure: &'a str,
+) -> impl Fn(&mut Cmd) + 'a {
+    move |c: &mut Cmd| {
+        c.arg(&spec.group)
+            .arg(consumer)
+            .arg(held.unwrap_or(""))
+            .arg(spec.mode.as_int())
+            .arg(spec.claim_ms)
+            .arg(what)
+            .arg(spec.max_deliveries)
+            .arg(unsure);
+    }
+}
+
 /// `EVALSHA sha` or `EVAL body` (`verb`, `s`) with `keys` and the
 /// arguments `args` adds.
 fn script_cmd(verb: &str, s: &str, keys: &[&str], args: &dyn Fn(&mut Cmd)) -> Cmd {
@@ -601,12 +632,7 @@ impl Session {
 
     /// Adds an entry, acknowledged by the server when this returns Ok.
     pub fn add(&mut self, spec: &StreamSpec, key: &[u8], val: &[u8]) -> Result<Added, String> {
-        let args = |c: &mut Cmd| {
-            c.arg(spec.mode.as_int())
-                .arg(spec.max_items)
-                .arg(key)
-                .arg(val);
-        };
+        let args = add_args(spec, key, val);
         let keys = [spec.stream.as_str(), &spec.keys, &spec.stats];
         let r: i64 = if spec.replicas == 0 {
             self.call(spec, |l, x, d| eval(l, &x.add, &keys, &args, d))?
@@ -658,16 +684,7 @@ impl Session {
             "0"
         };
         let r: Result<Option<Entry>, String> = self.call(spec, |l, x, d| {
-            let args = |c: &mut Cmd| {
-                c.arg(&spec.group)
-                    .arg(&x.consumer)
-                    .arg(held.unwrap_or(""))
-                    .arg(spec.mode.as_int())
-                    .arg(spec.claim_ms)
-                    .arg(what)
-                    .arg(spec.max_deliveries)
-                    .arg(unsure);
-            };
+            let args = fetch_args(spec, &x.consumer, held, what, unsure);
             // The script's `false` arrives as nil.
             eval(l, &x.fetch, &keys, &args, d)
         });
@@ -988,6 +1005,69 @@ mod tests {
 
     fn spec(url: &str) -> Result<StreamSpec, String> {
         StreamSpec::new(b"cdr", url, DEFAULT_GROUP, AddMode::Append, 0, 1000)
+    }
+
+    /// The arguments of a command, as the server receives them.
+    fn args_of(c: &Cmd) -> Vec<String> {
+        c.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<cursor>".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn script_arguments_follow_the_scripts_order() {
+        let s = StreamSpec::new(
+            b"cdr",
+            "redis://127.0.0.1",
+            "g1",
+            AddMode::KeepNewest,
+            5,
+            2500,
+        )
+        .expect("spec");
+        let keys = [s.stream.as_str(), &s.keys, &s.stats];
+        let add = script_cmd("EVALSHA", "abc", &keys, &add_args(&s, b"k1", b"v\x00\xff"));
+        let want = ["EVALSHA", "abc", "3", "mqueue:{cdr}", "mqueue:{cdr}:keys"];
+        assert_eq!(args_of(&add)[..5], want);
+        assert_eq!(
+            args_of(&add)[5..],
+            ["mqueue:{cdr}:stats", "2", "5", "k1", "v\0\u{fffd}"]
+        );
+        let keys = [s.stream.as_str(), &s.keys, &s.stats, &s.dead];
+        let fetch = script_cmd(
+            "EVAL",
+            "body",
+            &keys,
+            &fetch_args(&s, "h:1", Some("1-2"), "ack", "1"),
+        );
+        assert_eq!(
+            args_of(&fetch)[2..],
+            [
+                "4",
+                "mqueue:{cdr}",
+                "mqueue:{cdr}:keys",
+                "mqueue:{cdr}:stats",
+                "mqueue:{cdr}:dead",
+                "g1",
+                "h:1",
+                "1-2",
+                "2",
+                "2500",
+                "ack",
+                "0",
+                "1"
+            ]
+        );
+        let none = script_cmd(
+            "EVAL",
+            "body",
+            &keys,
+            &fetch_args(&s, "h:1", None, "fetch", "0"),
+        );
+        assert_eq!(args_of(&none)[9], "");
     }
 
     #[test]
