@@ -126,3 +126,36 @@ fn redis_queue_statistics_cost_one_round_trip_per_scrape() {
         "{hgetall} HGETALL for {statistics} statistics:\n{stats}"
     );
 }
+
+/// With the default `stats_queues`, a config of 100 queues still gets the
+/// whole of `kamcmd stats.get_statistics all` in ctl's binrpc reply (its
+/// default 32 KB): every group, `shmem:` after `mqueue:` included, and no
+/// overflow logged (with 100 queues exported, the reply was cut inside the
+/// `mqueue` group).
+#[test]
+fn all_statistics_fit_one_reply_with_many_queues() {
+    let body: String = (0..100)
+        .map(|i| format!("modparam(\"mqueue\", \"mqueue\", \"name=q{i}\")\n"))
+        .collect();
+    let cfg = Cfg {
+        modules: &["kex.so"],
+        body: &body,
+        ..Cfg::default()
+    };
+    let k = Kamailio::start(&cfg, Impl::Rust);
+    let all = k.rpc(&["stats.get_statistics", "all"]).expect("statistics");
+    for want in [
+        "mqueue:q0_added = 0",
+        "mqueue:q9_shm_bytes",
+        "shmem:free_size",
+    ] {
+        assert!(all.contains(want), "{want} missing from:\n{all}");
+    }
+    assert!(!all.contains("q10_"), "q10 exported:\n{all}");
+    let log = k.log();
+    assert!(!log.contains("buffer too small"), "{log}");
+    assert!(
+        log.contains("the 90 queues from q10 to q99 are in mqueue.stats only"),
+        "{log}"
+    );
+}

@@ -47,9 +47,15 @@ pub fn shown(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_MAX {
         return String::from_utf8_lossy(bytes).into_owned();
     }
+    // Cut before a UTF-8 character the limit would split (continuation
+    // bytes are 0b10xxxxxx; a character has at most 3 of them).
+    let mut cut = SHOWN_MAX;
+    while cut > SHOWN_MAX - 3 && bytes[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
     format!(
         "{}... ({} bytes)",
-        String::from_utf8_lossy(&bytes[..SHOWN_MAX]),
+        String::from_utf8_lossy(&bytes[..cut]),
         bytes.len()
     )
 }

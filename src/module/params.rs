@@ -1,10 +1,11 @@
 //! Module parameters: the C module's `mqueue`, `mqueue_name`,
 //! `mqueue_size`, `mqueue_addmode` and `db_url`, and our own
 //! `redis_timeout`, `redis_backoff`, `redis_tls_ca`, `redis_tls_cert`,
-//! `redis_tls_key`, `stats_queues`, `spill_dir` and `durable_dir`. Every value the C module accepts is accepted with the C
-//! module's meaning (a warning names the queue where that is
-//! not what the value says); what the C module refuses, or crashes on,
-//! stops Kamailio at start with an error naming the parameter.
+//! `redis_tls_key`, `stats_queues`, `spill_dir` and `durable_dir`. Every
+//! value the C module accepts is accepted with the C module's meaning (a
+//! warning names the queue where that is not what the value says); what
+//! the C module refuses, or crashes on, stops Kamailio at start with an
+//! error naming the parameter.
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};

@@ -329,12 +329,12 @@ pub fn check_spill_writable(queues: &[QueueDef]) -> Result<(), String> {
     let uid = unsafe { libc::geteuid() };
     if explicit {
         return Err(format!(
-            "spill_dir {}: Kamailio's user (uid {uid}) cannot create files there ({e}):              items the database does not take at shutdown would be lost",
+            "spill_dir {}: Kamailio's user (uid {uid}) cannot create files there ({e}): items the database does not take at shutdown would be lost",
             dir.display()
         ));
     }
     kwarn!(
-        "mqueue {}: spill files go to {}, where Kamailio's user (uid {uid}) cannot create          files ({e}): items the database does not take at shutdown would be lost; set the          spill_dir parameter to a directory it can write",
+        "mqueue {}: spill files go to {}, where Kamailio's user (uid {uid}) cannot create files ({e}): items the database does not take at shutdown would be lost; set the spill_dir parameter to a directory it can write",
         first.name_lossy(),
         dir.display()
     );

@@ -23,13 +23,19 @@ host_entry! {
     }
 }
 
+/// `stats_queues` by default: 14 counters of 10 queues keep `kamcmd
+/// stats.get_statistics all` within ctl's binrpc reply (32 KB by default;
+/// about 85 queues' counters fill it, and the groups after `mqueue` were
+/// then cut off the reply).
+const DEFAULT_EXPORTED: usize = 10;
+
 /// `stats_queues`: how many queues (the first defined) get counters in the
 /// statistics framework. Kamailio's counter table holds at most 32,767
 /// counters in all and each costs shared memory in every process, so
 /// thousands of queues cannot all have them; every queue is in
 /// `mqueue.stats` whatever this is.
 pub static EXPORTED_QUEUES: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(100);
+    std::sync::atomic::AtomicUsize::new(DEFAULT_EXPORTED);
 
 /// The statistics of a queue, by name, with their callback parameter.
 fn statistics(idx: usize, d: &QueueDef) -> impl Iterator<Item = (Vec<u8>, usize)> + '_ {
