@@ -1078,6 +1078,28 @@ fn poison_item_goes_to_the_dead_letters_after_max_deliveries() {
     assert_eq!(k.stat("work", "added"), 2);
 }
 
+/// `mqueue.dead_requeue` keeps keys unique as an add would: under addmode
+/// 1 a dead letter whose key is queued again stays a dead letter; under
+/// addmode 2 it replaces the queued entry.
+#[test]
+fn dead_requeue_keeps_keys_unique() {
+    for (mode, requeued, val) in [(1, "0", "vsecond"), (2, "1", "first")] {
+        let redis = RedisServer::start();
+        let k = plain_instance_with(&redis.url(), &format!(";addmode={mode}"));
+        redis.cli(&["XADD", "mqueue:{work}:dead", "*", "k", "k", "v", "first"]);
+        assert_eq!(rpc_add(&k, "second").0.as_deref(), Ok("1"));
+        let r = k
+            .rpc(&["mqueue.dead_requeue", "work", "5"])
+            .expect("dead_requeue");
+        assert_eq!(field(&r, "requeued"), requeued, "addmode {mode}: {r}");
+        assert_eq!(k.queue_size("work"), 1, "addmode {mode}");
+        let r = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
+        assert_eq!(field(&r, "val"), val, "addmode {mode}");
+        let left = k.rpc(&["mqueue.dead_list", "work"]).expect("dead_list");
+        assert_eq!(left.contains("first"), mode == 1, "addmode {mode}: {left}");
+    }
+}
+
 /// `mqueue.dead_list` and `mqueue.dead_requeue` refuse a count below 1,
 /// as `mqueue.fetch` does, and cap a huge one.
 #[test]
@@ -1373,6 +1395,32 @@ fn an_item_too_large_for_the_rpc_reply_keeps_its_place() {
     assert!(claimed.contains(&big), "not handed back: {claimed}");
 }
 
+/// While Redis is away, `mqueue.get_size` answers a fault and
+/// `mqueue.get_sizes` size -1, never an empty queue.
+#[test]
+fn sizes_redis_cannot_give_are_no_empty_queue() {
+    let mut redis = RedisServer::start();
+    let k = plain_instance(&redis.url());
+    assert_eq!(rpc_add(&k, "a").0.as_deref(), Ok("1"));
+    assert_eq!(k.queue_size("work"), 1);
+    redis.pause();
+    let one = k.rpc(&["mqueue.get_size", "work"]);
+    assert!(
+        one.as_ref()
+            .is_err_and(|e| e.contains("Cannot read the size")),
+        "{one:?}"
+    );
+    let all = k.rpc(&["mqueue.get_sizes"]).expect("get_sizes");
+    assert_eq!(common::field(&all, "size"), "-1", "{all}");
+    redis.resume();
+    let back = common::wait_until(Duration::from_secs(10), || {
+        k.rpc(&["mqueue.get_size", "work"])
+            .ok()
+            .filter(|r| common::field(r, "size") == "1")
+    });
+    assert!(back.is_some(), "{}", k.log());
+}
+
 /// `mqueue.fetch NAME COUNT` on a Redis queue acknowledges none of the
 /// items of its reply before the reply is out: they stay pending (a crash
 /// meanwhile delivers them all again) until that process fetches again.
@@ -1479,6 +1527,17 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
     assert!(
         cpu < 50 * waits as u64,
         "{cpu} ms of CPU in {waits} s of waiting"
+    );
+    // A healthy Redis (default hz 10: it ends a block up to 100 ms late)
+    // fails none of the blocking reads: they ask it to end well before
+    // redis_timeout (300 ms here). One is allowed to a machine too busy
+    // to run Redis for 150 ms; three quarters of redis_timeout failed
+    // about one read in four.
+    let failed = k.stat("work", "failed");
+    assert!(
+        failed <= 1,
+        "{failed} failed calls on a healthy Redis:\n{}",
+        k.log()
     );
 
     let t = Instant::now();

@@ -63,7 +63,11 @@ rpc_handler!(mqueue_rpc_get_size, "mqueue.get_size", |rpc| {
     let Some((name, idx)) = queue_param(&rpc, (400, 400, 404)) else {
         return;
     };
-    let size = ops::size(idx).unwrap_or(0);
+    let Ok(size) = ops::size(idx) else {
+        // A Redis call that failed (logged): not an empty queue.
+        rpc.fault(500, c"Cannot read the size (see the log)");
+        return;
+    };
     match rpc.add_struct() {
         Some(st) => {
             st.str(c"name", &name);
@@ -84,7 +88,8 @@ rpc_handler!(mqueue_rpc_get_sizes, "mqueue.get_sizes", |rpc| {
             return;
         };
         st.str(c"name", &def.name);
-        st.int(c"size", ops::size(idx).unwrap_or(0) as i64);
+        // -1: a Redis call that failed (logged), not an empty queue.
+        st.int(c"size", ops::size(idx).map_or(-1, |n| n as i64));
     }
 });
 

@@ -175,7 +175,15 @@ struct Ctx {
     clear: Lua,
     requeue: Lua,
     hand_back: Lua,
+    drop_consumer: Lua,
 }
+
+/// How much sooner than a call's deadline a blocking read asks Redis to
+/// end: Redis ends a block in its event loop, up to 1/`hz` late (100 ms at
+/// the default `hz 10`), plus the round trip.
+const BLOCK_MARGIN: Duration = Duration::from_millis(150);
+/// The shortest block worth a call.
+const BLOCK_MIN: Duration = Duration::from_millis(10);
 
 /// This process's connections, one per Redis server, and what every call
 /// needs besides its connection.
@@ -391,6 +399,7 @@ impl Session {
                 clear: Lua::new(scripts::CLEAR),
                 requeue: Lua::new(scripts::REQUEUE),
                 hand_back: Lua::new(scripts::HAND_BACK),
+                drop_consumer: Lua::new(scripts::DROP_CONSUMER),
             },
         }
     }
@@ -722,9 +731,10 @@ impl Session {
 
     /// Waits, at most until `until`, for an entry newer than the newest
     /// one the last empty fetch saw (`XREAD BLOCK`, within one call's
-    /// deadline: three quarters of `redis_timeout`, so that Redis answers
-    /// first), without taking it: the next fetch does. While the server
-    /// is backing off, sleeps until the back-off ends instead.
+    /// deadline less [`BLOCK_MARGIN`], so that Redis answers first),
+    /// without taking it: the next fetch does. While the server is backing
+    /// off, sleeps until the back-off ends instead. With a `redis_timeout`
+    /// too short to block in, an error: the caller pauses and fetches.
     pub fn wait(&mut self, spec: &StreamSpec, until: Instant) -> Result<(), String> {
         let now = Instant::now();
         if let Some(&end) = self.down_until.get(&spec.server) {
@@ -736,8 +746,13 @@ impl Session {
         let Some(after) = self.newest.get(&spec.stream).cloned() else {
             return Err("no empty fetch to wait after".into());
         };
+        if self.timeout < BLOCK_MARGIN + BLOCK_MIN {
+            return Err("redis_timeout too short for a blocking read".into());
+        }
         let _: Value = self.call(spec, |l, _, d| {
-            let left = d.saturating_duration_since(Instant::now()) * 3 / 4;
+            let left = d
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(BLOCK_MARGIN);
             let block = left.min(until.saturating_duration_since(Instant::now()));
             let mut c = redis::cmd("XREAD");
             c.arg("COUNT")
@@ -827,8 +842,9 @@ impl Session {
             .iter()
             .filter(|c| c.pending == 0 && c.idle as u64 >= spec.consumer_idle_ms)
         {
-            self.remove_consumer(spec, &gone.name)?;
-            removed += 1;
+            if self.remove_consumer(spec, &gone.name)? {
+                removed += 1;
+            }
         }
         Ok(removed)
     }
@@ -845,15 +861,15 @@ impl Session {
         Ok(reply.consumers)
     }
 
-    /// Removes consumer `name` from the group (`XGROUP DELCONSUMER`).
-    fn remove_consumer(&mut self, spec: &StreamSpec, name: &str) -> Result<(), String> {
-        let mut c = redis::cmd("XGROUP");
-        c.arg("DELCONSUMER")
-            .arg(&spec.stream)
-            .arg(&spec.group)
-            .arg(name);
-        let _: i64 = self.call(spec, |l, _, d| query(l, &c, d))?;
-        Ok(())
+    /// Removes consumer `name` from the group if it holds nothing (see
+    /// [`scripts::DROP_CONSUMER`]); true when removed.
+    fn remove_consumer(&mut self, spec: &StreamSpec, name: &str) -> Result<bool, String> {
+        let keys = [spec.stream.as_str()];
+        let args = |c: &mut Cmd| {
+            c.arg(&spec.group).arg(name);
+        };
+        let r: i64 = self.call(spec, |l, x, d| eval(l, &x.drop_consumer, &keys, &args, d))?;
+        Ok(r == 1)
     }
 
     /// Length, pending entries, consumers of the group, and the counters.

@@ -158,6 +158,18 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'RE
 return 1
 "#;
 
+/// Removes consumer ARGV[2] from group ARGV[1] only if it holds nothing,
+/// in one step: an entry delivered to it meanwhile keeps it (a separate
+/// check and `XGROUP DELCONSUMER` would drop such an entry from the
+/// pending list, never to be delivered again). Returns 1 when removed.
+pub const DROP_CONSUMER: &str = r#"
+if redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])[1] then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#;
+
 /// Drops every entry (the consumer group stays). Returns how many.
 pub const CLEAR: &str = r#"
 local n = redis.call('XLEN', KEYS[1])
@@ -183,21 +195,39 @@ return 1
 "#;
 
 /// Puts up to ARGV[1] of the oldest dead letters (KEYS[4]) back on the
-/// queue, as new entries (counted as `added`, indexed under addmode
-/// ARGV[2] != 0). Returns how many.
+/// queue, as new entries (counted as `added`), as an add under addmode
+/// ARGV[2] would: indexed by key (1, 2); under addmode 2 it replaces an
+/// entry of the same key still queued (counted as `replaced`); under
+/// addmode 1 a dead letter whose key is queued again stays a dead letter.
+/// Returns how many were put back.
 pub const REQUEUE: &str = r#"
+local mode = tonumber(ARGV[2])
 local dead = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', tonumber(ARGV[1]))
+local n = 0
 for _, e in ipairs(dead) do
   local f, key, val = e[2], '', ''
   for i = 1, #f, 2 do
     if f[i] == 'k' then key = f[i + 1] elseif f[i] == 'v' then val = f[i + 1] end
   end
-  local id = redis.call('XADD', KEYS[1], '*', 'k', key, 'v', val)
-  if tonumber(ARGV[2]) ~= 0 then
-    redis.call('HSET', KEYS[2], key, id)
+  local queued = false
+  if mode ~= 0 then
+    local old = redis.call('HGET', KEYS[2], key)
+    queued = old and #redis.call('XRANGE', KEYS[1], old, old) > 0
+    if queued and mode == 2 then
+      redis.call('XDEL', KEYS[1], old)
+      redis.pcall('HINCRBY', KEYS[3], 'replaced', 1)
+      queued = false
+    end
   end
-  redis.call('XDEL', KEYS[4], e[1])
-  redis.pcall('HINCRBY', KEYS[3], 'added', 1)
+  if not queued then
+    local id = redis.call('XADD', KEYS[1], '*', 'k', key, 'v', val)
+    if mode ~= 0 then
+      redis.call('HSET', KEYS[2], key, id)
+    end
+    redis.call('XDEL', KEYS[4], e[1])
+    redis.pcall('HINCRBY', KEYS[3], 'added', 1)
+    n = n + 1
+  end
 end
-return #dead
+return n
 "#;
