@@ -34,7 +34,8 @@ unsafe impl RawAlloc for ShmAlloc {
 /// Blocks that live as long as the server (queue bodies, allocated at a
 /// queue's first add in any process), packed into shared slabs: each
 /// costs its size, not the allocator's overhead of about 100 bytes per
-/// block. Lock-free, so that a process dying in the middle stops nobody:
+/// block. Slabs start small and double (128 bytes to 16 KB), so that a
+/// config with one queue keeps no more than a few hundred bytes. Lock-free, so that a process dying in the middle stops nobody:
 /// it leaks at most the slab it allocated or the block it took.
 mod lasting {
     use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
@@ -42,16 +43,19 @@ mod lasting {
     use super::{ShmAlloc, ShmSafe};
     use crate::queue::RawAlloc;
 
-    /// Bytes of a slab after its header.
+    /// Bytes of the first slab after its header; each next one doubles.
+    const FIRST_SLAB: usize = 128;
+    /// Bytes of the largest slab after its header.
     const SLAB_BYTES: usize = 16 * 1024 - 16;
     /// Larger blocks get a block of their own.
     const MAX_BLOCK: usize = SLAB_BYTES / 8;
 
     #[repr(C)]
     struct Slab {
-        /// Bytes handed out (may run past SLAB_BYTES: the slab is full).
+        /// Bytes handed out (may run past `bytes`: the slab is full).
         used: AtomicUsize,
-        _pad: usize,
+        /// Bytes after the header.
+        bytes: usize,
     }
 
     /// The slab blocks are taken from, in shm.
@@ -93,16 +97,19 @@ mod lasting {
         let current = unsafe { &(*root).current };
         loop {
             let slab = current.load(Acquire);
+            let mut bytes = FIRST_SLAB;
             if !slab.is_null() {
                 // SAFETY: a slab published in the root is never freed.
-                let off = unsafe { (*slab).used.fetch_add(size, AcqRel) };
-                if off + size <= SLAB_BYTES {
+                let (off, cap) = unsafe { ((*slab).used.fetch_add(size, AcqRel), (*slab).bytes) };
+                if off + size <= cap {
                     // SAFETY: [off, off + size) is inside the slab's
                     // bytes and handed out once (fetch_add).
                     return unsafe { (slab.add(1) as *mut u8).add(off) };
                 }
+                bytes = (cap * 2).min(SLAB_BYTES);
             }
-            let fresh = ShmAlloc.alloc(std::mem::size_of::<Slab>() + SLAB_BYTES) as *mut Slab;
+            let bytes = if size > bytes { SLAB_BYTES } else { bytes };
+            let fresh = ShmAlloc.alloc(std::mem::size_of::<Slab>() + bytes) as *mut Slab;
             if fresh.is_null() {
                 return std::ptr::null_mut();
             }
@@ -111,7 +118,7 @@ mod lasting {
             unsafe {
                 fresh.write(Slab {
                     used: AtomicUsize::new(size),
-                    _pad: 0,
+                    bytes,
                 })
             };
             if current
