@@ -540,6 +540,44 @@ fn restarts_keep_items() {
     assert_eq!(segments.count(), 1);
 }
 
+/// On a queue with unique keys, an item added while an item of the same
+/// key was leased keeps its place through a crash and a clean stop (its
+/// add was acknowledged); the leased one gives way, with a warning.
+#[test]
+fn a_key_added_again_while_leased_survives_a_crash() {
+    for mode in [1, 2] {
+        let tmp = common::TempDir::new("durable-lease-key");
+        let body = durable_cfg(
+            &tmp.0,
+            &format!("modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync;addmode={mode}\")\n"),
+        );
+        let mut k = start_on(&body);
+        k.rpc(&["mqueue.add", "q", "cdr-42", "attempt1"])
+            .expect("add");
+        let first = k.rpc(&["mqueue.fetch", "q"]).expect("fetch");
+        assert_eq!(field(&first, "val"), "attempt1");
+        k.rpc(&["mqueue.add", "q", "cdr-42", "attempt2"])
+            .expect("add");
+        k.rpc(&["mqueue.add", "q", "other", "x"]).expect("add");
+        k.kill9();
+        wait_unlocked(&tmp.0.join("mqueue.lock"));
+        let k = k.restart();
+        assert!(
+            k.log()
+                .contains("1 items leased at the stop are not delivered again"),
+            "addmode {mode}: {}",
+            k.log()
+        );
+        let k = k.restart();
+        let items: Vec<String> = k
+            .drain("q")
+            .into_iter()
+            .map(|(key, v)| format!("{key}={v}"))
+            .collect();
+        assert_eq!(items, ["cdr-42=attempt2", "other=x"], "addmode {mode}");
+    }
+}
+
 /// `mqueue.fetch NAME COUNT` keeps every item of its reply leased until
 /// the process fetches again: a kill right after the reply delivers them
 /// all again (none was acknowledged before the reply was out).

@@ -56,6 +56,10 @@ pub struct Recovered {
     entries: Vec<Entry>,
     /// How many of the items were leased.
     pub redelivered: usize,
+    /// Items leased at the stop that are not delivered again: on a queue
+    /// with unique keys, their key was added again after their lease, and
+    /// the newer item (its add acknowledged) keeps the key.
+    pub superseded_leases: usize,
     /// The next sequence number to give out.
     pub next_seq: u64,
     /// The highest segment number seen (the next segment gets one more).
@@ -388,6 +392,18 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
     // Leased items are older than every waiting one (fetches take the
     // oldest), so sequence order delivers them first.
     entries.retain(|e| e.state != State::Gone);
+    if mode != AddMode::Append {
+        // A key holds one item: an add after the lease was acknowledged
+        // and wins over the leased item (which was delivered once).
+        let waiting: std::collections::HashSet<&[u8]> = entries
+            .iter()
+            .filter(|e| e.state == State::Waiting)
+            .map(|e| kv(&data_of, e).0)
+            .collect();
+        let before = entries.len();
+        entries.retain(|e| e.state != State::Leased || !waiting.contains(kv(&data_of, e).0));
+        out.superseded_leases = before - entries.len();
+    }
     out.redelivered = entries.iter().filter(|e| e.state == State::Leased).count();
     out.entries = entries;
     out.data = data_of;

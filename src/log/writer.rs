@@ -457,7 +457,8 @@ impl<A: RawAlloc> Durable<A> {
         s.next_id = rec.last_segment + 1;
         // Items leased at a crash are waiting again from now on: a copy
         // records that (their lease records stay in the old segments).
-        let copied = if rec.damaged.is_empty() && rec.redelivered == 0 {
+        let copied = if rec.damaged.is_empty() && rec.redelivered == 0 && rec.superseded_leases == 0
+        {
             None
         } else {
             Some(s.write_snapshot(st, &rec))

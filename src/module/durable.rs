@@ -17,7 +17,7 @@ use crate::kamailio::shm::{shm_box, ShmAlloc};
 use crate::log::{recover, Durability, Durable, FileStorage, SEGMENT_SIZE};
 use crate::queue::{AddMode, Limits};
 use crate::sys;
-use crate::{kerr, kinfo};
+use crate::{kerr, kinfo, kwarn};
 
 /// `durable_dir`.
 pub static DURABLE_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -232,6 +232,13 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
             })?;
             for e in &rec.errors {
                 kerr!("mqueue {name}: {e}");
+            }
+            if rec.superseded_leases > 0 {
+                kwarn!(
+                    "mqueue {name}: {} items leased at the stop are not delivered again: their key was added again after they were fetched, and the newer item keeps it (addmode {})",
+                    rec.superseded_leases,
+                    mode.as_int()
+                );
             }
             let (n, r) = (rec.len(), rec.redelivered);
             let aside = q.open(st, rec).map_err(|e| {
