@@ -262,7 +262,7 @@ fn main() {
         .allowlist_type("sr_kemi_t|sr_kemi_xval_t|rpc_t|gparam_t|pv_spec_t|pv_value_t")
         .allowlist_type("db_cap_t|db_func_t|db1_con_t|db_key_t|db_val_t|db1_res_t")
         .allowlist_type("counter_handle_t|destroy_function")
-        .allowlist_var("runtime_dir")
+        .allowlist_var("runtime_dir|uid|gid")
         .allowlist_function("get_loaded_modules")
         .allowlist_function("mqrs_.*|pv_get_null|pv_get_strval|pv_get_sintval|pv_cache_get")
         .allowlist_function("pv_get_spec_value|pv_locate_name|fixup_spve_null|fixup_free_spve_null")

@@ -10,6 +10,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -576,6 +577,68 @@ fn a_key_added_again_while_leased_survives_a_crash() {
             .collect();
         assert_eq!(items, ["cdr-42=attempt2", "other=x"], "addmode {mode}");
     }
+}
+
+/// Started as root with `-u nobody -g nogroup`, the directory made at
+/// start and the files recovered there go to that user: its processes add,
+/// and a restart after a crash (recovery, as root, writes a new file)
+/// keeps adding.
+#[test]
+fn files_go_to_kamailios_user() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "run the tests as root (make test does)"
+    );
+    let tmp = common::TempDir::new("durable-user");
+    // Searchable by nobody; the durable directory inside is made at start.
+    fs::set_permissions(&tmp.0, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = tmp.0.join("dur");
+    let body = format!(
+        "modparam(\"mqueue\", \"durable_dir\", \"{}\")\n\
+         modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
+        dir.display()
+    );
+    let cfg = Cfg {
+        body: &body,
+        ..Cfg::default()
+    };
+    let mut k = Kamailio::start_with(&cfg, Impl::Rust, &["-u", "nobody", "-g", "nogroup"]);
+    for i in 0..3 {
+        let r = k.rpc(&["mqueue.add", "q", &format!("k{i}"), "v"]);
+        assert_eq!(r.as_deref().map(str::trim), Ok("1"), "{}", k.log());
+    }
+    k.rpc(&["mqueue.fetch", "q"]).expect("fetch");
+    k.kill9();
+    wait_unlocked(&dir.join("mqueue.lock"));
+    let k = k.restart();
+    let r = k.rpc(&["mqueue.add", "q", "k3", "v"]);
+    assert_eq!(r.as_deref().map(str::trim), Ok("1"), "{}", k.log());
+    assert_eq!(k.queue_size("q"), 4);
+}
+
+/// A queue name too long for a hex file name (over 114 bytes) still gets
+/// its files, and keeps its items through a restart.
+#[test]
+fn long_queue_names_get_files() {
+    let tmp = common::TempDir::new("durable-long");
+    let name = "q".repeat(200);
+    let body = durable_cfg(
+        &tmp.0,
+        &format!("modparam(\"mqueue\", \"mqueue\", \"name={name};durable=sync\")\n"),
+    );
+    let k = start_on(&body);
+    add_items(&k, &name, 3);
+    let k = k.restart();
+    assert_eq!(k.queue_size(&name), 3, "{}", k.log());
+    let names: Vec<String> = fs::read_dir(&tmp.0)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".mqlog"))
+        .collect();
+    assert!(!names.is_empty() && names.iter().all(|n| n.len() <= 200), "{names:?}");
 }
 
 /// `mqueue.fetch NAME COUNT` keeps every item of its reply leased until

@@ -63,9 +63,21 @@ pub fn set_aside(dir: &Path, name: &str) -> io::Result<String> {
     Err(io::Error::other("too many set-aside copies"))
 }
 
-/// Hex of the queue name: any bytes make a safe file name.
+/// Hex of the queue name: any bytes make a safe file name. A name too
+/// long for that (over 114 bytes: a file name holds 255) gives the hex of
+/// its first 80 bytes, `~` and a 64-bit hash of the whole name.
 pub fn file_prefix(queue: &[u8]) -> String {
-    queue.iter().map(|b| format!("{b:02x}")).collect()
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    if queue.len() <= 114 {
+        return hex(queue);
+    }
+    let mut h = siphasher::sip::SipHasher13::new();
+    std::hash::Hasher::write(&mut h, queue);
+    format!(
+        "{}~{:016x}",
+        hex(&queue[..80]),
+        std::hash::Hasher::finish(&h)
+    )
 }
 
 struct Map {

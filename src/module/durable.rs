@@ -187,6 +187,31 @@ fn file_kind(m: &std::fs::Metadata) -> &'static str {
 /// mod_init: for the durable queues, the directory is prepared and locked
 /// and each queue is recovered from its files. Errors name the queue.
 /// Returns whether a flush timer is needed (a queue with `durable=N`).
+/// Started as root with `-u`/`-g` (or `user`/`group`), Kamailio takes its
+/// user after the modules' init: the directory and the files made or
+/// recovered as root here go to that user, whose processes write them.
+fn give_to_kamailio_user(dir: &Path) -> Result<(), String> {
+    // SAFETY: two ints Kamailio set while reading its command line and
+    // config, before mod_init; geteuid has no preconditions.
+    let (uid, gid, euid) = unsafe { (sys::uid, sys::gid, libc::geteuid()) };
+    if euid != 0 || uid <= 0 {
+        return Ok(());
+    }
+    let gid = (gid > 0).then_some(gid as u32);
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("durable_dir {}: {e}", dir.display()))?;
+    let paths = std::iter::once(dir.to_path_buf()).chain(entries.flatten().map(|e| e.path()));
+    for p in paths {
+        std::os::unix::fs::lchown(&p, Some(uid as u32), gid).map_err(|e| {
+            format!(
+                "durable_dir: cannot give {} to Kamailio's user (uid {uid}): {e}",
+                p.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 pub fn init(reg: &Registry) -> Result<bool, String> {
     let durable: Vec<_> = reg
         .queues
@@ -257,6 +282,7 @@ pub fn init(reg: &Registry) -> Result<bool, String> {
             started.elapsed().as_millis()
         );
     }
+    give_to_kamailio_user(&dir)?;
     // Unmapped before the fork: a mapping inherited by every process
     // would keep the space of a deleted segment in use.
     STORAGE.with(|all| all.clear());
