@@ -638,7 +638,10 @@ fn long_queue_names_get_files() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".mqlog"))
         .collect();
-    assert!(!names.is_empty() && names.iter().all(|n| n.len() <= 200), "{names:?}");
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.len() <= 200),
+        "{names:?}"
+    );
 }
 
 /// `mqueue.fetch NAME COUNT` keeps every item of its reply leased until

@@ -1107,16 +1107,20 @@ fn dead_letter_rpcs_check_the_count() {
     let redis = RedisServer::start();
     let k = plain_instance_with(&redis.url(), ";max_deliveries=3");
     for cmd in ["mqueue.dead_list", "mqueue.dead_requeue"] {
-        let r = k.rpc(&[cmd, "work", "0"]);
-        assert!(
-            r.as_ref().is_err_and(|e| e.contains("Invalid count")),
-            "{cmd} work 0: {r:?}"
-        );
+        for count in ["0", "abc"] {
+            let r = k.rpc(&[cmd, "work", count]);
+            assert!(
+                r.as_ref().is_err_and(|e| e.contains("Invalid count")),
+                "{cmd} work {count}: {r:?}"
+            );
+        }
     }
-    let r = k
-        .rpc(&["mqueue.dead_requeue", "work", "2000000000"])
-        .expect("dead_requeue with a huge count");
-    assert_eq!(field(&r, "requeued"), "0", "{r}");
+    for count in ["2000000000", "s:99999999999"] {
+        let r = k
+            .rpc(&["mqueue.dead_requeue", "work", count])
+            .expect("dead_requeue with a huge count");
+        assert_eq!(field(&r, "requeued"), "0", "{r}");
+    }
 }
 
 /// Consumers that hold nothing and were idle for `consumer_idle_ms` (left

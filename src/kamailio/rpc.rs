@@ -98,7 +98,7 @@ impl Rpc {
     /// An optional integer parameter: `Ok(None)` when absent, an error
     /// (`NotAnInt`) when present but not an integer. Read as text (autoconverted), as
     /// binrpc's "d" cannot tell a string from no parameter.
-    pub fn scan_opt_int(&self) -> Result<Option<i32>, NotAnInt> {
+    pub fn scan_opt_int(&self) -> Result<Option<i64>, NotAnInt> {
         let mut s = sys::str_ {
             s: std::ptr::null_mut(),
             len: 0,

@@ -358,11 +358,12 @@ const DEAD_MAX: usize = 1000;
 /// count below 1.
 fn dead_params(rpc: &Rpc) -> Option<(&'static crate::stream::StreamSpec, usize)> {
     let (_, idx) = queue_param(rpc, (400, 400, 404))?;
-    let n = match rpc.scan_int(true) {
-        None => 1,
+    // As mqueue.fetch's count: text that is not a number is refused.
+    let n = match rpc.scan_opt_int() {
+        Ok(None) => 1,
         // Capped: one script call moves them all.
-        Some(n) if n >= 1 => (n as usize).min(DEAD_MAX),
-        Some(_) => {
+        Ok(Some(n)) if n >= 1 => (n as usize).min(DEAD_MAX),
+        _ => {
             rpc.fault(400, c"Invalid count");
             return None;
         }
