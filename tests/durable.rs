@@ -586,11 +586,8 @@ fn a_key_added_again_while_leased_survives_a_crash() {
 #[test]
 fn files_go_to_kamailios_user() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "run the tests as root (make test does)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "run the tests as root (make test does)");
     let tmp = common::TempDir::new("durable-user");
     // Searchable by nobody; the durable directory inside is made at start.
     fs::set_permissions(&tmp.0, fs::Permissions::from_mode(0o755)).expect("chmod");
