@@ -356,7 +356,7 @@ def latency_table():
     for name, consume, impls in CONSUMERS:
         res = {imp: latency(IMPLS[imp], consume) for imp in impls}
         for i, key in enumerate(("median ms", "p99 ms")):
-            theirs = res["c"][i] if "c" in res else 0
+            theirs = res["c"][i] if "c" in res else None
             row("add-to-fetch %s, %s" % (name, key), res["rust"][i], theirs, 3)
 
 
@@ -854,8 +854,11 @@ def durable_figures():
 
 
 def row(name, ours, theirs, digits=1):
+    """One line: ours, the C module's (None: it has no such workload) and
+    the ratio."""
     ratio = "%8.3f" % (ours / theirs) if theirs else "%8s" % "-"
-    print("%-44s %12.*f %12.*f %s" % (name, digits, ours, digits, theirs, ratio), flush=True)
+    c = "%12s" % "-" if theirs is None else "%12.*f" % (digits, theirs)
+    print("%-44s %12.*f %s %s" % (name, digits, ours, c, ratio), flush=True)
 
 
 def pair_table():
