@@ -150,19 +150,9 @@ const SHM_ALIGN: usize = 8;
 
 /// Places `value` in a new shm block; None when shm is exhausted.
 pub fn shm_box<T: ShmSafe>(value: T) -> Option<*mut T> {
-    const { assert!(std::mem::align_of::<T>() <= SHM_ALIGN) };
-    let p = ShmAlloc.alloc(std::mem::size_of::<T>()) as *mut T;
-    if p.is_null() {
-        return None;
-    }
-    if !(p as usize).is_multiple_of(std::mem::align_of::<T>()) {
-        // SAFETY: p came from shm_malloc just above.
-        unsafe { ShmAlloc.free(p as *mut u8) };
-        crate::kerr!("shm_malloc returned a block not aligned for the queue state");
-        return None;
-    }
+    let p = shm_slots::<T>(1)?;
     // SAFETY: p is a fresh block of size_of::<T>() bytes, aligned for T
-    // (checked above).
+    // (checked by shm_slots).
     unsafe { p.write(value) };
     Some(p)
 }

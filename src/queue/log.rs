@@ -655,24 +655,20 @@ impl<A: RawAlloc> Drop for Log<A> {
         let head = self.head;
         self.head = ptr::null_mut();
         self.free_chain(head, ptr::null_mut());
-        let mut spare = std::mem::replace(&mut self.spare, ptr::null_mut());
-        while !spare.is_null() {
-            // SAFETY: the spare stack links live chunks of this log, each
-            // freed once.
-            unsafe {
-                let next = (*spare).next;
-                self.alloc.free(spare as *mut u8);
-                spare = next;
-            }
-        }
-        let mut held = std::mem::replace(&mut self.held, ptr::null_mut());
-        while !held.is_null() {
-            // SAFETY: the held list links live chunks of this log; the log
-            // goes, so do the entries pinned in them.
-            unsafe {
-                let next = (*held).next;
-                self.alloc.free(held as *mut u8);
-                held = next;
+        // The spare stack and the held list link live chunks of this log,
+        // each on one list; the log goes, so do the entries pinned in them.
+        for list in [
+            std::mem::replace(&mut self.spare, ptr::null_mut()),
+            std::mem::replace(&mut self.held, ptr::null_mut()),
+        ] {
+            let mut chunk = list;
+            while !chunk.is_null() {
+                // SAFETY: a live chunk of one of the lists above, freed once.
+                unsafe {
+                    let next = (*chunk).next;
+                    self.alloc.free(chunk as *mut u8);
+                    chunk = next;
+                }
             }
         }
     }
