@@ -207,16 +207,7 @@ impl<A: RawAlloc> Log<A> {
     /// Shared memory held by the chunks, the spare and the chunks kept
     /// for pinned entries included.
     pub fn chunk_bytes(&self) -> usize {
-        let mut held = 0;
-        let mut chunk = self.held;
-        while !chunk.is_null() {
-            // SAFETY: the held list links live chunks of this log.
-            unsafe {
-                held += CHUNK_HEADER + (*chunk).cap as usize;
-                chunk = (*chunk).next;
-            }
-        }
-        self.chunk_bytes + self.spare_bytes() + held
+        self.chunk_bytes + self.spare_bytes() + list_bytes(self.held)
     }
 
     /// Pins the chunk of the entry [`Log::front`] returned last (the head
@@ -255,16 +246,7 @@ impl<A: RawAlloc> Log<A> {
     }
 
     fn spare_bytes(&self) -> usize {
-        let mut bytes = 0;
-        let mut chunk = self.spare;
-        while !chunk.is_null() {
-            // SAFETY: the spare stack links live chunks of this log.
-            unsafe {
-                bytes += CHUNK_HEADER + (*chunk).cap as usize;
-                chunk = (*chunk).next;
-            }
-        }
-        bytes
+        list_bytes(self.spare)
     }
 
     /// A spare near the top of the stack (the first of [`SPARE_SEARCH`])
@@ -648,6 +630,20 @@ impl<A: RawAlloc> Log<A> {
         copy.head = ptr::null_mut();
         assert_eq!((tail, bytes), derived);
     }
+}
+
+/// Shared memory of the chunks of a list (the spare stack, the held
+/// list), headers included.
+fn list_bytes(mut chunk: *mut Chunk) -> usize {
+    let mut bytes = 0;
+    while !chunk.is_null() {
+        // SAFETY: the lists link live chunks of the log.
+        unsafe {
+            bytes += CHUNK_HEADER + (*chunk).cap as usize;
+            chunk = (*chunk).next;
+        }
+    }
+    bytes
 }
 
 impl<A: RawAlloc> Drop for Log<A> {
