@@ -493,6 +493,58 @@ fn frozen_redis_costs_at_most_redis_timeout() {
     );
 }
 
+/// Redis hanging under SIP load with four workers: once one worker's call
+/// timed out, the others fail fast too, and after each back-off one worker
+/// tries Redis: an outage blocks one worker per back-off, not each worker.
+#[test]
+fn an_outage_blocks_one_worker_per_back_off() {
+    let redis = RedisServer::start();
+    let body = format!(
+        r#"modparam("mqueue", "redis_timeout", 300)
+modparam("mqueue", "redis_backoff", 1000)
+modparam("mqueue", "mqueue", "name=work;redis={}")
+request_route {{
+    $var(s) = $TV(sn); $var(u) = $TV(un);
+    if (!mq_add("work", "k", "v")) {{
+        $var(us) = ($TV(sn) - $var(s)) * 1000000 + $TV(un) - $var(u);
+        xlog("L_INFO", "F|$var(us)\n");
+    }}
+    sl_send_reply("200", "OK");
+    exit;
+}}
+"#,
+        redis.url()
+    );
+    let k = start_instance(&body, 4);
+    assert_eq!(sipp_messages(k.port, 8, 20, &k.dir.0), 0, "sipp before");
+    redis.freeze();
+    let t = Instant::now();
+    let answered = sipp_messages(k.port, 100, 20, &k.dir.0);
+    let secs = t.elapsed().as_secs_f64();
+    redis.thaw();
+    assert_eq!(answered, 0, "SIP answered while Redis hangs");
+    let failed: Vec<u64> = k
+        .marked("F|")
+        .iter()
+        .map(|l| l.parse().unwrap_or(0))
+        .collect();
+    let blocked = failed.iter().filter(|&&us| us >= 200_000).count();
+    eprintln!(
+        "Redis hanging 5 s under 20 requests/s, 4 workers: {} adds failed, {blocked} of them waited for Redis",
+        failed.len()
+    );
+    assert_eq!(failed.len(), 100, "{}", k.log());
+    // At most one per worker when the hang begins, then one per
+    // redis_timeout + redis_backoff (1.3 s) of the hang, and one more for
+    // the last one in flight. Each worker alone
+    // would wait once per 1.3 s: about 16 in 5 s.
+    let bound = 5 + (secs / 1.3).ceil() as usize;
+    assert!(
+        blocked <= bound,
+        "{blocked} adds waited for Redis in {secs:.1} s (at most {bound}): {failed:?}"
+    );
+}
+
 #[test]
 fn unique_keys_hold_across_instances() {
     let redis = RedisServer::start();

@@ -33,9 +33,124 @@ fn backoff() -> Duration {
     Duration::from_millis(ms.max(0) as u64)
 }
 
-/// A session whose calls wait `redis_timeout` and back off `redis_backoff`.
+/// A session whose calls wait `redis_timeout` and back off `redis_backoff`
+/// (the main process's own: the start-up check and the hand-back at the
+/// stop always try the server).
 fn session(consumer: String) -> Session {
     Session::new(consumer, timeout(), backoff()).with_tls(TLS.get().cloned())
+}
+
+/// A worker's session: outages are shared with the instance's other
+/// processes.
+fn worker_session(consumer: String) -> Session {
+    session(consumer).with_gate(GATE.get().map(|g| g as &'static dyn crate::stream::Gate))
+}
+
+/// Outages shared by this instance's processes (see [`crate::stream::Gate`]):
+/// per Redis server, the monotonic millisecond until which calls fail
+/// fast (0: up), in shared memory.
+struct SharedGate {
+    /// The servers of the queues, in the order of `until` (made before
+    /// the fork: the same in every process).
+    servers: Vec<String>,
+    until: *const Until,
+}
+
+/// One server's entry of the shared outage table.
+struct Until(std::sync::atomic::AtomicU64);
+
+// SAFETY: an atomic, used only atomically.
+unsafe impl crate::queue::ShmSafe for Until {}
+
+// SAFETY: `until` points to shm atomics that live as long as the server;
+// `servers` is only read after the fork.
+unsafe impl Send for SharedGate {}
+// SAFETY: as above; the atomics are the only shared state.
+unsafe impl Sync for SharedGate {}
+
+static GATE: OnceLock<SharedGate> = OnceLock::new();
+
+/// CLOCK_MONOTONIC in milliseconds: the same clock in every process.
+fn monotonic_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: t is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+impl SharedGate {
+    fn slot(&self, server: &str) -> Option<&std::sync::atomic::AtomicU64> {
+        let i = self.servers.iter().position(|s| s == server)?;
+        // SAFETY: one entry per server, allocated with `servers`, never
+        // freed.
+        Some(unsafe { &(*self.until.add(i)).0 })
+    }
+}
+
+impl crate::stream::Gate for SharedGate {
+    fn may_call(&self, server: &str, probe_ms: u64) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let Some(slot) = self.slot(server) else {
+            return true;
+        };
+        let until = slot.load(Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = monotonic_ms();
+        // Past the back-off: the process that moves it on tries the server.
+        now >= until
+            && slot
+                .compare_exchange(until, now + probe_ms, AcqRel, Acquire)
+                .is_ok()
+    }
+
+    fn down(&self, server: &str, for_ms: u64) {
+        if let Some(slot) = self.slot(server) {
+            slot.store(
+                monotonic_ms() + for_ms,
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+    }
+
+    fn up(&self, server: &str) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        if let Some(slot) = self.slot(server).filter(|s| s.load(Acquire) != 0) {
+            slot.store(0, Release);
+        }
+    }
+
+    fn wait_ms(&self, server: &str) -> u64 {
+        self.slot(server).map_or(0, |s| {
+            s.load(std::sync::atomic::Ordering::Acquire)
+                .saturating_sub(monotonic_ms())
+        })
+    }
+}
+
+/// Makes the shared outage table for the servers of `streams` (mod_init,
+/// before the fork); without shared memory, each process keeps its own.
+fn set_up_gate(streams: &[&StreamSpec]) {
+    let mut servers: Vec<String> = streams.iter().map(|s| s.server.clone()).collect();
+    servers.sort();
+    servers.dedup();
+    let Some(until) = crate::kamailio::shm::shm_slots::<Until>(servers.len()) else {
+        kwarn!("mqueue: no shared memory for the Redis outage table; each process backs off alone");
+        return;
+    };
+    for i in 0..servers.len() {
+        // SAFETY: slot i of a fresh block of servers.len() atomics.
+        unsafe {
+            until
+                .add(i)
+                .write(Until(std::sync::atomic::AtomicU64::new(0)))
+        };
+    }
+    let _ = GATE.set(SharedGate { servers, until });
 }
 
 /// Reads the files of `redis_tls_ca`, `redis_tls_cert` and `redis_tls_key`
@@ -86,6 +201,7 @@ pub fn init(reg: &Registry) -> Result<(), String> {
     if streams.iter().any(|(_, s)| s.tls()) {
         set_up_tls()?;
     }
+    set_up_gate(&streams.iter().map(|(_, s)| *s).collect::<Vec<_>>());
     let prefix = instance();
     let mut check = session(format!("{prefix}main"));
     for (d, st) in streams {
@@ -137,8 +253,8 @@ fn prune(session: &mut Session, d: &QueueDef, st: &StreamSpec) {
 /// Runs `f` with this process's session.
 pub fn with<R>(f: impl FnOnce(&mut Session) -> R) -> R {
     SESSION.with(|s| {
-        let session =
-            s.get_or_insert_with(|| session(format!("{}{}", instance(), std::process::id())));
+        let session = s
+            .get_or_insert_with(|| worker_session(format!("{}{}", instance(), std::process::id())));
         f(session)
     })
 }

@@ -33,7 +33,7 @@ pub struct StreamSpec {
     /// The URL as written (for messages, without the password).
     pub shown_url: String,
     /// The server and database, as the key of this process's connections.
-    server: String,
+    pub server: String,
     target: Target,
     pub stream: String,
     keys: String,
@@ -185,6 +185,23 @@ const BLOCK_MARGIN: Duration = Duration::from_millis(150);
 /// The shortest block worth a call.
 const BLOCK_MIN: Duration = Duration::from_millis(10);
 
+/// Outages shared by the processes of an instance: once one process found
+/// a server down (a call timed out or could not connect), the others fail
+/// their calls on it at once too, and when the back-off ends one process
+/// tries the server while the others keep failing fast. So an outage
+/// blocks one worker per back-off, not every worker.
+pub trait Gate: Send + Sync {
+    /// Whether a call to `server` may go out now; true also makes this
+    /// process the one that tries it, for at most `probe_ms`.
+    fn may_call(&self, server: &str, probe_ms: u64) -> bool;
+    /// `server` is down for the next `for_ms` milliseconds.
+    fn down(&self, server: &str, for_ms: u64);
+    /// `server` answered.
+    fn up(&self, server: &str);
+    /// Milliseconds left before `server` may be tried (0: now).
+    fn wait_ms(&self, server: &str) -> u64;
+}
+
 /// This process's connections, one per Redis server, and what every call
 /// needs besides its connection.
 pub struct Session {
@@ -206,6 +223,8 @@ pub struct Session {
     newest: HashMap<String, String>,
     /// The TLS setup of `rediss://` servers.
     tls: Tls,
+    /// Outages shared with the instance's other processes.
+    gate: Option<&'static dyn Gate>,
     ctx: Ctx,
 }
 
@@ -392,6 +411,7 @@ impl Session {
             unsure: std::collections::HashSet::new(),
             newest: HashMap::new(),
             tls: None,
+            gate: None,
             ctx: Ctx {
                 consumer,
                 add: Lua::new(scripts::ADD),
@@ -402,6 +422,12 @@ impl Session {
                 drop_consumer: Lua::new(scripts::DROP_CONSUMER),
             },
         }
+    }
+
+    /// Shares outages with the instance's other processes (see [`Gate`]).
+    pub fn with_gate(mut self, gate: Option<&'static dyn Gate>) -> Session {
+        self.gate = gate;
+        self
     }
 
     /// The TLS setup for `rediss://` servers (see [`client_config`]).
@@ -424,17 +450,31 @@ impl Session {
         if self.down_until.get(&spec.server).is_some_and(|&t| now < t) {
             return Err(CallError::BackingOff.to_string());
         }
+        let probe_ms = self.timeout.as_millis() as u64 + 100;
+        if self
+            .gate
+            .is_some_and(|g| !g.may_call(&spec.server, probe_ms))
+        {
+            return Err(CallError::BackingOff.to_string());
+        }
         let deadline = now + self.timeout;
         let result = self.call_within(spec, deadline, &mut f);
         match &result {
             Err(CallError::Link(Failure::Timeout | Failure::Unreachable(_))) => {
                 self.down_until
                     .insert(spec.server.clone(), Instant::now() + self.backoff);
+                if let Some(g) = self.gate {
+                    g.down(&spec.server, self.backoff.as_millis() as u64);
+                }
             }
-            _ if !self.down_until.is_empty() => {
-                self.down_until.remove(&spec.server);
+            _ => {
+                if !self.down_until.is_empty() {
+                    self.down_until.remove(&spec.server);
+                }
+                if let Some(g) = self.gate {
+                    g.up(&spec.server);
+                }
             }
-            _ => {}
         }
         result.map_err(|e| e.to_string())
     }
@@ -727,6 +767,7 @@ impl Session {
         self.down_until
             .get(&spec.server)
             .is_some_and(|&t| Instant::now() < t)
+            || self.gate.is_some_and(|g| g.wait_ms(&spec.server) > 0)
     }
 
     /// Waits, at most until `until`, for an entry newer than the newest
@@ -737,11 +778,16 @@ impl Session {
     /// too short to block in, an error: the caller pauses and fetches.
     pub fn wait(&mut self, spec: &StreamSpec, until: Instant) -> Result<(), String> {
         let now = Instant::now();
-        if let Some(&end) = self.down_until.get(&spec.server) {
-            if now < end {
-                std::thread::sleep(end.min(until).saturating_duration_since(now));
-                return Ok(());
-            }
+        let shared = self.gate.map_or(0, |g| g.wait_ms(&spec.server));
+        let end = self
+            .down_until
+            .get(&spec.server)
+            .copied()
+            .filter(|&end| now < end)
+            .or((shared > 0).then(|| now + Duration::from_millis(shared)));
+        if let Some(end) = end {
+            std::thread::sleep(end.min(until).saturating_duration_since(now));
+            return Ok(());
         }
         let Some(after) = self.newest.get(&spec.stream).cloned() else {
             return Err("no empty fetch to wait after".into());
