@@ -328,6 +328,18 @@ impl Storage for FileStorage {
         if self.map.as_ref().is_some_and(|m| m.id == id) {
             self.unmap();
         }
+        // Emptied first: other processes may still map it (each keeps the
+        // segment it last wrote), which would keep its space in use after
+        // the unlink, and a full disk needs that space for the next one.
+        // They never write a removed segment again (writes go to the
+        // newest), so no one touches the pages the truncation drops.
+        if let Ok(fd) = self.open_fd(id, libc::O_RDWR, 0) {
+            // SAFETY: fd is open and closed right after.
+            unsafe {
+                libc::ftruncate(fd, 0);
+                libc::close(fd);
+            }
+        }
         std::fs::remove_file(self.path(id))
     }
 

@@ -144,6 +144,14 @@ impl<A: RawAlloc> LogState<A> {
     }
 
     fn roll<S: Storage>(&mut self, st: &mut S, need: usize) -> io::Result<()> {
+        // A log that holds nothing (every item acknowledged, none leased)
+        // goes before the next segment is made: on a full disk, the space
+        // of a drained queue's full segment is what the next one needs.
+        if self.count > 0 && self.nleases == 0 && (0..self.count).all(|i| self.seg(i).live == 0) {
+            while self.count > 0 {
+                self.drop_oldest(st);
+            }
+        }
         if self.count >= MAX_SEGMENTS {
             return Err(other("the log has reached its most segments"));
         }
@@ -237,16 +245,21 @@ impl<A: RawAlloc> LogState<A> {
     /// Frees the oldest segments once nothing in them is live.
     fn reclaim<S: Storage>(&mut self, st: &mut S) {
         while self.count > 1 && self.seg(0).live == 0 {
-            let s = *self.seg(0);
-            if st.remove(s.id).is_err() {
-                self.stats.write_errors += 1;
-            }
-            self.head = (self.head + 1) % MAX_SEGMENTS;
-            self.count -= 1;
-            self.roll_failed_at = 0;
-            self.stats.segments = self.count;
-            self.stats.disk_bytes -= s.len as u64;
+            self.drop_oldest(st);
         }
+    }
+
+    /// Removes the oldest segment (nothing in it is live).
+    fn drop_oldest<S: Storage>(&mut self, st: &mut S) {
+        let s = *self.seg(0);
+        if st.remove(s.id).is_err() {
+            self.stats.write_errors += 1;
+        }
+        self.head = (self.head + 1) % MAX_SEGMENTS;
+        self.count -= 1;
+        self.roll_failed_at = 0;
+        self.stats.segments = self.count;
+        self.stats.disk_bytes -= s.len as u64;
     }
 
     /// Repairs the queue if the last lock holder died inside one of its
