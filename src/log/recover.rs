@@ -316,11 +316,24 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
             }
         }
     }
-    for (i, (_, h, _)) in files.iter().enumerate() {
+    let mut previous: Option<u64> = None;
+    for (i, (id, h, _)) in files.iter().enumerate() {
         if i < base || (i > base && h.flags & SNAPSHOT != 0) {
             // Not read: free its bytes now.
             data_of[i] = Vec::new();
+            continue;
         }
+        // Segments follow each other by number from the one replayed
+        // first (old ones go from the front only): a gap is a file
+        // removed from outside.
+        if let Some(p) = previous.filter(|&p| p + 1 < *id) {
+            out.errors.push(format!(
+                "{} to {} missing (removed from outside?): the items added in them are lost",
+                st.name(p + 1),
+                st.name(id - 1)
+            ));
+        }
+        previous = Some(*id);
     }
     let mut replay = Replay {
         data: &data_of,

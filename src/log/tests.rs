@@ -682,3 +682,27 @@ fn a_log_used_as_it_is_is_synced_at_start() {
     );
     assert_eq!(keys(&rec), vec![b"a".to_vec()]);
 }
+
+#[test]
+fn a_segment_removed_from_outside_is_reported() {
+    let mut st = RecStorage::default();
+    let (q, _) = open_append(&mut st, Durability::Sync, 4096);
+    for i in 0..200u32 {
+        q.add(&mut st, &i.to_le_bytes(), &[7u8; 100]).expect("add");
+    }
+    let ids: Vec<u64> = st.current.keys().copied().collect();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let mut files = st.current.clone();
+    files.remove(&ids[1]);
+    let (_, _, rec) = restart(&files, 4096);
+    assert!(
+        rec.errors.iter().any(|e| e.contains("missing")),
+        "{:?}",
+        rec.errors
+    );
+    assert!(rec.len() < 200);
+    // Whole: no such error.
+    let (_, _, rec) = restart(&st.current, 4096);
+    assert!(rec.errors.is_empty(), "{:?}", rec.errors);
+    assert_eq!(rec.len(), 200);
+}
