@@ -390,8 +390,16 @@ pub fn recover<S: Storage>(st: &mut S, mode: AddMode, limits: Limits) -> io::Res
                 .iter()
                 .map(|o| (o + HEADER_LEN).to_string())
                 .collect();
+            let cut = if *truncated {
+                format!(
+                    "; truncated to {} bytes (segments are created at full size): the items after them may have been lost",
+                    data.len()
+                )
+            } else {
+                String::new()
+            };
             out.errors.push(format!(
-                "{}: damaged at offset {}: {records} records loaded, {} bytes unreadable (the items in them are lost{})",
+                "{}: damaged at offset {}: {records} records loaded, {} bytes unreadable (the items in them are lost{}){cut}",
                 st.name(*id),
                 at.join(", "),
                 scan.damaged_bytes,

@@ -706,3 +706,18 @@ fn a_segment_removed_from_outside_is_reported() {
     assert!(rec.errors.is_empty(), "{:?}", rec.errors);
     assert_eq!(rec.len(), 200);
 }
+
+#[test]
+fn a_cut_through_a_record_at_a_page_boundary_says_truncated() {
+    let val = [5u8; 300];
+    let items: Vec<(&[u8], &[u8])> = (0..40).map(|_| (&b"k"[..], &val[..])).collect();
+    let mut seg = sized_segment_with(&items, 4);
+    assert!(seg.len() > 4096 + 400, "{}", seg.len());
+    seg.truncate(4096);
+    let files = BTreeMap::from([(3u64, seg)]);
+    let (_, _, rec) = restart(&files, 4096 * 4);
+    let said = rec.errors.join("\n");
+    assert!(said.contains("truncated to 4096 bytes"), "{said}");
+    assert!(said.contains("may have been lost"), "{said}");
+    assert!(rec.len() > 0 && rec.len() < 40, "{}", rec.len());
+}
