@@ -719,5 +719,5 @@ fn a_cut_through_a_record_at_a_page_boundary_says_truncated() {
     let said = rec.errors.join("\n");
     assert!(said.contains("truncated to 4096 bytes"), "{said}");
     assert!(said.contains("may have been lost"), "{said}");
-    assert!(rec.len() > 0 && rec.len() < 40, "{}", rec.len());
+    assert!(!rec.is_empty() && rec.len() < 40, "{}", rec.len());
 }
