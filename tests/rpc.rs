@@ -115,6 +115,11 @@ fn operator_commands() {
         all.contains("name: q1") && all.contains("name: q2"),
         "{all}"
     );
+    // kamcmd sends numbers as integers: taken as text.
+    k.rpc(&["mqueue.clear", "q1"]).unwrap();
+    assert_eq!(k.rpc(&["mqueue.add", "q1", "42", "7"]).unwrap().trim(), "1");
+    let got = k.rpc(&["mqueue.fetch", "q1"]).unwrap();
+    assert!(got.contains("key: 42") && got.contains("val: 7"), "{got}");
 }
 
 /// The same commands over JSON-RPC (jsonrpcs over HTTP): identical

@@ -65,11 +65,20 @@ impl Rpc {
 
     /// The next parameter as a string; None when absent.
     pub fn scan_str(&self, optional: bool) -> Option<Vec<u8>> {
+        self.scan_str_fmt(if optional { c"*S" } else { c"S" })
+    }
+
+    /// The next parameter, required, as text: a number (kamcmd sends `42`
+    /// as one) is converted by the transport.
+    pub fn scan_text(&self) -> Option<Vec<u8>> {
+        self.scan_str_fmt(c".S")
+    }
+
+    fn scan_str_fmt(&self, fmt: &std::ffi::CStr) -> Option<Vec<u8>> {
         let mut s = sys::str_ {
             s: std::ptr::null_mut(),
             len: 0,
         };
-        let fmt = if optional { c"*S" } else { c"S" };
         // SAFETY: "S" writes one str through the pointer we pass.
         let n = unsafe {
             let scan = (*self.api).scan?;

@@ -239,7 +239,7 @@ rpc_handler!(mqueue_rpc_add, "mqueue.add", |rpc| {
     let Some((_, idx)) = queue_param(&rpc, (400, 400, 404)) else {
         return;
     };
-    let (Some(key), Some(val)) = (rpc.scan_str(false), rpc.scan_str(false)) else {
+    let (Some(key), Some(val)) = (rpc.scan_text(), rpc.scan_text()) else {
         rpc.fault(400, c"Key and value required");
         return;
     };
