@@ -582,11 +582,23 @@ pub struct HttpReply {
 }
 
 /// One HTTP request to 127.0.0.1:`port` (a JSON body for POST); Err when
-/// no response came (connection refused or closed).
+/// no response came within 10 s (connection refused or closed).
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<HttpReply, String> {
+    http_within(port, method, path, body, Duration::from_secs(10))
+}
+
+/// [`http`] for a host that may take long to answer: Err when no whole
+/// response came within `timeout`.
+fn http_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<HttpReply, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
         .build()
         .into();
     let url = format!("http://127.0.0.1:{port}{path}");
@@ -611,7 +623,16 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<HttpReply
 
 /// A JSON-RPC call over HTTP (`jsonrpcs` on `/RPC`): the parsed reply.
 pub fn jsonrpc(port: u16, request: &str) -> Result<serde_json::Value, String> {
-    let reply = http(port, "POST", "/RPC", request)?;
+    jsonrpc_within(port, request, Duration::from_secs(10))
+}
+
+/// [`jsonrpc`] with a reply that may take up to `timeout` to build.
+pub fn jsonrpc_within(
+    port: u16,
+    request: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let reply = http_within(port, "POST", "/RPC", request, timeout)?;
     serde_json::from_str(&reply.body).map_err(|e| {
         format!(
             "JSON-RPC reply (HTTP {}): {e}: {}",
