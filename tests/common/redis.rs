@@ -12,9 +12,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{free_port, TempDir};
+use super::{free_port, wait_until, TempDir};
 
 pub struct RedisServer {
     pub port: u16,
@@ -104,14 +104,12 @@ impl RedisServer {
             root_work: TempDir::new("redis-root"),
         };
         r.resume();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !r
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-        {
-            assert!(Instant::now() < deadline, "the replica does not connect");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let linked = wait_until(Duration::from_secs(20), || {
+            r.cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+                .then_some(())
+        });
+        assert!(linked.is_some(), "the replica does not connect");
         r
     }
 
@@ -166,11 +164,10 @@ impl RedisServer {
             .spawn()
             .expect("run redis-server: run `make deps` (package redis-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server does not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let up = wait_until(Duration::from_secs(10), || {
+            (self.cli(&["PING"]).trim() == "PONG").then_some(())
+        });
+        assert!(up.is_some(), "redis-server does not answer");
         let want = match std::env::var("MQUEUE_REDIS_SERVER").as_deref() {
             Ok("redis8") => "redis_version:8.",
             Ok("valkey") => "valkey_version:8.1",
@@ -247,18 +244,20 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         let c = RedisCluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.nodes.iter().all(|n| {
-            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
-                && n.cli(&["CLUSTER", "NODES"])
-                    .lines()
-                    .filter(|l| l.contains("master") && l.contains("connected"))
-                    .count()
-                    == 3
-        }) {
-            assert!(Instant::now() < deadline, "the cluster does not form");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let formed = wait_until(Duration::from_secs(30), || {
+            c.nodes
+                .iter()
+                .all(|n| {
+                    n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                        && n.cli(&["CLUSTER", "NODES"])
+                            .lines()
+                            .filter(|l| l.contains("master") && l.contains("connected"))
+                            .count()
+                            == 3
+                })
+                .then_some(())
+        });
+        assert!(formed.is_some(), "the cluster does not form");
         c
     }
 
@@ -494,14 +493,10 @@ impl Sentinel {
             _dir: dir,
             child,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while s.master_port(name) != Some(master) {
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel does not watch the master"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let watching = wait_until(Duration::from_secs(20), || {
+            (s.master_port(name) == Some(master)).then_some(())
+        });
+        assert!(watching.is_some(), "the sentinel does not watch the master");
         s
     }
 
