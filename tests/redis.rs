@@ -397,11 +397,27 @@ route[PROBE] {
     }
 }"#;
 
+/// An instance with [`PROBE`] and a producer of `timer_items`, once it
+/// has answered `messages` SIP requests (each an add).
+fn probed_instance(url: &str, timer_items: usize, messages: usize) -> Kamailio {
+    let k = start_instance(&instance_body(url, "a", timer_items, 1, false, PROBE), 2);
+    assert_eq!(
+        sipp_messages(k.port, messages, messages, &k.dir.0),
+        0,
+        "sipp before"
+    );
+    k
+}
+
+/// How long each failed [`PROBE`] add took so far, in microseconds.
+fn failed_adds(k: &Kamailio) -> Vec<u64> {
+    k.marked("F|").iter().map(|l| l.parse().unwrap()).collect()
+}
+
 #[test]
 fn redis_restart_loses_no_acknowledged_add() {
     let mut redis = RedisServer::start();
-    let k = start_instance(&instance_body(&redis.url(), "a", 400, 1, false, PROBE), 2);
-    assert_eq!(sipp_messages(k.port, 100, 100, &k.dir.0), 0, "sipp before");
+    let k = probed_instance(&redis.url(), 400, 100);
     redis.pause();
     // While Redis is down: SIP is answered, adds fail within redis_timeout.
     assert_eq!(
@@ -409,11 +425,10 @@ fn redis_restart_loses_no_acknowledged_add() {
         0,
         "SIP answered while Redis is down"
     );
-    let failing = wait_until(Duration::from_secs(20), || {
-        (k.marked("F|").len() >= 5).then_some(())
+    let failed = wait_until(Duration::from_secs(20), || {
+        Some(failed_adds(&k)).filter(|f| f.len() >= 5)
     });
-    assert!(failing.is_some(), "no failed add logged");
-    let failed: Vec<u64> = k.marked("F|").iter().map(|l| l.parse().unwrap()).collect();
+    let failed = failed.expect("no failed add logged");
     // redis_timeout (300 ms) ends each wait; a busy machine adds its
     // scheduling delay, not another timeout.
     assert!(
@@ -443,8 +458,7 @@ fn redis_restart_loses_no_acknowledged_add() {
 #[test]
 fn frozen_redis_costs_at_most_redis_timeout() {
     let redis = RedisServer::start();
-    let k = start_instance(&instance_body(&redis.url(), "a", 100, 1, false, PROBE), 2);
-    assert_eq!(sipp_messages(k.port, 20, 20, &k.dir.0), 0, "sipp before");
+    let k = probed_instance(&redis.url(), 100, 20);
     redis.freeze();
     assert_eq!(
         sipp_messages(k.port, 10, 5, &k.dir.0),
@@ -456,17 +470,15 @@ fn frozen_redis_costs_at_most_redis_timeout() {
     // touching the network: far below redis_timeout (under half of it
     // here, a bound a loaded machine meets; at rest it is microseconds).
     let fast = 150_000;
-    let failed_adds =
-        || -> Vec<u64> { k.marked("F|").iter().map(|l| l.parse().unwrap()).collect() };
     let failed = wait_until(Duration::from_secs(20), || {
-        let failed = failed_adds();
+        let failed = failed_adds(&k);
         (failed.len() >= 3 && failed.iter().any(|&us| us < fast)).then_some(failed)
     });
     redis.thaw();
     let failed = failed.unwrap_or_else(|| {
         panic!(
             "no add failed fast (under {fast} us) during redis_backoff: {:?}",
-            failed_adds()
+            failed_adds(&k)
         )
     });
     assert!(
@@ -1233,11 +1245,7 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
     let back = wait_until(Duration::from_secs(30), || {
         (k.marked("P|").len() > before + 5).then(|| frozen.elapsed())
     });
-    assert!(
-        back.is_some(),
-        "no add succeeded after the failover:\n{}",
-        k.log()
-    );
+    let back = back.unwrap_or_else(|| panic!("no add succeeded after the failover:\n{}", k.log()));
     let new_master = sentinel.master_port("mq");
     assert_ne!(new_master, Some(master.port), "no failover");
     let finished = wait_until(Duration::from_secs(60), || {
@@ -1527,26 +1535,38 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` with a new EC P-256 key `<name>.key` (no passphrase) for
+/// subject CN=`name`; `args` say what to write with it.
+fn openssl_req(dir: &std::path::Path, name: &str, args: &[&str]) {
+    let (key, subject) = (format!("{name}.key"), format!("/CN={name}"));
+    let mut all = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-subj",
+        &subject,
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 /// A CA `<name>.crt`/`<name>.key` (EC P-256) in `dir`.
 fn make_ca(dir: &std::path::Path, name: &str) {
-    openssl(
+    let crt = format!("{name}.crt");
+    openssl_req(
         dir,
+        name,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
-            &format!("{name}.crt"),
+            &crt,
             "-days",
             "2",
-            "-subj",
-            &format!("/CN={name}"),
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
@@ -1565,24 +1585,7 @@ fn make_cert(dir: &std::path::Path, ca: &str, name: &str, usage: &str) {
         ),
     )
     .expect("ext file");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
+    openssl_req(dir, name, &["-new", "-out", &format!("{name}.csr")]);
     openssl(
         dir,
         &[
