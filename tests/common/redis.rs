@@ -61,49 +61,17 @@ impl RedisServer {
 
     /// With `requirepass`.
     pub fn start_with(password: Option<&str>) -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            dir: TempDir::new("redis"),
-            password: password.map(str::to_string),
-            replica_of: None,
-            cluster_node: false,
-            bus_port: 0,
-            child: None,
-            root_work: TempDir::new("redis-root"),
-        };
-        r.resume();
-        r
+        Self::launch_new(password, None, false)
     }
 
     /// A node of a Redis Cluster, not yet part of one (see [`RedisCluster`]).
     pub fn start_cluster_node() -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            dir: TempDir::new("redis"),
-            password: None,
-            replica_of: None,
-            cluster_node: true,
-            bus_port: free_port(),
-            child: None,
-            root_work: TempDir::new("redis-root"),
-        };
-        r.resume();
-        r
+        Self::launch_new(None, None, true)
     }
 
     /// A replica of the server on `master`, once its link is up.
     pub fn start_replica_of(master: u16) -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            dir: TempDir::new("redis"),
-            password: None,
-            replica_of: Some(master),
-            cluster_node: false,
-            bus_port: 0,
-            child: None,
-            root_work: TempDir::new("redis-root"),
-        };
-        r.resume();
+        let r = Self::launch_new(None, Some(master), false);
         let linked = wait_until(Duration::from_secs(20), || {
             r.cli(&["INFO", "replication"])
                 .contains("master_link_status:up")
@@ -111,6 +79,41 @@ impl RedisServer {
         });
         assert!(linked.is_some(), "the replica does not connect");
         r
+    }
+
+    /// A new server on ports of its own. A port free when chosen may be
+    /// taken by another test process before the server binds it; the
+    /// server then exits, and it is started again on other ports.
+    fn launch_new(
+        password: Option<&str>,
+        replica_of: Option<u16>,
+        cluster_node: bool,
+    ) -> RedisServer {
+        let mut r = RedisServer {
+            port: 0,
+            dir: TempDir::new("redis"),
+            password: password.map(str::to_string),
+            replica_of,
+            cluster_node,
+            bus_port: 0,
+            child: None,
+            root_work: TempDir::new("redis-root"),
+        };
+        for attempt in 1..=3 {
+            r.port = free_port();
+            if cluster_node {
+                r.bus_port = free_port();
+            }
+            match r.launch() {
+                Ok(()) => return r,
+                Err(why) if attempt < 3 => {
+                    eprintln!("redis-server on port {}: {why}; trying other ports", r.port);
+                    r.dir = TempDir::new("redis");
+                }
+                Err(why) => panic!("redis-server on port {}: {why}", r.port),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     pub fn url(&self) -> String {
@@ -122,6 +125,14 @@ impl RedisServer {
 
     /// Starts the server on its port and directory (again).
     pub fn resume(&mut self) {
+        if let Err(why) = self.launch() {
+            panic!("redis-server on port {}: {why}", self.port);
+        }
+    }
+
+    /// Starts the server and waits until it answers: Err with why not
+    /// (it exited, its log's last lines; or it stayed silent).
+    fn launch(&mut self) -> Result<(), String> {
         let mut cmd = server_command(&self.dir.0, &self.root_work.0);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -137,6 +148,8 @@ impl RedisServer {
                 "",
             ])
             .args(["--daemonize", "no", "--protected-mode", "no"])
+            .arg("--logfile")
+            .arg(self.dir.0.join("redis.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -155,7 +168,6 @@ impl RedisServer {
             // The bus port from the test range too (by default the port
             // plus 10000, which another process may hold).
             cmd.args(["--cluster-port", &self.bus_port.to_string()]);
-            cmd.arg("--logfile").arg(self.dir.0.join("redis.log"));
         }
         if let Some(m) = self.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
@@ -164,10 +176,32 @@ impl RedisServer {
             .spawn()
             .expect("run redis-server: run `make deps` (package redis-server)");
         self.child = Some(child);
+        // Ours answers, not another test process's server on that port:
+        // it works in our directory.
+        let dir = std::fs::canonicalize(&self.dir.0).unwrap_or_else(|_| self.dir.0.clone());
+        let dir = dir.to_string_lossy().into_owned();
         let up = wait_until(Duration::from_secs(10), || {
-            (self.cli(&["PING"]).trim() == "PONG").then_some(())
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(Err(format!("exited ({status})")));
+            }
+            let config = self.cli(&["CONFIG", "GET", "dir"]);
+            (config.lines().nth(1) == Some(dir.as_str())).then_some(Ok(()))
         });
-        assert!(up.is_some(), "redis-server does not answer");
+        if let Err(why) = up.unwrap_or_else(|| Err("does not answer within 10 s".into())) {
+            // Silent but running: killed (the server the pid file names
+            // too, inside the Debian 13 root).
+            if let Some(Ok(None)) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.signal(libc::SIGKILL);
+            }
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let log = std::fs::read_to_string(self.dir.0.join("redis.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(5)..];
+            return Err(format!("{why}; its log ends: {tail:?}"));
+        }
         let want = match std::env::var("MQUEUE_REDIS_SERVER").as_deref() {
             Ok("redis8") => "redis_version:8.",
             Ok("valkey") => "valkey_version:8.1",
@@ -178,6 +212,7 @@ impl RedisServer {
             info.contains(want),
             "not the server asked for ({want}):\n{info}"
         );
+        Ok(())
     }
 
     /// Stops the server (SIGTERM: it finishes its append-only file).
