@@ -797,10 +797,15 @@ fn plain_instance_with(url: &str, attrs: &str) -> Kamailio {
          modparam(\"mqueue\", \"mqueue\", \"name=work;redis={url}{attrs}\")\n\
          request_route {{ sl_send_reply(\"200\", \"OK\"); exit; }}\n"
     );
+    start_with_kex(&body)
+}
+
+/// Our module with `body`, one SIP worker and no timers; kex loaded (for
+/// `stats.get_statistics`).
+fn start_with_kex(body: &str) -> Kamailio {
     let cfg = Cfg {
-        globals: "children=1",
         modules: &["kex.so"],
-        body: &body,
+        body,
         ..Cfg::default()
     };
     Kamailio::start(&cfg, Impl::Rust)
@@ -1629,8 +1634,8 @@ impl TlsRedis {
         let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
         let work = common::TempDir::new("redis-root");
         let pidfile = dir.join("server.pid");
-        let child = common::redis::server_command(dir, &work.0)
-            .arg("--pidfile")
+        let mut cmd = common::redis::server_command(dir, &work.0);
+        cmd.arg("--pidfile")
             .arg(&pidfile)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--tls-port", &tls_port.to_string()])
@@ -1640,27 +1645,39 @@ impl TlsRedis {
             .args(["--tls-auth-clients", "yes"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
-            .arg(dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run redis-server: run `make deps` (package redis-server)");
-        let r = TlsRedis {
-            port,
-            tls_port,
-            child,
-            pidfile,
-            _root_work: Some(work),
-        };
+            .arg(dir);
+        let r = TlsRedis::spawn(cmd, (port, tls_port), pidfile, Some(work));
         let up = wait_until(Duration::from_secs(10), || {
-            (r.cli(&["PING"]).trim() == "PONG").then_some(())
+            common::redis::answers_from(port, None, dir).then_some(())
         });
         assert!(
             up.is_some(),
             "redis-server with TLS does not answer (built without TLS?)"
         );
         r
+    }
+
+    /// Runs `cmd`, its output dropped, as the server on `ports` (plain,
+    /// TLS).
+    fn spawn(
+        mut cmd: std::process::Command,
+        (port, tls_port): (u16, u16),
+        pidfile: std::path::PathBuf,
+        root_work: Option<common::TempDir>,
+    ) -> TlsRedis {
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run redis-server: run `make deps` (package redis-server)");
+        TlsRedis {
+            port,
+            tls_port,
+            child,
+            pidfile,
+            _root_work: root_work,
+        }
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -1688,21 +1705,9 @@ fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
         ),
     )
     .expect("sentinel.conf");
-    let child = std::process::Command::new("redis-server")
-        .arg(&conf)
-        .arg("--sentinel")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
-    let s = TlsRedis {
-        port,
-        tls_port,
-        child,
-        pidfile: dir.join("no.pid"),
-        _root_work: None,
-    };
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.arg(&conf).arg("--sentinel");
+    let s = TlsRedis::spawn(cmd, (port, tls_port), dir.join("no.pid"), None);
     let named = wait_until(Duration::from_secs(10), || {
         s.cli(&["SENTINEL", "get-master-addr-by-name", "mq"])
             .contains(&master.to_string())
@@ -1756,16 +1761,7 @@ fn rediss_urls_talk_tls() {
         ("redis_tls_cert", file("client.crt")),
         ("redis_tls_key", file("client.key")),
     ];
-    let start = |tls: &[(&str, String)]| {
-        let body = tls_cfg_body(&url, tls);
-        let cfg = Cfg {
-            globals: "children=1",
-            modules: &["kex.so"],
-            body: &body,
-            ..Cfg::default()
-        };
-        Kamailio::start(&cfg, Impl::Rust)
-    };
+    let start = |tls: &[(&str, String)]| start_with_kex(&tls_cfg_body(&url, tls));
     let refused = |tls: &[(&str, String)], why: &[&str]| {
         let body = tls_cfg_body(&url, tls);
         let cfg = Cfg {
@@ -1850,13 +1846,7 @@ fn rediss_urls_talk_tls() {
         &format!("rediss+sentinel://127.0.0.1:{}/mq", sentinel.tls_port),
         &[("redis_tls_ca", file("ca.crt"))],
     );
-    let cfg = Cfg {
-        globals: "children=1",
-        modules: &["kex.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let k = start_with_kex(&body);
     assert_eq!(rpc_add(&k, "5").0.as_deref(), Ok("1"), "{}", k.log());
     let got = k.rpc(&["mqueue.fetch", "work"]).expect("fetch");
     assert_eq!(field(&got, "val"), "v3");

@@ -176,16 +176,11 @@ impl RedisServer {
             .spawn()
             .expect("run redis-server: run `make deps` (package redis-server)");
         self.child = Some(child);
-        // Ours answers, not another test process's server on that port:
-        // it works in our directory.
-        let dir = std::fs::canonicalize(&self.dir.0).unwrap_or_else(|_| self.dir.0.clone());
-        let dir = dir.to_string_lossy().into_owned();
         let up = wait_until(Duration::from_secs(10), || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return Some(Err(format!("exited ({status})")));
             }
-            let config = self.cli(&["CONFIG", "GET", "dir"]);
-            (config.lines().nth(1) == Some(dir.as_str())).then_some(Ok(()))
+            answers_from(self.port, self.password.as_deref(), &self.dir.0).then_some(Ok(()))
         });
         if let Err(why) = up.unwrap_or_else(|| Err("does not answer within 10 s".into())) {
             // Silent but running: killed (the server the pid file names
@@ -358,6 +353,14 @@ impl RedisCluster {
             })
             .unwrap_or(0)
     }
+}
+
+/// Whether the server on `port` answers and works in `dir`: ours, not
+/// another test process's server that took the port first.
+pub fn answers_from(port: u16, password: Option<&str>, dir: &Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let config = query_text(port, password, &["CONFIG", "GET", "dir"]);
+    config.lines().nth(1) == dir.to_str()
 }
 
 /// A command against the Redis server on `port`, through the redis crate:
