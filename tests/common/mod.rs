@@ -543,8 +543,22 @@ impl Drop for Kamailio {
 /// Sends `count` SIP MESSAGE requests with sipp at `rate` per second and
 /// returns sipp's exit status (0: every request got its 200).
 pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
+    // A local port free when chosen may be taken by another test process
+    // before sipp binds it: sipp then exits with 254 (-2, "fatal error
+    // binding a socket") before it sends anything, and runs again on
+    // another port.
+    for _ in 0..3 {
+        let code = sipp_messages_from(free_port(), port, count, rate, dir);
+        if code != 254 {
+            return code;
+        }
+        eprintln!("sipp could not bind its local port: trying another");
+    }
+    254
+}
+
+fn sipp_messages_from(local: u16, port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
     let scenario = format!("{}/tests/sipp/message.xml", env!("CARGO_MANIFEST_DIR"));
-    let local = free_port();
     // sipp's global timeout: the run's length plus a margin.
     let timeout = format!("{}s", count / rate.max(1) + 60);
     let mut cmd = Command::new("sipp");
