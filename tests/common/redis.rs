@@ -452,29 +452,39 @@ impl FaultProxy {
         let dir = TempDir::new("proxy");
         let mode_file = dir.0.join("mode");
         std::fs::write(&mode_file, "pass").expect("mode file");
-        let port = free_port();
         let script = format!("{}/tests/redis_fault_proxy.py", env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(upstream.to_string())
-            .arg(&mode_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python3: run `make deps` (package python3)");
-        let mut ready = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut ready);
+        // A port free when chosen may be taken by another test process
+        // before the proxy binds it: the proxy then exits at once, and
+        // starts again on another port.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new("python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(upstream.to_string())
+                .arg(&mode_file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("run python3: run `make deps` (package python3)");
+            let mut ready = String::new();
+            if let Some(out) = child.stdout.take() {
+                let _ = std::io::BufReader::new(out).read_line(&mut ready);
+            }
+            if ready.trim() == "ready" {
+                return FaultProxy {
+                    port,
+                    mode_file,
+                    _dir: dir,
+                    child,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("the fault proxy did not start on port {port}: trying another");
         }
-        assert_eq!(ready.trim(), "ready", "the fault proxy did not start");
-        FaultProxy {
-            port,
-            mode_file,
-            _dir: dir,
-            child,
-        }
+        panic!("the fault proxy did not start (see its error above)");
     }
 
     /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
