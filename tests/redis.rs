@@ -1630,54 +1630,48 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start(dir: &std::path::Path) -> TlsRedis {
-        let (port, tls_port) = (common::free_port(), common::free_port());
         let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
-        let work = common::TempDir::new("redis-root");
         let pidfile = dir.join("server.pid");
-        let mut cmd = common::redis::server_command(dir, &work.0);
-        cmd.arg("--pidfile")
-            .arg(&pidfile)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--tls-port", &tls_port.to_string()])
-            .args(["--tls-cert-file", &path("server.crt")])
-            .args(["--tls-key-file", &path("server.key")])
-            .args(["--tls-ca-cert-file", &path("ca.crt")])
-            .args(["--tls-auth-clients", "yes"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(dir);
-        let r = TlsRedis::spawn(cmd, (port, tls_port), pidfile, Some(work));
-        let up = wait_until(Duration::from_secs(10), || {
-            common::redis::answers_from(port, None, dir).then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "redis-server with TLS does not answer (built without TLS?)"
-        );
-        r
-    }
-
-    /// Runs `cmd`, its output dropped, as the server on `ports` (plain,
-    /// TLS).
-    fn spawn(
-        mut cmd: std::process::Command,
-        (port, tls_port): (u16, u16),
-        pidfile: std::path::PathBuf,
-        root_work: Option<common::TempDir>,
-    ) -> TlsRedis {
-        let child = cmd
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run redis-server: run `make deps` (package redis-server)");
-        TlsRedis {
-            port,
-            tls_port,
-            child,
-            pidfile,
-            _root_work: root_work,
+        // Started again on other ports when it exits at start (a port
+        // another test process took first).
+        for _ in 0..3 {
+            let (port, tls_port) = (common::free_port(), common::free_port());
+            let work = common::TempDir::new("redis-root");
+            let mut cmd = common::redis::server_command(dir, &work.0);
+            cmd.arg("--pidfile")
+                .arg(&pidfile)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--tls-port", &tls_port.to_string()])
+                .args(["--tls-cert-file", &path("server.crt")])
+                .args(["--tls-key-file", &path("server.key")])
+                .args(["--tls-ca-cert-file", &path("ca.crt")])
+                .args(["--tls-auth-clients", "yes"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(dir);
+            let mut child = common::redis::spawn_quiet(cmd);
+            let up = common::redis::ready_or_exited(&mut child, Duration::from_secs(10), || {
+                common::redis::answers_from(port, None, dir)
+            });
+            let r = TlsRedis {
+                port,
+                tls_port,
+                child,
+                pidfile: pidfile.clone(),
+                _root_work: Some(work),
+            };
+            match up {
+                Some(true) => return r,
+                Some(false) => {
+                    eprintln!("redis-server with TLS exited at start: trying other ports")
+                }
+                None => panic!("redis-server with TLS does not answer (built without TLS?)"),
+            }
+            // Its pid file (if any) names no process of ours any more.
+            let _ = std::fs::remove_file(&pidfile);
+            drop(r);
         }
+        panic!("redis-server with TLS does not start");
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -1688,33 +1682,45 @@ impl TlsRedis {
 /// A sentinel watching master `mq` on the TLS port `master`, answering on
 /// a plain and a TLS port, talking TLS to the master; killed on drop.
 fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
-    let (port, tls_port) = (common::free_port(), common::free_port());
     let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
     let conf = dir.join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
-             tls-port {tls_port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
-             tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n\
-             sentinel monitor mq 127.0.0.1 {master} 1\n",
-            dir = dir.display(),
-            cert = path("server.crt"),
-            key = path("server.key"),
-            ca = path("ca.crt"),
-        ),
-    )
-    .expect("sentinel.conf");
-    let mut cmd = std::process::Command::new("redis-server");
-    cmd.arg(&conf).arg("--sentinel");
-    let s = TlsRedis::spawn(cmd, (port, tls_port), dir.join("no.pid"), None);
-    let named = wait_until(Duration::from_secs(10), || {
-        s.cli(&["SENTINEL", "get-master-addr-by-name", "mq"])
-            .contains(&master.to_string())
-            .then_some(())
-    });
-    assert!(named.is_some(), "the TLS sentinel does not name the master");
-    s
+    // Started again on other ports when it exits at start.
+    for _ in 0..3 {
+        let (port, tls_port) = (common::free_port(), common::free_port());
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                 tls-port {tls_port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor mq 127.0.0.1 {master} 1\n",
+                dir = dir.display(),
+                cert = path("server.crt"),
+                key = path("server.key"),
+                ca = path("ca.crt"),
+            ),
+        )
+        .expect("sentinel.conf");
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.arg(&conf).arg("--sentinel");
+        let mut child = common::redis::spawn_quiet(cmd);
+        let named = common::redis::ready_or_exited(&mut child, Duration::from_secs(10), || {
+            common::redis::master_port_on(port, "mq") == Some(master)
+        });
+        let s = TlsRedis {
+            port,
+            tls_port,
+            child,
+            pidfile: dir.join("no.pid"),
+            _root_work: None,
+        };
+        match named {
+            Some(true) => return s,
+            Some(false) => eprintln!("the TLS sentinel exited at start: trying other ports"),
+            None => panic!("the TLS sentinel does not name the master"),
+        }
+    }
+    panic!("the TLS sentinel does not start");
 }
 
 impl Drop for TlsRedis {

@@ -355,6 +355,38 @@ impl RedisCluster {
     }
 }
 
+/// The port of master `name` as the sentinel on `port` names it now.
+pub fn master_port_on(port: u16, name: &str) -> Option<u16> {
+    query_text(port, None, &["SENTINEL", "get-master-addr-by-name", name])
+        .lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Runs `cmd` with no input and its output dropped.
+pub fn spawn_quiet(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run redis-server: run `make deps` (package redis-server)")
+}
+
+/// Waits up to `timeout` until `ready` holds (Some(true)) or `child` exits
+/// (Some(false)); None when neither happened.
+pub fn ready_or_exited(
+    child: &mut Child,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Option<bool> {
+    wait_until(timeout, || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(false);
+        }
+        ready().then_some(true)
+    })
+}
+
 /// Whether the server on `port` answers and works in `dir`: ours, not
 /// another test process's server that took the port first.
 pub fn answers_from(port: u16, password: Option<&str>, dir: &Path) -> bool {
@@ -514,46 +546,53 @@ pub struct Sentinel {
 impl Sentinel {
     pub fn start(master: u16, name: &str, down_after_ms: u64) -> Sentinel {
         let dir = TempDir::new("sentinel");
-        let port = free_port();
         let conf = dir.0.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
-                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
-                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
-                 sentinel failover-timeout {name} 10000\n\
-                 sentinel parallel-syncs {name} 2\n",
-                dir = dir.0.display()
-            ),
-        )
-        .expect("sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
-        let s = Sentinel {
-            port,
-            _dir: dir,
-            child,
-        };
-        let watching = wait_until(Duration::from_secs(20), || {
-            (s.master_port(name) == Some(master)).then_some(())
-        });
-        assert!(watching.is_some(), "the sentinel does not watch the master");
-        s
+        // A port free when chosen may be taken by another test process
+        // before the sentinel binds it: it then exits, and starts again on
+        // another port.
+        for _ in 0..3 {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                     sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                     sentinel failover-timeout {name} 10000\n\
+                     sentinel parallel-syncs {name} 2\n",
+                    dir = dir.0.display()
+                ),
+            )
+            .expect("sentinel.conf");
+            let mut cmd = Command::new("redis-server");
+            cmd.arg(&conf).arg("--sentinel");
+            let mut child = spawn_quiet(cmd);
+            match ready_or_exited(&mut child, Duration::from_secs(20), || {
+                master_port_on(port, name) == Some(master)
+            }) {
+                Some(true) => {
+                    return Sentinel {
+                        port,
+                        _dir: dir,
+                        child,
+                    }
+                }
+                Some(false) => {
+                    eprintln!("the sentinel exited at start on port {port}: trying another")
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the sentinel does not watch the master");
+                }
+            }
+        }
+        panic!("the sentinel does not start");
     }
 
     /// The port of the master the sentinel names now.
     pub fn master_port(&self, name: &str) -> Option<u16> {
-        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
-            .lines()
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
+        master_port_on(self.port, name)
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
