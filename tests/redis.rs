@@ -1634,7 +1634,7 @@ impl TlsRedis {
         let pidfile = dir.join("server.pid");
         // Started again on other ports when it exits at start (a port
         // another test process took first).
-        for _ in 0..3 {
+        for _ in 0..common::PORT_ATTEMPTS {
             let (port, tls_port) = (common::free_port(), common::free_port());
             let work = common::TempDir::new("redis-root");
             let mut cmd = common::redis::server_command(dir, &work.0);
@@ -1685,7 +1685,7 @@ fn tls_sentinel(dir: &std::path::Path, master: u16) -> TlsRedis {
     let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
     let conf = dir.join("sentinel.conf");
     // Started again on other ports when it exits at start.
-    for _ in 0..3 {
+    for _ in 0..common::PORT_ATTEMPTS {
         let (port, tls_port) = (common::free_port(), common::free_port());
         std::fs::write(
             &conf,

@@ -130,6 +130,13 @@ impl Impl {
     }
 }
 
+/// How many ports a server (sipp, redis-server, a sentinel, the fault
+/// proxy) is started on before its start counts as failed: a port free
+/// when [`free_port`] chose it may be taken by another process before the
+/// server binds it (the range is within Linux's ephemeral ports), more
+/// often while other test binaries run beside this one.
+pub const PORT_ATTEMPTS: usize = 5;
+
 /// A port in this project's test range (35100-36999), free now for both
 /// UDP (Kamailio's SIP listener) and TCP (HTTP, PostgreSQL, Redis).
 pub fn free_port() -> u16 {
@@ -547,7 +554,7 @@ pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
     // before sipp binds it: sipp then exits with 254 (-2, "fatal error
     // binding a socket") before it sends anything, and runs again on
     // another port.
-    for _ in 0..3 {
+    for _ in 0..PORT_ATTEMPTS {
         let code = sipp_messages_from(free_port(), port, count, rate, dir);
         if code != 254 {
             return code;

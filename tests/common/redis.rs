@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_until, TempDir};
+use super::{free_port, wait_until, TempDir, PORT_ATTEMPTS};
 
 pub struct RedisServer {
     pub port: u16,
@@ -99,14 +99,14 @@ impl RedisServer {
             child: None,
             root_work: TempDir::new("redis-root"),
         };
-        for attempt in 1..=3 {
+        for attempt in 1..=PORT_ATTEMPTS {
             r.port = free_port();
             if cluster_node {
                 r.bus_port = free_port();
             }
             match r.launch() {
                 Ok(()) => return r,
-                Err(why) if attempt < 3 => {
+                Err(why) if attempt < PORT_ATTEMPTS => {
                     eprintln!("redis-server on port {}: {why}; trying other ports", r.port);
                     r.dir = TempDir::new("redis");
                 }
@@ -488,7 +488,7 @@ impl FaultProxy {
         // A port free when chosen may be taken by another test process
         // before the proxy binds it: the proxy then exits at once, and
         // starts again on another port.
-        for _ in 0..3 {
+        for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let mut child = Command::new("python3")
                 .arg(&script)
@@ -550,7 +550,7 @@ impl Sentinel {
         // A port free when chosen may be taken by another test process
         // before the sentinel binds it: it then exits, and starts again on
         // another port.
-        for _ in 0..3 {
+        for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             std::fs::write(
                 &conf,
