@@ -216,8 +216,6 @@ pub fn start_timers(body: &str, children: usize, max_while_loops: u64) -> Kamail
 /// [`jsonrpc`] and [`http`]), `modules` loaded too and `args` on the command
 /// line; returns the instance and its HTTP port.
 pub fn start_http_rpc(body: &str, modules: &[&str], imp: Impl, args: &[&str]) -> (Kamailio, u16) {
-    let port = free_port();
-    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
     let body = format!(
         "{body}modparam(\"jsonrpcs\", \"transport\", 1)\n\
          event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n"
@@ -227,13 +225,23 @@ pub fn start_http_rpc(body: &str, modules: &[&str], imp: Impl, args: &[&str]) ->
         .copied()
         .chain(["xhttp.so", "jsonrpcs.so"])
         .collect();
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &modules,
-        body: &body,
-        ..Cfg::default()
-    };
-    (Kamailio::start_with(&cfg, imp, args), port)
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port();
+        let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
+        let cfg = Cfg {
+            globals: &globals,
+            modules: &modules,
+            body: &body,
+            ..Cfg::default()
+        };
+        if attempt == PORT_ATTEMPTS {
+            return (Kamailio::spawn(&cfg, imp, args).wait_ready(), port);
+        }
+        if let Ok(k) = Kamailio::try_start(&cfg, imp, args) {
+            return (k, port);
+        }
+    }
+    unreachable!("the last attempt returns or panics")
 }
 
 /// Starts `params` (modparam lines) with the KEMI routing script
@@ -353,8 +361,31 @@ impl Kamailio {
     }
 
     pub fn start_with(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Kamailio {
-        let k = Self::spawn(cfg, imp, extra_args);
-        k.wait_ready()
+        for _ in 1..PORT_ATTEMPTS {
+            if let Ok(k) = Self::try_start(cfg, imp, extra_args) {
+                return k;
+            }
+        }
+        Self::spawn(cfg, imp, extra_args).wait_ready()
+    }
+
+    /// Starts Kamailio and waits until it answers RPC; Err(log) when it
+    /// exited because a port of its configuration was taken (by another
+    /// process, after [`free_port`] chose it), for the caller to start it
+    /// again on other ports. Any other failure panics.
+    pub fn try_start(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Result<Kamailio, String> {
+        let mut k = Self::spawn(cfg, imp, extra_args);
+        match k.ready() {
+            Ok(()) => Ok(k),
+            Err(status) => {
+                let log = k.log();
+                if !log.contains("Address already in use") {
+                    panic!("kamailio ({imp:?}) exited at start ({status}):\n{log}");
+                }
+                eprintln!("kamailio ({imp:?}): a port was taken at start: trying other ports");
+                Err(log)
+            }
+        }
     }
 
     /// Stops this instance and starts it again with the same configuration,
@@ -368,27 +399,31 @@ impl Kamailio {
     }
 
     fn wait_ready(mut self) -> Kamailio {
-        let imp = self.imp;
+        if let Err(status) = self.ready() {
+            panic!(
+                "kamailio ({:?}) exited at start ({status}):\n{}",
+                self.imp,
+                self.log()
+            );
+        }
+        self
+    }
+
+    /// Waits until it answers RPC: Err(exit status) when it exited first;
+    /// panics when it did neither within 20 s.
+    fn ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let ready = wait_until(Duration::from_secs(20), || {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "kamailio ({imp:?}) exited at start ({status}):\n{}",
-                    self.log()
-                );
+                return Some(Err(status));
             }
             (self.dir.0.join("ctl.sock").exists() && self.rpc(&["core.uptime"]).is_ok())
-                .then_some(())
+                .then_some(Ok(()))
         });
-        assert!(
-            ready.is_some(),
-            "kamailio ({imp:?}) not ready:\n{}",
-            self.log()
-        );
-        self
+        ready.unwrap_or_else(|| panic!("kamailio ({:?}) not ready:\n{}", self.imp, self.log()))
     }
 
     /// Starts Kamailio expecting it to refuse the configuration; returns
