@@ -119,41 +119,40 @@ fn run_on(imp: Impl, attr: &str) -> Vec<String> {
 }
 
 /// The call number of sipp's Call-ID (`<n>-<pid>@<ip>`) in a JSON record.
-fn call_number(record: &str) -> usize {
-    let at = record.find("\"callid\":").expect("callid in the record") + 9;
-    let rest = record[at..].trim_start().trim_start_matches('"');
-    rest.split('-')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("sipp call number")
+fn call_number(record: &serde_json::Value) -> usize {
+    let callid = record["callid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no callid in {record}"));
+    callid
+        .split_once('-')
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a sipp Call-ID: {callid}"))
 }
 
 fn check_records(imp: Impl, lines: &[String]) {
-    {
-        assert_eq!(lines.len(), CALLS, "{imp:?}: {lines:#?}");
-        let calls: Vec<usize> = lines
-            .iter()
-            .map(|l| {
-                let (key, json) = l.split_once('|').expect("key|json");
-                let json = &json.replace("\": ", "\":");
-                assert_eq!(key, "acc", "{imp:?}: key");
-                assert!(json.contains("\"method\":\"INVITE\""), "{json}");
-                assert!(json.contains("\"sip_code\":\"200\""), "{json}");
-                call_number(json)
-            })
-            .collect();
-        // Two SIP workers write the records: on a busy machine one may
-        // add call n+1's record before the other adds call n's, so the
-        // queue (FIFO by add) keeps every record once, not call order.
-        let mut sorted = calls.clone();
-        sorted.sort_unstable();
-        let want: Vec<usize> = (1..=CALLS).collect();
-        assert_eq!(
-            sorted, want,
-            "{imp:?}: records missing or repeated: {calls:?}"
-        );
-    }
+    assert_eq!(lines.len(), CALLS, "{imp:?}: {lines:#?}");
+    let calls: Vec<usize> = lines
+        .iter()
+        .map(|l| {
+            let (key, json) = l.split_once('|').expect("key|json");
+            assert_eq!(key, "acc", "{imp:?}: key");
+            let record: serde_json::Value = serde_json::from_str(json)
+                .unwrap_or_else(|e| panic!("{imp:?}: not JSON ({e}): {json}"));
+            assert_eq!(record["method"], "INVITE", "{record}");
+            assert_eq!(record["sip_code"], "200", "{record}");
+            call_number(&record)
+        })
+        .collect();
+    // Two SIP workers write the records: on a busy machine one may
+    // add call n+1's record before the other adds call n's, so the
+    // queue (FIFO by add) keeps every record once, not call order.
+    let mut sorted = calls.clone();
+    sorted.sort_unstable();
+    let want: Vec<usize> = (1..=CALLS).collect();
+    assert_eq!(
+        sorted, want,
+        "{imp:?}: records missing or repeated: {calls:?}"
+    );
 }
 
 #[test]

@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{field, free_port, Cfg, Impl, Kamailio};
+use common::{field, free_port, wait_until, Cfg, Impl, Kamailio};
 
 /// Producers add on every SIP request (200 only when `mq_add` returned 1,
 /// logged `P|<producer>|<n>` first); one rtimer consumer logs every item
@@ -91,15 +91,14 @@ fn parse(item: &str) -> (String, u64) {
 fn wait_unlocked(path: &std::path::Path) {
     use std::os::fd::AsRawFd;
     let f = fs::File::open(path).expect("lock file");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // SAFETY: flock on a file we opened; released right away.
-    while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the killed instance's processes do not exit"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let unlocked = wait_until(Duration::from_secs(20), || {
+        // SAFETY: flock on a file we opened; released right away.
+        (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(())
+    });
+    assert!(
+        unlocked.is_some(),
+        "the killed instance's processes do not exit"
+    );
     // SAFETY: as above.
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
 }
@@ -118,15 +117,10 @@ fn crash_test(durable: &str) {
         // A random moment under load: after a random number of adds.
         let base = lines(&k.log(), "P|").len();
         let want = base + 50 + rng.usize(..400);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while lines(&k.log(), "P|").len() < want {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no load\n{}",
-                k.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let loaded = wait_until(Duration::from_secs(60), || {
+            (lines(&k.log(), "P|").len() >= want).then_some(())
+        });
+        assert!(loaded.is_some(), "round {round}: no load\n{}", k.log());
         k.kill9();
         let _ = sipp.kill();
         let _ = sipp.wait();
@@ -135,11 +129,10 @@ fn crash_test(durable: &str) {
         redelivered += k.stat("work", "redelivered");
     }
     // Drain: every acknowledged add is consumed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while k.queue_size("work") > 0 || k.stat("work", "leased") > 1 {
-        assert!(Instant::now() < deadline, "queue does not drain");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let drained = wait_until(Duration::from_secs(60), || {
+        (k.queue_size("work") == 0 && k.stat("work", "leased") <= 1).then_some(())
+    });
+    assert!(drained.is_some(), "queue does not drain");
     let log = k.log();
     k.stop();
     let produced: Vec<(String, u64)> = lines(&log, "P|").into_iter().map(parse).collect();
@@ -261,15 +254,8 @@ fn script_api_matches_a_memory_queue() {
         ..Cfg::default()
     };
     let k = Kamailio::start(&cfg, Impl::Rust);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while k.marked("|END").len() < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "script did not finish:\n{}",
-            k.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ended = k.wait_marked("|END", 8, Duration::from_secs(20));
+    assert!(ended.len() >= 8, "script did not finish:\n{}", k.log());
     let lines = k.marked("T|");
     for (_, m, d) in variants {
         let of = |q: &str| -> Vec<String> {
@@ -311,15 +297,14 @@ fn script_api_matches_a_memory_queue() {
     assert!(k.stat("d0", "syncs") >= 1, "{stats}");
     // durable=10: the flush timer process syncs what was added (one sync
     // at start for the snapshot, then the timer's).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while k.stat("d1", "syncs") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no timer sync: {}",
-            k.rpc(&["mqueue.stats", "d1"]).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let synced = wait_until(Duration::from_secs(10), || {
+        (k.stat("d1", "syncs") >= 2).then_some(())
+    });
+    assert!(
+        synced.is_some(),
+        "no timer sync: {}",
+        k.rpc(&["mqueue.stats", "d1"]).unwrap_or_default()
+    );
 }
 
 fn durable_cfg(dir: &std::path::Path, queues: &str) -> String {
@@ -916,12 +901,9 @@ fn full_disk() {
     assert_eq!(k.stat("q", "added") as usize, queued);
     // Consumers free space; then adds succeed again.
     k.rpc(&["pv.shvSet", "drain", "int", "1"]).expect("shvSet");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while k.marked("D|").is_empty() {
-        assert!(Instant::now() < deadline, "no drain");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let drained: usize = k.marked("D|")[0].parse().expect("n");
+    let drained = k.wait_marked("D|", 1, Duration::from_secs(30));
+    assert!(!drained.is_empty(), "no drain");
+    let drained: usize = drained[0].parse().expect("n");
     assert_eq!(k.queue_size("q"), queued - drained);
     assert_eq!(common::sipp_messages(k.port, 4, 10, &k.dir.0), 0);
     assert!(k.log().contains("adds succeed again after"), "{}", k.log());

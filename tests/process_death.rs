@@ -9,10 +9,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::db::Db;
-use common::{Cfg, Impl, Kamailio};
+use common::{wait_until, Cfg, Impl, Kamailio};
 
 const KEYS: usize = 4000;
 
@@ -69,11 +69,10 @@ fn run(imp: Impl, stop: &Stop, patience: Duration) -> (Option<usize>, String) {
         ..Cfg::default()
     };
     let mut k = Kamailio::start(&cfg, imp);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while k.queue_size("q") < KEYS {
-        assert!(Instant::now() < deadline, "queue not filled:\n{}", k.log());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let filled = wait_until(Duration::from_secs(30), || {
+        (k.queue_size("q") >= KEYS).then_some(())
+    });
+    assert!(filled.is_some(), "queue not filled:\n{}", k.log());
     let exited = match *stop {
         Stop::KillAdder { adder, delay_us } => {
             let name = format!("timer=a{}", adder + 1);

@@ -59,13 +59,7 @@ fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
             "CREATE TABLE \"{q}\" (id INTEGER PRIMARY KEY, key VARCHAR(64), val TEXT);"
         ));
     }
-    let body = cfg_body(&db);
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let k = Kamailio::start(&sqlite_cfg(&cfg_body(&db)), Impl::Rust);
     for q in QUEUES {
         let n = if q == "dé" { 2 } else { 5 };
         for i in 0..n {
@@ -214,15 +208,30 @@ fn spill_files_are_per_queue_checked_and_set_aside_when_damaged() {
     assert!(!log.contains("memory allocation"), "{log}");
 }
 
-fn one_queue_cfg(db: &Db, extra: &str) -> String {
+/// A configuration with db_sqlite loaded and `body`.
+fn sqlite_cfg(body: &str) -> Cfg<'_> {
+    Cfg {
+        modules: &["db_sqlite.so"],
+        body,
+        ..Cfg::default()
+    }
+}
+
+/// Queue `q` (dbmode 1) on `db` opened read-only, its spill files in
+/// `spill_dir` when given.
+fn one_queue(db: &Db, spill_dir: Option<&str>) -> String {
     let path = db.url().trim_start_matches("sqlite:///").to_string();
     db.sql("CREATE TABLE q (id INTEGER PRIMARY KEY, key VARCHAR(64), val TEXT);");
-    format!(
+    let mut body = format!(
         "modparam(\"mqueue\", \"db_url\", \"{}\")\n\
          modparam(\"db_sqlite\", \"db_set_readonly\", \"{path}\")\n\
-         modparam(\"mqueue\", \"mqueue\", \"name=q;dbmode=1\")\n{extra}",
+         modparam(\"mqueue\", \"mqueue\", \"name=q;dbmode=1\")\n",
         db.url()
-    )
+    );
+    if let Some(dir) = spill_dir {
+        body.push_str(&format!("modparam(\"mqueue\", \"spill_dir\", \"{dir}\")\n"));
+    }
+    body
 }
 
 fn add_three(k: &Kamailio) {
@@ -247,13 +256,7 @@ fn spill_files_are_private_and_never_follow_links() {
     // Kamailio).
     unsafe { libc::umask(0o022) };
     let db = Db::sqlite();
-    let body = one_queue_cfg(&db, "");
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    let mut k = Kamailio::start(&sqlite_cfg(&one_queue(&db, None)), Impl::Rust);
     add_three(&k);
     let dir = k.dir.0.clone();
     let victim = dir.join("victim");
@@ -322,19 +325,8 @@ fn spill_files_are_private_and_never_follow_links() {
 fn spill_dir_survives_a_wiped_runtime_dir() {
     let db = Db::sqlite();
     let keep = common::TempDir::new("spilldir");
-    let body = one_queue_cfg(
-        &db,
-        &format!(
-            "modparam(\"mqueue\", \"spill_dir\", \"{}\")\n",
-            keep.0.display()
-        ),
-    );
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let mut k = Kamailio::start(&cfg, Impl::Rust);
+    let body = one_queue(&db, Some(&keep.0.display().to_string()));
+    let mut k = Kamailio::start(&sqlite_cfg(&body), Impl::Rust);
     add_three(&k);
     k.stop();
     assert!(spill_file(&keep.0, "q").exists(), "{}", k.log());
@@ -354,13 +346,7 @@ fn spill_dir_survives_a_wiped_runtime_dir() {
 #[test]
 fn spill_dir_on_tmpfs_warns_and_a_missing_one_is_refused() {
     let db = Db::sqlite();
-    let body = one_queue_cfg(&db, "modparam(\"mqueue\", \"spill_dir\", \"/dev/shm\")\n");
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let k = Kamailio::start(&sqlite_cfg(&one_queue(&db, Some("/dev/shm"))), Impl::Rust);
     assert!(
         k.log().contains(
             "mqueue q: spill files (items the database does not take at shutdown) go to /dev/shm, a tmpfs"
@@ -370,16 +356,8 @@ fn spill_dir_on_tmpfs_warns_and_a_missing_one_is_refused() {
     );
     drop(k);
     let db = Db::sqlite();
-    let body = one_queue_cfg(
-        &db,
-        "modparam(\"mqueue\", \"spill_dir\", \"/nonexistent/mq\")\n",
-    );
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let (_, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+    let body = one_queue(&db, Some("/nonexistent/mq"));
+    let (_, log) = Kamailio::start_expect_failure(&sqlite_cfg(&body), Impl::Rust);
     assert!(
         log.contains("spill_dir /nonexistent/mq: not a directory"),
         "{log}"
@@ -393,13 +371,8 @@ fn spill_dir_on_tmpfs_warns_and_a_missing_one_is_refused() {
 #[test]
 fn an_unwritable_spill_dir_is_refused_at_start() {
     let db = Db::sqlite();
-    let body = one_queue_cfg(&db, "modparam(\"mqueue\", \"spill_dir\", \"/proc/1\")\n");
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let (code, log) = Kamailio::start_expect_failure(&cfg, Impl::Rust);
+    let body = one_queue(&db, Some("/proc/1"));
+    let (code, log) = Kamailio::start_expect_failure(&sqlite_cfg(&body), Impl::Rust);
     assert_ne!(code, Some(0), "{log}");
     assert!(
         log.contains("spill_dir /proc/1: Kamailio's user (uid ")
@@ -409,19 +382,8 @@ fn an_unwritable_spill_dir_is_refused_at_start() {
     // A writable one starts, and leaves no probe file behind.
     let dir = common::TempDir::new("spill-ok");
     let db = Db::sqlite();
-    let body = one_queue_cfg(
-        &db,
-        &format!(
-            "modparam(\"mqueue\", \"spill_dir\", \"{}\")\n",
-            dir.0.display()
-        ),
-    );
-    let cfg = Cfg {
-        modules: &["db_sqlite.so"],
-        body: &body,
-        ..Cfg::default()
-    };
-    let k = Kamailio::start(&cfg, Impl::Rust);
+    let body = one_queue(&db, Some(&dir.0.display().to_string()));
+    let k = Kamailio::start(&sqlite_cfg(&body), Impl::Rust);
     assert!(!k.log().contains("cannot create files"), "{}", k.log());
     let left: Vec<_> = std::fs::read_dir(&dir.0)
         .expect("read spill_dir")

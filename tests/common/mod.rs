@@ -130,6 +130,13 @@ impl Impl {
     }
 }
 
+/// How many ports a server (sipp, redis-server, a sentinel, the fault
+/// proxy) is started on before its start counts as failed: a port free
+/// when [`free_port`] chose it may be taken by another process before the
+/// server binds it (the range is within Linux's ephemeral ports), more
+/// often while other test binaries run beside this one.
+pub const PORT_ATTEMPTS: usize = 5;
+
 /// A port in this project's test range (35100-36999), free now for both
 /// UDP (Kamailio's SIP listener) and TCP (HTTP, PostgreSQL, Redis).
 pub fn free_port() -> u16 {
@@ -209,8 +216,6 @@ pub fn start_timers(body: &str, children: usize, max_while_loops: u64) -> Kamail
 /// [`jsonrpc`] and [`http`]), `modules` loaded too and `args` on the command
 /// line; returns the instance and its HTTP port.
 pub fn start_http_rpc(body: &str, modules: &[&str], imp: Impl, args: &[&str]) -> (Kamailio, u16) {
-    let port = free_port();
-    let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
     let body = format!(
         "{body}modparam(\"jsonrpcs\", \"transport\", 1)\n\
          event_route[xhttp:request] {{ jsonrpc_dispatch(); }}\n"
@@ -220,13 +225,23 @@ pub fn start_http_rpc(body: &str, modules: &[&str], imp: Impl, args: &[&str]) ->
         .copied()
         .chain(["xhttp.so", "jsonrpcs.so"])
         .collect();
-    let cfg = Cfg {
-        globals: &globals,
-        modules: &modules,
-        body: &body,
-        ..Cfg::default()
-    };
-    (Kamailio::start_with(&cfg, imp, args), port)
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port();
+        let globals = format!("children=1\nlisten=tcp:127.0.0.1:{port}\ntcp_accept_no_cl=yes");
+        let cfg = Cfg {
+            globals: &globals,
+            modules: &modules,
+            body: &body,
+            ..Cfg::default()
+        };
+        if attempt == PORT_ATTEMPTS {
+            return (Kamailio::spawn(&cfg, imp, args).wait_ready(), port);
+        }
+        if let Ok(k) = Kamailio::try_start(&cfg, imp, args) {
+            return (k, port);
+        }
+    }
+    unreachable!("the last attempt returns or panics")
 }
 
 /// Starts `params` (modparam lines) with the KEMI routing script
@@ -346,8 +361,31 @@ impl Kamailio {
     }
 
     pub fn start_with(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Kamailio {
-        let k = Self::spawn(cfg, imp, extra_args);
-        k.wait_ready()
+        for _ in 1..PORT_ATTEMPTS {
+            if let Ok(k) = Self::try_start(cfg, imp, extra_args) {
+                return k;
+            }
+        }
+        Self::spawn(cfg, imp, extra_args).wait_ready()
+    }
+
+    /// Starts Kamailio and waits until it answers RPC; Err(log) when it
+    /// exited because a port of its configuration was taken (by another
+    /// process, after [`free_port`] chose it), for the caller to start it
+    /// again on other ports. Any other failure panics.
+    pub fn try_start(cfg: &Cfg, imp: Impl, extra_args: &[&str]) -> Result<Kamailio, String> {
+        let mut k = Self::spawn(cfg, imp, extra_args);
+        match k.ready() {
+            Ok(()) => Ok(k),
+            Err(status) => {
+                let log = k.log();
+                if !log.contains("Address already in use") {
+                    panic!("kamailio ({imp:?}) exited at start ({status}):\n{log}");
+                }
+                eprintln!("kamailio ({imp:?}): a port was taken at start: trying other ports");
+                Err(log)
+            }
+        }
     }
 
     /// Stops this instance and starts it again with the same configuration,
@@ -361,27 +399,31 @@ impl Kamailio {
     }
 
     fn wait_ready(mut self) -> Kamailio {
-        let imp = self.imp;
+        if let Err(status) = self.ready() {
+            panic!(
+                "kamailio ({:?}) exited at start ({status}):\n{}",
+                self.imp,
+                self.log()
+            );
+        }
+        self
+    }
+
+    /// Waits until it answers RPC: Err(exit status) when it exited first;
+    /// panics when it did neither within 20 s.
+    fn ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let ready = wait_until(Duration::from_secs(20), || {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "kamailio ({imp:?}) exited at start ({status}):\n{}",
-                    self.log()
-                );
+                return Some(Err(status));
             }
             (self.dir.0.join("ctl.sock").exists() && self.rpc(&["core.uptime"]).is_ok())
-                .then_some(())
+                .then_some(Ok(()))
         });
-        assert!(
-            ready.is_some(),
-            "kamailio ({imp:?}) not ready:\n{}",
-            self.log()
-        );
-        self
+        ready.unwrap_or_else(|| panic!("kamailio ({:?}) not ready:\n{}", self.imp, self.log()))
     }
 
     /// Starts Kamailio expecting it to refuse the configuration; returns
@@ -543,8 +585,22 @@ impl Drop for Kamailio {
 /// Sends `count` SIP MESSAGE requests with sipp at `rate` per second and
 /// returns sipp's exit status (0: every request got its 200).
 pub fn sipp_messages(port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
+    // A local port free when chosen may be taken by another test process
+    // before sipp binds it: sipp then exits with 254 (-2, "fatal error
+    // binding a socket") before it sends anything, and runs again on
+    // another port.
+    for _ in 0..PORT_ATTEMPTS {
+        let code = sipp_messages_from(free_port(), port, count, rate, dir);
+        if code != 254 {
+            return code;
+        }
+        eprintln!("sipp could not bind its local port: trying another");
+    }
+    254
+}
+
+fn sipp_messages_from(local: u16, port: u16, count: usize, rate: usize, dir: &Path) -> i32 {
     let scenario = format!("{}/tests/sipp/message.xml", env!("CARGO_MANIFEST_DIR"));
-    let local = free_port();
     // sipp's global timeout: the run's length plus a margin.
     let timeout = format!("{}s", count / rate.max(1) + 60);
     let mut cmd = Command::new("sipp");
@@ -582,11 +638,23 @@ pub struct HttpReply {
 }
 
 /// One HTTP request to 127.0.0.1:`port` (a JSON body for POST); Err when
-/// no response came (connection refused or closed).
+/// no response came within 10 s (connection refused or closed).
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<HttpReply, String> {
+    http_within(port, method, path, body, Duration::from_secs(10))
+}
+
+/// [`http`] for a host that may take long to answer: Err when no whole
+/// response came within `timeout`.
+fn http_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<HttpReply, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
         .build()
         .into();
     let url = format!("http://127.0.0.1:{port}{path}");
@@ -611,7 +679,16 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<HttpReply
 
 /// A JSON-RPC call over HTTP (`jsonrpcs` on `/RPC`): the parsed reply.
 pub fn jsonrpc(port: u16, request: &str) -> Result<serde_json::Value, String> {
-    let reply = http(port, "POST", "/RPC", request)?;
+    jsonrpc_within(port, request, Duration::from_secs(10))
+}
+
+/// [`jsonrpc`] with a reply that may take up to `timeout` to build.
+pub fn jsonrpc_within(
+    port: u16,
+    request: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let reply = http_within(port, "POST", "/RPC", request, timeout)?;
     serde_json::from_str(&reply.body).map_err(|e| {
         format!(
             "JSON-RPC reply (HTTP {}): {e}: {}",

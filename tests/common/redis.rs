@@ -12,9 +12,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{free_port, TempDir};
+use super::{free_port, wait_until, TempDir, PORT_ATTEMPTS};
 
 pub struct RedisServer {
     pub port: u16,
@@ -61,58 +61,59 @@ impl RedisServer {
 
     /// With `requirepass`.
     pub fn start_with(password: Option<&str>) -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            dir: TempDir::new("redis"),
-            password: password.map(str::to_string),
-            replica_of: None,
-            cluster_node: false,
-            bus_port: 0,
-            child: None,
-            root_work: TempDir::new("redis-root"),
-        };
-        r.resume();
-        r
+        Self::launch_new(password, None, false)
     }
 
     /// A node of a Redis Cluster, not yet part of one (see [`RedisCluster`]).
     pub fn start_cluster_node() -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            dir: TempDir::new("redis"),
-            password: None,
-            replica_of: None,
-            cluster_node: true,
-            bus_port: free_port(),
-            child: None,
-            root_work: TempDir::new("redis-root"),
-        };
-        r.resume();
-        r
+        Self::launch_new(None, None, true)
     }
 
     /// A replica of the server on `master`, once its link is up.
     pub fn start_replica_of(master: u16) -> RedisServer {
+        let r = Self::launch_new(None, Some(master), false);
+        let linked = wait_until(Duration::from_secs(20), || {
+            r.cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+                .then_some(())
+        });
+        assert!(linked.is_some(), "the replica does not connect");
+        r
+    }
+
+    /// A new server on ports of its own. A port free when chosen may be
+    /// taken by another test process before the server binds it; the
+    /// server then exits, and it is started again on other ports.
+    fn launch_new(
+        password: Option<&str>,
+        replica_of: Option<u16>,
+        cluster_node: bool,
+    ) -> RedisServer {
         let mut r = RedisServer {
-            port: free_port(),
+            port: 0,
             dir: TempDir::new("redis"),
-            password: None,
-            replica_of: Some(master),
-            cluster_node: false,
+            password: password.map(str::to_string),
+            replica_of,
+            cluster_node,
             bus_port: 0,
             child: None,
             root_work: TempDir::new("redis-root"),
         };
-        r.resume();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !r
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-        {
-            assert!(Instant::now() < deadline, "the replica does not connect");
-            std::thread::sleep(Duration::from_millis(50));
+        for attempt in 1..=PORT_ATTEMPTS {
+            r.port = free_port();
+            if cluster_node {
+                r.bus_port = free_port();
+            }
+            match r.launch() {
+                Ok(()) => return r,
+                Err(why) if attempt < PORT_ATTEMPTS => {
+                    eprintln!("redis-server on port {}: {why}; trying other ports", r.port);
+                    r.dir = TempDir::new("redis");
+                }
+                Err(why) => panic!("redis-server on port {}: {why}", r.port),
+            }
         }
-        r
+        unreachable!("the last attempt returns or panics")
     }
 
     pub fn url(&self) -> String {
@@ -124,6 +125,14 @@ impl RedisServer {
 
     /// Starts the server on its port and directory (again).
     pub fn resume(&mut self) {
+        if let Err(why) = self.launch() {
+            panic!("redis-server on port {}: {why}", self.port);
+        }
+    }
+
+    /// Starts the server and waits until it answers: Err with why not
+    /// (it exited, its log's last lines; or it stayed silent).
+    fn launch(&mut self) -> Result<(), String> {
         let mut cmd = server_command(&self.dir.0, &self.root_work.0);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -139,6 +148,8 @@ impl RedisServer {
                 "",
             ])
             .args(["--daemonize", "no", "--protected-mode", "no"])
+            .arg("--logfile")
+            .arg(self.dir.0.join("redis.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -157,7 +168,6 @@ impl RedisServer {
             // The bus port from the test range too (by default the port
             // plus 10000, which another process may hold).
             cmd.args(["--cluster-port", &self.bus_port.to_string()]);
-            cmd.arg("--logfile").arg(self.dir.0.join("redis.log"));
         }
         if let Some(m) = self.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
@@ -166,10 +176,26 @@ impl RedisServer {
             .spawn()
             .expect("run redis-server: run `make deps` (package redis-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server does not answer");
-            std::thread::sleep(Duration::from_millis(20));
+        let up = wait_until(Duration::from_secs(10), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(Err(format!("exited ({status})")));
+            }
+            answers_from(self.port, self.password.as_deref(), &self.dir.0).then_some(Ok(()))
+        });
+        if let Err(why) = up.unwrap_or_else(|| Err("does not answer within 10 s".into())) {
+            // Silent but running: killed (the server the pid file names
+            // too, inside the Debian 13 root).
+            if let Some(Ok(None)) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.signal(libc::SIGKILL);
+            }
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let log = std::fs::read_to_string(self.dir.0.join("redis.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(5)..];
+            return Err(format!("{why}; its log ends: {tail:?}"));
         }
         let want = match std::env::var("MQUEUE_REDIS_SERVER").as_deref() {
             Ok("redis8") => "redis_version:8.",
@@ -181,6 +207,7 @@ impl RedisServer {
             info.contains(want),
             "not the server asked for ({want}):\n{info}"
         );
+        Ok(())
     }
 
     /// Stops the server (SIGTERM: it finishes its append-only file).
@@ -247,18 +274,20 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         let c = RedisCluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.nodes.iter().all(|n| {
-            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
-                && n.cli(&["CLUSTER", "NODES"])
-                    .lines()
-                    .filter(|l| l.contains("master") && l.contains("connected"))
-                    .count()
-                    == 3
-        }) {
-            assert!(Instant::now() < deadline, "the cluster does not form");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let formed = wait_until(Duration::from_secs(30), || {
+            c.nodes
+                .iter()
+                .all(|n| {
+                    n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                        && n.cli(&["CLUSTER", "NODES"])
+                            .lines()
+                            .filter(|l| l.contains("master") && l.contains("connected"))
+                            .count()
+                            == 3
+                })
+                .then_some(())
+        });
+        assert!(formed.is_some(), "the cluster does not form");
         c
     }
 
@@ -324,6 +353,46 @@ impl RedisCluster {
             })
             .unwrap_or(0)
     }
+}
+
+/// The port of master `name` as the sentinel on `port` names it now.
+pub fn master_port_on(port: u16, name: &str) -> Option<u16> {
+    query_text(port, None, &["SENTINEL", "get-master-addr-by-name", name])
+        .lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Runs `cmd` with no input and its output dropped.
+pub fn spawn_quiet(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run redis-server: run `make deps` (package redis-server)")
+}
+
+/// Waits up to `timeout` until `ready` holds (Some(true)) or `child` exits
+/// (Some(false)); None when neither happened.
+pub fn ready_or_exited(
+    child: &mut Child,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Option<bool> {
+    wait_until(timeout, || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(false);
+        }
+        ready().then_some(true)
+    })
+}
+
+/// Whether the server on `port` answers and works in `dir`: ours, not
+/// another test process's server that took the port first.
+pub fn answers_from(port: u16, password: Option<&str>, dir: &Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let config = query_text(port, password, &["CONFIG", "GET", "dir"]);
+    config.lines().nth(1) == dir.to_str()
 }
 
 /// A command against the Redis server on `port`, through the redis crate:
@@ -415,29 +484,39 @@ impl FaultProxy {
         let dir = TempDir::new("proxy");
         let mode_file = dir.0.join("mode");
         std::fs::write(&mode_file, "pass").expect("mode file");
-        let port = free_port();
         let script = format!("{}/tests/redis_fault_proxy.py", env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(upstream.to_string())
-            .arg(&mode_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python3: run `make deps` (package python3)");
-        let mut ready = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut ready);
+        // A port free when chosen may be taken by another test process
+        // before the proxy binds it: the proxy then exits at once, and
+        // starts again on another port.
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let mut child = Command::new("python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(upstream.to_string())
+                .arg(&mode_file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("run python3: run `make deps` (package python3)");
+            let mut ready = String::new();
+            if let Some(out) = child.stdout.take() {
+                let _ = std::io::BufReader::new(out).read_line(&mut ready);
+            }
+            if ready.trim() == "ready" {
+                return FaultProxy {
+                    port,
+                    mode_file,
+                    _dir: dir,
+                    child,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("the fault proxy did not start on port {port}: trying another");
         }
-        assert_eq!(ready.trim(), "ready", "the fault proxy did not start");
-        FaultProxy {
-            port,
-            mode_file,
-            _dir: dir,
-            child,
-        }
+        panic!("the fault proxy did not start (see its error above)");
     }
 
     /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
@@ -467,50 +546,53 @@ pub struct Sentinel {
 impl Sentinel {
     pub fn start(master: u16, name: &str, down_after_ms: u64) -> Sentinel {
         let dir = TempDir::new("sentinel");
-        let port = free_port();
         let conf = dir.0.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
-                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
-                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
-                 sentinel failover-timeout {name} 10000\n\
-                 sentinel parallel-syncs {name} 2\n",
-                dir = dir.0.display()
-            ),
-        )
-        .expect("sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run redis-server --sentinel: run `make deps` (package redis-server)");
-        let s = Sentinel {
-            port,
-            _dir: dir,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while s.master_port(name) != Some(master) {
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel does not watch the master"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // A port free when chosen may be taken by another test process
+        // before the sentinel binds it: it then exits, and starts again on
+        // another port.
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                     sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                     sentinel failover-timeout {name} 10000\n\
+                     sentinel parallel-syncs {name} 2\n",
+                    dir = dir.0.display()
+                ),
+            )
+            .expect("sentinel.conf");
+            let mut cmd = Command::new("redis-server");
+            cmd.arg(&conf).arg("--sentinel");
+            let mut child = spawn_quiet(cmd);
+            match ready_or_exited(&mut child, Duration::from_secs(20), || {
+                master_port_on(port, name) == Some(master)
+            }) {
+                Some(true) => {
+                    return Sentinel {
+                        port,
+                        _dir: dir,
+                        child,
+                    }
+                }
+                Some(false) => {
+                    eprintln!("the sentinel exited at start on port {port}: trying another")
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the sentinel does not watch the master");
+                }
+            }
         }
-        s
+        panic!("the sentinel does not start");
     }
 
     /// The port of the master the sentinel names now.
     pub fn master_port(&self, name: &str) -> Option<u16> {
-        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
-            .lines()
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
+        master_port_on(self.port, name)
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
