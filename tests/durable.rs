@@ -574,19 +574,36 @@ fn files_go_to_kamailios_user() {
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "run the tests as root (make test does)");
     let tmp = common::TempDir::new("durable-user");
-    // Searchable by nobody; the durable directory inside is made at start.
+    // Searchable by nobody; the durable directory and two levels above it
+    // are made at start.
     fs::set_permissions(&tmp.0, fs::Permissions::from_mode(0o755)).expect("chmod");
-    let dir = tmp.0.join("dur");
-    let body = format!(
-        "modparam(\"mqueue\", \"durable_dir\", \"{}\")\n\
-         modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
-        dir.display()
-    );
+    let cfg_for = |dir: &std::path::Path| {
+        format!(
+            "modparam(\"mqueue\", \"durable_dir\", \"{}\")\n\
+             modparam(\"mqueue\", \"mqueue\", \"name=q;durable=sync\")\n",
+            dir.display()
+        )
+    };
+    let as_nobody = ["-u", "nobody", "-g", "nogroup"];
+    // Under a directory only root may enter: refused at start.
+    let private = tmp.0.join("private");
+    fs::create_dir(&private).expect("mkdir");
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let body = cfg_for(&private.join("dur"));
     let cfg = Cfg {
         body: &body,
         ..Cfg::default()
     };
-    let mut k = Kamailio::start_with(&cfg, Impl::Rust, &["-u", "nobody", "-g", "nogroup"]);
+    let (code, log) = Kamailio::start_expect_failure_with(&cfg, Impl::Rust, &as_nobody);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("cannot write there"), "{log}");
+    let dir = tmp.0.join("a").join("b").join("dur");
+    let body = cfg_for(&dir);
+    let cfg = Cfg {
+        body: &body,
+        ..Cfg::default()
+    };
+    let mut k = Kamailio::start_with(&cfg, Impl::Rust, &as_nobody);
     for i in 0..3 {
         let r = k.rpc(&["mqueue.add", "q", &format!("k{i}"), "v"]);
         assert_eq!(r.as_deref().map(str::trim), Ok("1"), "{}", k.log());

@@ -71,11 +71,22 @@ pub fn with_storage<R>(idx: usize, name: &[u8], f: impl FnOnce(&mut FileStorage)
 
 /// Creates the directory if missing and checks that it can be written.
 fn prepare_dir(dir: &Path) -> Result<(), String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create durable_dir {}: {e}", dir.display()))?;
+    // Missing parents as `mkdir -p` makes them (searchable by Kamailio's
+    // user, should it be another), the directory itself private.
+    let made = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent),
+        _ => Ok(()),
+    };
+    made.and_then(|_| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    })
+    .map_err(|e| format!("cannot create durable_dir {}: {e}", dir.display()))?;
     let probe = dir.join(format!(".mqueue-probe-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
@@ -209,7 +220,70 @@ fn give_to_kamailio_user(dir: &Path) -> Result<(), String> {
             )
         })?;
     }
-    Ok(())
+    probe_as(dir, uid as u32, gid).map_err(|e| {
+        format!(
+            "durable_dir {}: Kamailio's user (uid {uid}) cannot write there ({e}): check the modes of the directories above it",
+            dir.display()
+        )
+    })
+}
+
+/// Creates and removes a file in `dir` as Kamailio's user will be (a
+/// child process takes its user, groups included, as the core does
+/// after the modules' init).
+fn probe_as(dir: &Path, uid: u32, gid: Option<u32>) -> Result<(), std::io::Error> {
+    let probe = std::ffi::CString::new(
+        dir.join(format!(".mqueue-probe-{}", std::process::id()))
+            .as_os_str()
+            .as_encoded_bytes(),
+    )
+    .map_err(std::io::Error::other)?;
+    // SAFETY: fork in the main process at mod_init (no other thread);
+    // the child only makes async-signal-tolerant libc calls and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: the child: takes the user, tries the file, exits with
+        // 0 or the errno.
+        unsafe {
+            let fail = || *libc::__errno_location();
+            if let Some(g) = gid {
+                if libc::setgid(g) < 0 {
+                    libc::_exit(fail());
+                }
+            }
+            let pw = libc::getpwuid(uid);
+            if !pw.is_null() && libc::initgroups((*pw).pw_name, (*pw).pw_gid) < 0 {
+                libc::_exit(fail());
+            }
+            if libc::setuid(uid) < 0 {
+                libc::_exit(fail());
+            }
+            let fd = libc::open(
+                probe.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o600,
+            );
+            if fd < 0 {
+                libc::_exit(fail());
+            }
+            libc::close(fd);
+            libc::unlink(probe.as_ptr());
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => Ok(()),
+        (true, errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        _ => Err(std::io::Error::other("the probe process died")),
+    }
 }
 
 pub fn init(reg: &Registry) -> Result<bool, String> {

@@ -429,7 +429,12 @@ impl Kamailio {
     /// Starts Kamailio expecting it to refuse the configuration; returns
     /// the exit status (None when killed by a signal) and the log.
     pub fn start_expect_failure(cfg: &Cfg, imp: Impl) -> (Option<i32>, String) {
-        let mut k = Self::spawn(cfg, imp, &[]);
+        Self::start_expect_failure_with(cfg, imp, &[])
+    }
+
+    /// [`Kamailio::start_expect_failure`] with more command-line arguments.
+    pub fn start_expect_failure_with(cfg: &Cfg, imp: Impl, args: &[&str]) -> (Option<i32>, String) {
+        let mut k = Self::spawn(cfg, imp, args);
         let mut child = k.child.take().expect("child");
         match wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten()) {
             Some(status) => (status.code(), k.log()),
