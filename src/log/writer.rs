@@ -7,6 +7,7 @@
 //! its record. The first waiter syncs; adds that arrive meanwhile wait on a
 //! futex word and share the next sync, so one sync serves a group.
 
+use crate::queue::monotonic_ms;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -101,16 +102,6 @@ pub struct LogState<A: RawAlloc> {
 /// unless a segment is freed meanwhile.
 const ROLL_RETRY_MS: u64 = 50;
 
-fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
 fn other(msg: &str) -> io::Error {
     io::Error::other(msg.to_string())
 }
@@ -155,14 +146,15 @@ impl<A: RawAlloc> LogState<A> {
         if self.count >= MAX_SEGMENTS {
             return Err(other("the log has reached its most segments"));
         }
-        if self.roll_failed_at != 0 && now_ms().saturating_sub(self.roll_failed_at) < ROLL_RETRY_MS
+        if self.roll_failed_at != 0
+            && monotonic_ms().saturating_sub(self.roll_failed_at) < ROLL_RETRY_MS
         {
             return Err(io::Error::from_raw_os_error(self.roll_errno));
         }
         let r = self.roll_now(st, need);
         match &r {
             Err(e) => {
-                self.roll_failed_at = now_ms().max(1);
+                self.roll_failed_at = monotonic_ms().max(1);
                 self.roll_errno = e.raw_os_error().unwrap_or(libc::EIO);
             }
             Ok(()) => self.roll_failed_at = 0,

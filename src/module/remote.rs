@@ -70,17 +70,6 @@ unsafe impl Sync for SharedGate {}
 
 static GATE: OnceLock<SharedGate> = OnceLock::new();
 
-/// CLOCK_MONOTONIC in milliseconds: the same clock in every process.
-fn monotonic_ms() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: t is a valid out-pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
-}
-
 impl SharedGate {
     fn slot(&self, server: &str) -> Option<&std::sync::atomic::AtomicU64> {
         let i = self.servers.iter().position(|s| s == server)?;
@@ -100,7 +89,7 @@ impl crate::stream::Gate for SharedGate {
         if until == 0 {
             return true;
         }
-        let now = monotonic_ms();
+        let now = crate::queue::monotonic_ms();
         // Past the back-off: the process that moves it on tries the server.
         now >= until
             && slot
@@ -111,7 +100,7 @@ impl crate::stream::Gate for SharedGate {
     fn down(&self, server: &str, for_ms: u64) {
         if let Some(slot) = self.slot(server) {
             slot.store(
-                monotonic_ms() + for_ms,
+                crate::queue::monotonic_ms() + for_ms,
                 std::sync::atomic::Ordering::Release,
             );
         }
@@ -127,7 +116,7 @@ impl crate::stream::Gate for SharedGate {
     fn wait_ms(&self, server: &str) -> u64 {
         self.slot(server).map_or(0, |s| {
             s.load(std::sync::atomic::Ordering::Acquire)
-                .saturating_sub(monotonic_ms())
+                .saturating_sub(crate::queue::monotonic_ms())
         })
     }
 }

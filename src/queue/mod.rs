@@ -170,3 +170,16 @@ pub fn random_u64() -> u64 {
         t ^ u64::from(std::process::id()).rotate_left(40)
     })
 }
+
+/// CLOCK_MONOTONIC in milliseconds: the same clock in every process of
+/// the host (shared deadlines, retry windows).
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec; CLOCK_MONOTONIC
+    // always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
