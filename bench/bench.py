@@ -629,11 +629,12 @@ class RedisServer:
         self.p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", self.dir,
                                    "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", *extra],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if self.cli("PING").strip() == "PONG":
+        for _ in range(200):
+            if self.cli("PING").strip() == "PONG" and (
+                    not replica_of or "master_link_status:up" in self.cli("INFO", "replication")):
                 return
             time.sleep(0.05)
-        sys.exit("redis-server does not start: run make deps")
+        sys.exit("redis-server does not start (or its replica does not sync): run make deps")
 
     def cli(self, *args):
         return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True).stdout
@@ -643,6 +644,21 @@ class RedisServer:
         scripts run inside Redis are not round trips)."""
         stats = self.cli("INFO", "commandstats")
         return sum(int(m) for m in re.findall(r"^cmdstat_(?:evalsha|eval|script|wait):calls=(\d+)", stats, re.M))
+
+    def benchmark_add(self, clients):
+        """The machine's ceiling for our adds: redis-benchmark (C, no
+        Kamailio) running the add script's work (EVALSHA of XADD and
+        HINCRBY, 64-byte values) from `clients` connections, one request
+        in flight on each, as each Kamailio process has: requests/s."""
+        script = ("redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'v', ARGV[2]) "
+                  "redis.pcall('HINCRBY', KEYS[2], 'added', 1) return 1")
+        sha = self.cli("SCRIPT", "LOAD", script).strip()
+        out = subprocess.run(["redis-benchmark", "-p", str(self.port), "-c", str(clients), "-n", str(2 * REDIS_N),
+                              "-q", "evalsha", sha, "2", "mqueue:{rb}", "mqueue:{rb}:stats", "key", VAL64],
+                             capture_output=True, text=True).stdout
+        self.cli("DEL", "mqueue:{rb}", "mqueue:{rb}:stats")
+        m = re.findall(r"([\d.]+) requests per second", out)
+        return float(m[-1]) if m else float("nan")
 
     def cpu_ns(self):
         with open("/proc/%d/schedstat" % self.p.pid) as f:
@@ -654,11 +670,12 @@ class RedisServer:
         subprocess.run(["rm", "-rf", self.dir])
 
 
-def throughput(module, redis=None, attrs=""):
-    """2 rtimer producers add REDIS_N items each, then 2 rtimer consumers
-    drain the queue: adds and fetches per second for the instance, CPU per
-    item (Kamailio's processes, and redis-server's), Redis commands per
-    operation (round trips). On a local queue when `redis` is None."""
+def throughput(module, redis=None, attrs="", workers=2):
+    """`workers` rtimer producers add REDIS_N items each, then `workers`
+    rtimer consumers drain the queue: adds and fetches per second for the
+    instance, CPU per item (Kamailio's processes, and redis-server's),
+    Redis commands per operation (round trips). On a local queue when
+    `redis` is None."""
     attr = ";redis=redis://127.0.0.1:%d%s" % (redis.port, attrs) if redis else ""
     params = "\n".join([
         'modparam("mqueue", "mqueue", "name=t%s")' % attr,
@@ -666,7 +683,7 @@ def throughput(module, redis=None, attrs=""):
         'modparam("pv", "shvset", "go=i:0")'] +
         ['modparam("rtimer", "timer", "name=%s%d;interval=10000u;mode=1")\n'
          'modparam("rtimer", "exec", "timer=%s%d;route=%s")' % (r, i, r, i, route)
-         for i in range(2) for r, route in (("p", "PRODUCE"), ("c", "CONSUME"))])
+         for i in range(workers) for r, route in (("p", "PRODUCE"), ("c", "CONSUME"))])
     routes = TPUT_ROUTES + ROUTE
 
     def during(d, pgid, log, p):
@@ -681,13 +698,13 @@ def throughput(module, redis=None, attrs=""):
             while True:
                 log.seek(0)
                 text = log.read()
-                if text.count("B|" + marker) >= 2:
+                if text.count("B|" + marker) >= workers:
                     break
                 if time.monotonic() > deadline:
                     sys.exit("throughput run stalled:\n" + text[-2000:])
                 time.sleep(0.005)
             secs = time.monotonic() - t0
-            n = 2 * REDIS_N
+            n = workers * REDIS_N
             out[marker] = (n / secs, (cpu_ns(pgid) - cpu0) / n,
                            (redis.cpu_ns() - rcpu0) / n if redis else 0.0,
                            (redis.round_trips() - cmds0) / n if redis else 0.0, text)
@@ -749,6 +766,9 @@ def redis_figures():
     replica = None
     try:
         remote = throughput(IMPLS["rust"], redis)
+        ceiling = redis.benchmark_add(2)
+        remote4 = throughput(IMPLS["rust"], redis, workers=4)
+        ceiling4 = redis.benchmark_add(4)
         replica = RedisServer(PORT + 51, replica_of=redis.port)
         with_replica = throughput(IMPLS["rust"], redis, ";replicas=1")
         up, frozen = frozen_sip(IMPLS["rust"], redis)
@@ -760,6 +780,12 @@ def redis_figures():
     print("%-44s %12s %12s %12s" % ("several instances (ours)", "redis", "replicas=1", "local"))
     for key in remote:
         print("%-44s %12.1f %12.1f %12.1f" % (key, remote[key], with_replica[key], local[key]), flush=True)
+    print("%-44s %12s %12s" % ("redis, producers and consumers", "2", "4"))
+    print("%-44s %12.1f %12.1f" % ("adds/s", remote["adds/s"], remote4["adds/s"]))
+    print("%-44s %12.1f %12.1f" % ("redis-benchmark, the add script, adds/s", ceiling, ceiling4))
+    print("%-44s %12.3f %12.3f" % ("adds/s / redis-benchmark", remote["adds/s"] / ceiling,
+                                   remote4["adds/s"] / ceiling4))
+    print("%-44s %12.1f %12.1f" % ("fetches/s", remote["fetches/s"], remote4["fetches/s"]))
     print("%-44s %12.1f" % ("SIP answers/s, Redis up (offered %d/s)" % FROZEN_RATE, up))
     print("%-44s %12.1f" % ("SIP answers/s, Redis frozen", frozen))
     print("%-44s %12.3f" % ("frozen / up", frozen / up if up else float("nan")), flush=True)

@@ -18,7 +18,7 @@ use std::time::Instant;
 use redis::Value;
 use rustls::ClientConfig;
 
-use super::tls::Transport;
+use super::tls::{Sock, Transport};
 
 /// Where and how to connect: a server, or the master the sentinels name,
 /// with an optional password and database, over TLS or not.
@@ -178,8 +178,8 @@ impl Link {
         let sock = sock.ok_or(last)?;
         sock.set_nodelay(true).map_err(io_failure)?;
         let t = match tls {
-            None => Transport::Plain(sock),
-            Some(config) => Transport::tls(sock, config, host, deadline)?,
+            None => Transport::Plain(Sock::new(sock)),
+            Some(config) => Transport::tls(Sock::new(sock), config, host, deadline)?,
         };
         Ok(Link {
             t,

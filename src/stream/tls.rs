@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -65,8 +65,72 @@ pub fn client_config(
 
 /// A connection's byte stream.
 pub enum Transport {
-    Plain(TcpStream),
-    Tls(Box<(TcpStream, ClientConnection)>),
+    Plain(Sock),
+    Tls(Box<(Sock, ClientConnection)>),
+}
+
+/// How far a socket timeout may stray from what is left of the deadline
+/// before it is set again: a call may end up to this much past its
+/// deadline, and a socket wait that ends this much early is waited again.
+/// Setting them at every read and write cost two system calls per call.
+const SLACK: Duration = Duration::from_millis(1);
+
+/// A TCP socket with the read and write timeouts it has now, so that they
+/// are set again only when what is left of a call's deadline is no longer
+/// within [`SLACK`] of them (most calls set none).
+pub struct Sock {
+    pub s: TcpStream,
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
+
+impl Sock {
+    pub fn new(s: TcpStream) -> Sock {
+        Sock {
+            s,
+            read: None,
+            write: None,
+        }
+    }
+
+    /// Sets the read (or write) timeout to what is left before
+    /// `deadline`, unless it is within [`SLACK`] of that already.
+    fn arm(&mut self, write: bool, deadline: Instant) -> Result<(), Failure> {
+        let left = left(deadline)?;
+        let now = if write {
+            &mut self.write
+        } else {
+            &mut self.read
+        };
+        if now.is_some_and(|t| t.abs_diff(left) <= SLACK) {
+            return Ok(());
+        }
+        *now = None;
+        if write {
+            self.s.set_write_timeout(Some(left))
+        } else {
+            self.s.set_read_timeout(Some(left))
+        }
+        .map_err(io_failure)?;
+        *now = Some(left);
+        Ok(())
+    }
+
+    /// What a read or write that failed with `e` means: Ok to wait again
+    /// when the socket timed out before the deadline (its timeout was
+    /// [`SLACK`] short, or set for an earlier wait), Err otherwise.
+    fn retry(&mut self, e: std::io::Error, deadline: Instant) -> Result<(), Failure> {
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => Ok(()),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                if Instant::now() < deadline =>
+            {
+                (self.read, self.write) = (None, None);
+                Ok(())
+            }
+            _ => Err(io_failure(e)),
+        }
+    }
 }
 
 /// A TLS failure: the peer refused us or we refused its certificate.
@@ -78,7 +142,7 @@ impl Transport {
     /// TLS over `sock` with `host`'s name (or address) checked against
     /// its certificate, the handshake done before `deadline`.
     pub fn tls(
-        sock: TcpStream,
+        sock: Sock,
         config: &Arc<ClientConfig>,
         host: &str,
         deadline: Instant,
@@ -100,8 +164,8 @@ impl Transport {
 
     pub fn sock(&self) -> &TcpStream {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(t) => &t.0,
+            Transport::Plain(s) => &s.s,
+            Transport::Tls(t) => &t.0.s,
         }
     }
 
@@ -110,13 +174,11 @@ impl Transport {
         match self {
             Transport::Plain(sock) => {
                 while !data.is_empty() {
-                    sock.set_write_timeout(Some(left(deadline)?))
-                        .map_err(io_failure)?;
-                    match sock.write(data) {
+                    sock.arm(true, deadline)?;
+                    match sock.s.write(data) {
                         Ok(0) => return Err(Failure::Broken("connection closed".into())),
                         Ok(n) => data = &data[n..],
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(io_failure(e)),
+                        Err(e) => sock.retry(e, deadline)?,
                     }
                 }
                 Ok(())
@@ -133,11 +195,10 @@ impl Transport {
     pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Failure> {
         match self {
             Transport::Plain(sock) => loop {
-                sock.set_read_timeout(Some(left(deadline)?))
-                    .map_err(io_failure)?;
-                match sock.read(buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    r => return r.map_err(io_failure),
+                sock.arm(false, deadline)?;
+                match sock.s.read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) => sock.retry(e, deadline)?,
                 }
             },
             Transport::Tls(t) => loop {
@@ -160,12 +221,12 @@ impl Transport {
     /// the handshake) are taken in first, without waiting.
     pub fn is_stale(&mut self) -> bool {
         if let Transport::Tls(t) = self {
-            if t.0.set_nonblocking(true).is_err() {
+            if t.0.s.set_nonblocking(true).is_err() {
                 return true;
             }
             let mut stale = false;
             loop {
-                match t.1.read_tls(&mut t.0) {
+                match t.1.read_tls(&mut t.0.s) {
                     Ok(0) => {
                         stale = true;
                         break;
@@ -184,7 +245,7 @@ impl Transport {
                     }
                 }
             }
-            if stale || t.0.set_nonblocking(false).is_err() {
+            if stale || t.0.s.set_nonblocking(false).is_err() {
                 return true;
             }
         }
@@ -204,15 +265,13 @@ impl Transport {
 }
 
 /// Sends what rustls has to send, before `deadline`.
-fn write_tls(t: &mut (TcpStream, ClientConnection), deadline: Instant) -> Result<(), Failure> {
+fn write_tls(t: &mut (Sock, ClientConnection), deadline: Instant) -> Result<(), Failure> {
     while t.1.wants_write() {
-        t.0.set_write_timeout(Some(left(deadline)?))
-            .map_err(io_failure)?;
-        match t.1.write_tls(&mut t.0) {
+        t.0.arm(true, deadline)?;
+        match t.1.write_tls(&mut t.0.s) {
             Ok(0) => return Err(Failure::Broken("connection closed".into())),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_failure(e)),
+            Err(e) => t.0.retry(e, deadline)?,
         }
     }
     Ok(())
@@ -220,11 +279,10 @@ fn write_tls(t: &mut (TcpStream, ClientConnection), deadline: Instant) -> Result
 
 /// Reads one lot of TLS records and processes them, before `deadline`;
 /// the bytes read, 0 when the server closed the connection.
-fn read_tls(t: &mut (TcpStream, ClientConnection), deadline: Instant) -> Result<usize, Failure> {
+fn read_tls(t: &mut (Sock, ClientConnection), deadline: Instant) -> Result<usize, Failure> {
     loop {
-        t.0.set_read_timeout(Some(left(deadline)?))
-            .map_err(io_failure)?;
-        match t.1.read_tls(&mut t.0) {
+        t.0.arm(false, deadline)?;
+        match t.1.read_tls(&mut t.0.s) {
             Ok(0) => {
                 return if t.1.is_handshaking() {
                     Err(Failure::Rejected(
@@ -242,8 +300,42 @@ fn read_tls(t: &mut (TcpStream, ClientConnection), deadline: Instant) -> Result<
                 }
                 return Ok(n);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_failure(e)),
+            Err(e) => t.0.retry(e, deadline)?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Failure, Sock, Transport, SLACK};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    /// Reads on a server that never answers end at their own deadline:
+    /// not before it (a timeout left from a shorter call is waited again),
+    /// and not much after it (a longer one left from an earlier call is
+    /// set again).
+    #[test]
+    fn each_read_waits_for_its_own_deadline() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let _peer = server.accept().unwrap();
+        let mut t = Transport::Plain(Sock::new(sock));
+        for ms in [300u64, 40, 250, 30, 30] {
+            let start = Instant::now();
+            let deadline = start + Duration::from_millis(ms);
+            let r = t.read(&mut [0u8; 16], deadline);
+            let took = start.elapsed();
+            assert!(matches!(r, Err(Failure::Timeout)), "{ms} ms: {r:?}");
+            assert!(
+                took >= Duration::from_millis(ms),
+                "{ms} ms: ended after {took:?}"
+            );
+            // The slack, and room for a busy machine's scheduling.
+            assert!(
+                took < Duration::from_millis(ms) + SLACK + Duration::from_millis(200),
+                "{ms} ms: {took:?}"
+            );
         }
     }
 }
