@@ -413,6 +413,30 @@ fn unused_queue_takes_no_space() {
     );
 }
 
+/// A durable_dir every user can write is named in a warning at start (the
+/// queue still works: yesterday's config is not refused).
+#[test]
+fn a_durable_dir_everyone_can_write_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = common::TempDir::new("durable-open");
+    fs::set_permissions(&tmp.0, fs::Permissions::from_mode(0o777)).unwrap();
+    let body = durable_cfg(
+        &tmp.0,
+        "modparam(\"mqueue\", \"mqueue\", \"name=q;durable=10\")\n",
+    );
+    let k = start_on(&body);
+    assert!(
+        k.log().contains(&format!(
+            "durable_dir {} can be written by every user",
+            tmp.0.display()
+        )),
+        "{}",
+        k.log()
+    );
+    add_items(&k, "q", 2);
+    assert_eq!(k.queue_size("q"), 2);
+}
+
 /// A directory, FIFO or symlink under the name `mqueue.lock` is set aside
 /// (a symlink is not followed: its target stays as it was) with a log line
 /// naming it; Kamailio starts, and a second instance is still refused.

@@ -392,3 +392,56 @@ fn an_unwritable_spill_dir_is_refused_at_start() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A spill directory every user can write is named in a warning, and a
+/// spill file there owned by another user than Kamailio's or root (one
+/// planted by that user) is set aside, never loaded; owned by root again,
+/// it loads.
+#[test]
+fn a_spill_file_of_another_owner_is_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = Db::sqlite();
+    let open = common::TempDir::new("spill-open");
+    fs::set_permissions(&open.0, fs::Permissions::from_mode(0o1777)).unwrap();
+    let body = one_queue(&db, Some(&open.0.display().to_string()));
+    let mut k = Kamailio::start(&sqlite_cfg(&body), Impl::Rust);
+    assert!(
+        k.log().contains(&format!(
+            "mqueue q: spill files go to {}, which every user can write",
+            open.0.display()
+        )),
+        "{}",
+        k.log()
+    );
+    add_three(&k);
+    k.stop();
+    let spill = spill_file(&open.0, "q");
+    assert!(spill.exists(), "{}", k.log());
+    std::os::unix::fs::chown(&spill, Some(65534), Some(65534)).unwrap();
+    let mut k = k.restart();
+    assert_eq!(k.queue_size("q"), 0);
+    let log = k.log();
+    assert!(
+        log.contains(&format!(
+            "mqueue q: spill file {}: owned by uid 65534, neither Kamailio's user (uid 0) nor root, no item could be read; it was set aside as",
+            spill.display()
+        )),
+        "{log}"
+    );
+    k.stop();
+    // Put back under its name and given to root, it loads.
+    let aside = fs::read_dir(&open.0)
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mqueue-q.spill.damaged-")
+        })
+        .expect("set aside")
+        .path();
+    fs::rename(&aside, &spill).unwrap();
+    std::os::unix::fs::chown(&spill, Some(0), Some(0)).unwrap();
+    let k = k.restart();
+    assert_eq!(k.queue_size("q"), 3, "{}", k.log());
+}

@@ -87,6 +87,16 @@ fn prepare_dir(dir: &Path) -> Result<(), String> {
             .create(dir)
     })
     .map_err(|e| format!("cannot create durable_dir {}: {e}", dir.display()))?;
+    if std::fs::metadata(dir).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o002 != 0
+    }) {
+        crate::kwarn!(
+            "durable_dir {} can be written by every user: another user could remove or \
+             replace queue files there; make it writable by Kamailio's user only",
+            dir.display()
+        );
+    }
     let probe = dir.join(format!(".mqueue-probe-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)

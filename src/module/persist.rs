@@ -297,6 +297,18 @@ fn check_spill_dir(queue: &QueueDef) -> Result<(), String> {
             return Err(format!("spill_dir {}: not a directory", dir.display()));
         }
     }
+    if fs::metadata(&dir).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o002 != 0
+    }) {
+        kwarn!(
+            "mqueue {}: spill files go to {}, which every user can write: use a directory \
+             only Kamailio's user can write (a spill file there that is not owned by \
+             Kamailio's user or root is set aside at start, not loaded)",
+            queue.name_lossy(),
+            dir.display()
+        );
+    }
     if on_tmpfs(&dir) {
         kwarn!(
             "mqueue {}: spill files (items the database does not take at shutdown) go to {}, \
@@ -399,11 +411,12 @@ fn write_spill(d: &QueueDef, path: &Path, items: &[&(Vec<u8>, Vec<u8>)]) -> io::
 /// Reads a spill file, which must be a regular file: a symbolic link, a
 /// FIFO, a device or a directory left under its name is refused, never
 /// read or followed (a link could point anywhere, a FIFO would block the
-/// start, `/dev/zero` would never end). At most the size the file had
-/// when opened is read.
+/// start, `/dev/zero` would never end), and so is a file owned by
+/// another user than Kamailio's or root (planted in a directory others
+/// can write). At most the size the file had when opened is read.
 fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -420,6 +433,17 @@ fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a regular file",
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "owned by uid {}, neither Kamailio's user (uid {me}) nor root",
+                meta.uid()
+            ),
         ));
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
