@@ -162,18 +162,22 @@ impl Rpc {
         (rc >= 0 && !handle.is_null()).then_some(handle)
     }
 
-    /// Adds an integer to the reply.
+    /// Adds an integer to the reply (see [`wide_or_int`]).
     pub fn add_int(&self, v: i64) -> bool {
-        // SAFETY: "d" takes one int.
+        // SAFETY: "d" takes one int, "L" one long long; the core copies them.
         unsafe {
             match (*self.api).add {
-                Some(add) => {
-                    add(
-                        self.ctx,
-                        c"d".as_ptr() as *mut c_char,
-                        v.clamp(i32::MIN as i64, i32::MAX as i64) as c_int,
-                    ) >= 0
-                }
+                Some(add) => wide_or_int(v, |wide| {
+                    if wide {
+                        add(
+                            self.ctx,
+                            c"L".as_ptr() as *mut c_char,
+                            v as libc::c_longlong,
+                        )
+                    } else {
+                        add(self.ctx, c"d".as_ptr() as *mut c_char, clamp_int(v))
+                    }
+                }),
                 None => false,
             }
         }
@@ -201,17 +205,50 @@ impl RpcStruct<'_> {
         }
     }
 
-    /// Adds an integer member (clamped to the int range of the protocol).
+    /// Adds an integer member (see [`wide_or_int`]).
     pub fn int(&self, name: &CStr, value: i64) -> bool {
-        let v = value.clamp(i32::MIN as i64, i32::MAX as i64) as c_int;
-        // SAFETY: "d" takes a member name and an int.
+        // SAFETY: "d" takes a member name and an int, "L" a member name and
+        // a long long; the core copies them.
         unsafe {
             match (*self.rpc.api).struct_add {
-                Some(add) => add(self.handle, c"d".as_ptr() as *mut c_char, name.as_ptr(), v) >= 0,
+                Some(add) => wide_or_int(value, |wide| {
+                    let n = name.as_ptr();
+                    if wide {
+                        add(
+                            self.handle,
+                            c"L".as_ptr() as *mut c_char,
+                            n,
+                            value as libc::c_longlong,
+                        )
+                    } else {
+                        add(
+                            self.handle,
+                            c"d".as_ptr() as *mut c_char,
+                            n,
+                            clamp_int(value),
+                        )
+                    }
+                }),
                 None => false,
             }
         }
     }
+}
+
+fn clamp_int(v: i64) -> c_int {
+    v.clamp(i32::MIN as i64, i32::MAX as i64) as c_int
+}
+
+/// Adds `v` through `add(wide)`: as an int (`d`) when it fits one, else as
+/// a long long (`L`: a number in JSON-RPC and XML-RPC, a double, exact to
+/// 2^53, in binrpc), so that counters past 2^31 (a long-lived Redis
+/// queue's) show whole. A transport that knows no `L` (xhttp_rpc) gets the
+/// int, clamped.
+fn wide_or_int(v: i64, mut add: impl FnMut(bool) -> c_int) -> bool {
+    if i32::try_from(v).is_err() && add(true) >= 0 {
+        return true;
+    }
+    add(false) >= 0
 }
 
 /// An RPC parameter that is there but is not an integer.
