@@ -879,6 +879,50 @@ fn rpc_add(k: &Kamailio, val: &str) -> (Result<String, String>, Duration) {
     (r.map(|s| s.trim().to_string()), t.elapsed())
 }
 
+/// A reply sent twice, the copy late (after the next call's check for a
+/// closed connection, before its answer): the copy is never taken for the
+/// next call's answer. Here that answer is an error, so an add that
+/// answered 1 on the copy would be acknowledged and not in the stream.
+/// Whatever the timing, every add answered 1 is in the stream.
+#[test]
+fn a_late_copy_of_a_reply_is_never_an_answer() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let k = plain_instance(&format!("redis://127.0.0.1:{}", proxy.port));
+    // The add script loaded (a first EVALSHA answered NOSCRIPT takes a
+    // second round trip, which the late copy would break up).
+    assert_eq!(rpc_add(&k, "warm").0.as_deref(), Ok("1"));
+    k.rpc(&["mqueue.clear", "work"]).expect("clear");
+    let mut refused = 0;
+    for round in 0..3 {
+        proxy.set("latedouble 300");
+        let first = format!("first{round}");
+        assert_eq!(rpc_add(&k, &first).0.as_deref(), Ok("1"));
+        let mut acknowledged = vec![format!("v{first}")];
+        let second = format!("second{round}");
+        let (r, _) = rpc_add(&k, &second);
+        eprintln!("round {round}: the add after the late copy answered {r:?}");
+        match r.as_deref() {
+            Ok("1") => acknowledged.push(format!("v{second}")),
+            _ => refused += 1,
+        }
+        proxy.set("pass");
+        // Read from the server itself, not through the proxy.
+        let stream = redis.cli(&["XRANGE", "mqueue:{work}", "-", "+"]);
+        for v in &acknowledged {
+            assert!(
+                stream.lines().any(|l| l.trim() == v),
+                "round {round}: {v} was acknowledged and is not in the stream:\n{stream}"
+            );
+        }
+        recovers_in_step(&k, &format!("after{round}"));
+        k.rpc(&["mqueue.clear", "work"]).expect("clear");
+    }
+    // The copy came before the second add's answer at least once (it
+    // comes 300 ms after the first answer; the second add follows at once).
+    assert!(refused > 0, "no round tried the late copy:\n{}", k.log());
+}
+
 /// Redis closes idle connections (`timeout 1`) or kills them (`CLIENT
 /// KILL`) between calls, as firewalls and load balancers do: the next call
 /// reopens the connection and succeeds; no call fails.

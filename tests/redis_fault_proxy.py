@@ -13,6 +13,11 @@ for every request):
   double      the reply twice
   late MS     the server's reply held back MS ms (the server ran the
               request; a client that gave up never sees the answer)
+  latedouble MS
+              the server's reply, then MS ms later a copy of its first
+              frame, and the next request on the connection (held back
+              meanwhile) answered -ERR, not forwarded: a client that reads
+              the copy as that answer takes an error for a success
 
 Usage: redis_fault_proxy.py LISTEN UPSTREAM MODE_FILE
 """
@@ -86,7 +91,7 @@ def mode(path):
 
 def serve(client, upstream_port, mode_path):
     up = socket.create_connection(("127.0.0.1", upstream_port))
-    cbuf, ubuf, scripts_known = b"", b"", False
+    cbuf, ubuf, scripts_known, erring = b"", b"", False, False
     try:
         while True:
             reqs, cbuf = frames(cbuf)
@@ -95,6 +100,10 @@ def serve(client, upstream_port, mode_path):
                 if not chunk:
                     return
                 cbuf += chunk
+                continue
+            if erring:
+                erring = False
+                client.sendall(b"-ERR injected\r\n" * len(reqs))
                 continue
             name, ms = mode(mode_path)
             evalsha = b"EVALSHA" in reqs[0][:32].upper()
@@ -122,6 +131,11 @@ def serve(client, upstream_port, mode_path):
                 client.sendall(b"?not resp\r\n")
             elif name == "double":
                 client.sendall(reply + reply)
+            elif name == "latedouble":
+                client.sendall(reply)
+                time.sleep(ms / 1000)
+                client.sendall(replies[0])
+                erring = True
             else:
                 client.sendall(reply)
     except OSError:

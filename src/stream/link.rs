@@ -89,6 +89,11 @@ const MAX_REPLY: usize = 512 << 20;
 pub struct Link {
     t: Transport,
     buf: Vec<u8>,
+    /// The request being sent (kept for its capacity).
+    req: Vec<u8>,
+    /// The number of the last call, echoed back by the server after its
+    /// replies (see [`Link::exchange`]).
+    seq: u64,
     /// Every command sent goes after an `ASKING` (a cluster node asked
     /// for a slot it is importing, after an `ASK` redirection).
     pub asking: bool,
@@ -144,7 +149,7 @@ impl Link {
         }
         let n = usize::from(t.password.is_some()) + usize::from(t.db != 0);
         if n > 0 {
-            for v in link.exchange(&hello.get_packed_pipeline(), n, deadline)? {
+            for v in link.exchange_unchecked(&hello.get_packed_pipeline(), n, deadline)? {
                 if let Value::ServerError(e) = v {
                     return Err(Failure::Rejected(redis::RedisError::from(e).to_string()));
                 }
@@ -184,6 +189,8 @@ impl Link {
         Ok(Link {
             t,
             buf: Vec::with_capacity(512),
+            req: Vec::with_capacity(512),
+            seq: 0,
             asking: false,
         })
     }
@@ -198,15 +205,73 @@ impl Link {
     /// Sends `packed` (one or more commands) and reads `replies` replies,
     /// push frames skipped, before `deadline`. A server error is a reply
     /// (`Value::ServerError`), the connection stays in step.
+    ///
+    /// An `ECHO` of the call's number goes in the same write, after the
+    /// commands, and its answer must follow their replies: a reply that
+    /// comes late (a server or middlebox that sends one twice, after the
+    /// idle check before the request) would otherwise be read as this
+    /// call's answer, and every answer after it as the one before; it
+    /// shows as a wrong echo, and the call fails as out of step. No round
+    /// trip is added. A server that refuses `ECHO` (an ACL without
+    /// `@connection`), or refuses it as it refused the call's last command
+    /// (`NOAUTH`), answers in step all the same, unchecked.
     pub fn exchange(
         &mut self,
         packed: &[u8],
         replies: usize,
         deadline: Instant,
     ) -> Result<Vec<Value>, Failure> {
-        if self.asking {
-            return self.exchange_asking(packed, replies, deadline);
+        let mut req = std::mem::take(&mut self.req);
+        req.clear();
+        let asking = self.asking;
+        let sent = if asking {
+            // An `ASKING` before each command (a request is RESP too: its
+            // commands are found by [`frame_len`]); their replies are left
+            // out below.
+            let mut rest = packed;
+            while let Some(n) = frame_len(rest).map_err(Failure::Broken)?.filter(|&n| n > 0) {
+                req.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+                req.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+            }
+            2 * replies
+        } else {
+            req.extend_from_slice(packed);
+            replies
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq.to_string();
+        req.extend_from_slice(
+            format!("*2\r\n$4\r\nECHO\r\n${}\r\n{seq}\r\n", seq.len()).as_bytes(),
+        );
+        let result = self.exchange_unchecked(&req, sent + 1, deadline);
+        self.req = req;
+        let mut out = result?;
+        match out.pop() {
+            Some(Value::BulkString(b)) if b == seq.as_bytes() => {}
+            // Refused as a command of its own (ACL, renamed), or refused
+            // as the call's last command was (NOAUTH, BUSY): in step.
+            Some(Value::ServerError(e)) if echo_refused(&e, out.last()) => {}
+            other => {
+                return Err(Failure::Broken(format!(
+                    "reply out of step (the echo of call {seq} expected, {other:?} read)"
+                )))
+            }
         }
+        if asking {
+            out = out.into_iter().skip(1).step_by(2).collect();
+        }
+        Ok(out)
+    }
+
+    /// [`Link::exchange`] without the echo: for the handshake and the
+    /// sentinels (which know no `ECHO`), on connections just opened.
+    fn exchange_unchecked(
+        &mut self,
+        packed: &[u8],
+        replies: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, Failure> {
         self.t.write_all(packed, deadline)?;
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
@@ -216,29 +281,6 @@ impl Link {
             }
         }
         Ok(out)
-    }
-
-    /// [`Link::exchange`] with an `ASKING` before each command (a request
-    /// is RESP too: its commands are found by [`frame_len`]); the
-    /// `ASKING` replies are left out.
-    fn exchange_asking(
-        &mut self,
-        packed: &[u8],
-        replies: usize,
-        deadline: Instant,
-    ) -> Result<Vec<Value>, Failure> {
-        let asking = redis::cmd("ASKING").get_packed_command();
-        let mut request = Vec::with_capacity(packed.len() + replies * asking.len());
-        let mut rest = packed;
-        while let Some(n) = frame_len(rest).map_err(Failure::Broken)?.filter(|&n| n > 0) {
-            request.extend_from_slice(&asking);
-            request.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
-        self.asking = false;
-        let all = self.exchange(&request, 2 * replies, deadline);
-        self.asking = true;
-        Ok(all?.into_iter().skip(1).step_by(2).collect())
     }
 
     /// One whole frame, decoded; the bytes after it stay buffered (and
@@ -268,6 +310,15 @@ impl Link {
     }
 }
 
+/// An error in the echo's place that is the echo's own answer: `ECHO`
+/// named (unknown or not permitted), or the error the call's last command
+/// got too (a server refusing every command).
+fn echo_refused(e: &redis::ServerError, last: Option<&Value>) -> bool {
+    e.details()
+        .is_some_and(|d| d.to_ascii_lowercase().contains("echo"))
+        || matches!(last, Some(Value::ServerError(l)) if l.code() == e.code())
+}
+
 /// The master's address, from the first sentinel that knows it, all
 /// before `deadline`.
 fn ask_sentinels(
@@ -282,7 +333,7 @@ fn ask_sentinels(
     let mut last = Failure::Unreachable(format!("no sentinel knows master {master}"));
     for (host, port) in sentinels {
         let reply = Link::connect(host, *port, tls, deadline)
-            .and_then(|mut l| l.exchange(&packed, 1, deadline));
+            .and_then(|mut l| l.exchange_unchecked(&packed, 1, deadline));
         match reply.map(|mut r| r.pop()) {
             Ok(Some(v @ Value::Array(_))) => {
                 if let Ok((h, p)) = redis::from_redis_value::<(String, u16)>(v) {

@@ -520,7 +520,7 @@ impl FaultProxy {
     }
 
     /// The mode for the next requests: `pass`, `slow MS`, `trickle MS`,
-    /// `push MS`, `malformed`, `double`, `late MS`.
+    /// `push MS`, `malformed`, `double`, `late MS`, `latedouble MS`.
     pub fn set(&self, mode: &str) {
         let tmp = self.mode_file.with_extension("new");
         std::fs::write(&tmp, mode).expect("mode file");
