@@ -1588,6 +1588,43 @@ fn idle_times(k: &Kamailio) -> Vec<f64> {
         .collect()
 }
 
+/// A Redis with `hz 1` ends a blocking read up to a second late, past
+/// `redis_timeout`: the waiting consumer's read times out, which drops its
+/// connection but is no outage: the instance's other calls (adds from
+/// RPC here) never fail on that healthy server.
+#[test]
+fn a_late_blocking_read_is_no_outage() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "hz", "1"]);
+    let body = format!(
+        r#"modparam("mqueue", "redis_timeout", 500)
+modparam("mqueue", "redis_backoff", 1000)
+modparam("mqueue", "mqueue", "name=work;redis={}")
+modparam("rtimer", "timer", "name=w;interval=1000u;mode=1")
+modparam("rtimer", "exec", "timer=w;route=WAIT")
+route[WAIT] {{
+    if (mq_fetch_wait("work", 700)) {{
+        xlog("L_INFO", "C|$mqv(work)\n");
+    }} else {{
+        xlog("L_INFO", "I|$pp|$TV(Sn)\n");
+    }}
+}}
+request_route {{ sl_send_reply("200", "OK"); exit; }}
+"#,
+        redis.url()
+    );
+    let k = start_instance(&body, 1);
+    assert_eq!(k.wait_marked("I|", 2, Duration::from_secs(10)).len(), 2);
+    // Adds rarer than the blocking reads (an add ends a block at once).
+    for i in 0..6 {
+        std::thread::sleep(Duration::from_millis(1300));
+        let (r, _) = rpc_add(&k, &format!("late{i}"));
+        assert_eq!(r.as_deref(), Ok("1"), "add {i}:\n{}", k.log());
+    }
+    let got = k.wait_marked("C|", 6, Duration::from_secs(20));
+    assert_eq!(got.len(), 6, "{}", k.log());
+}
+
 /// `mq_fetch_wait` on a Redis queue blocks on Redis (`XREAD BLOCK`)
 /// instead of polling: an idle waiting consumer costs next to no CPU and
 /// a few calls per second; an add reaches it at once; while Redis hangs,
@@ -2124,9 +2161,21 @@ fn cluster_queues_in_every_shard_and_a_migrated_slot_lose_nothing() {
         cluster.info_count(to, "commandstats", "cmdstat_asking") > asking,
         "no ASKING"
     );
-    for i in 0..3 {
-        ok(i, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
-    }
+    // A fetch names the dead-letter stream, which does not exist: the
+    // importing node answers TRYAGAIN (a key missing mid-import) until the
+    // slot is its own, given 300 ms from now; the fetch is sent there
+    // again until then, within redis_timeout (2000).
+    let fetched = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            for i in 0..3 {
+                ok(i, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+            }
+        });
+        a.rpc(&["mqueue.fetch", moving])
+    });
+    let fetched = fetched.expect("a fetch during the migration");
+    let mut consumed_early = vec![field(&fetched, "val")];
     // The slot is `to`'s: the next call to `from` (or to a seed, for a
     // process that never used the queue) is answered MOVED.
     let moves = || -> u64 {
@@ -2143,6 +2192,7 @@ fn cluster_queues_in_every_shard_and_a_migrated_slot_lose_nothing() {
     let b = start_instance(&once("CONSUME", &consume), 1);
     let mut consumed = b.wait_marked("C|", 12, Duration::from_secs(30));
     assert_eq!(consumed.len(), 12, "script fetches failed:\n{}", b.log());
+    consumed.append(&mut consumed_early);
     for n in &names {
         consumed.extend(a.drain(n).into_iter().map(|(_, v)| v));
         assert_eq!(a.queue_size(n), 0, "{n}");

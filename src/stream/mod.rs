@@ -444,6 +444,18 @@ impl Session {
     fn call<T>(
         &mut self,
         spec: &StreamSpec,
+        f: impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
+    ) -> Result<T, String> {
+        self.call_with(spec, true, f)
+    }
+
+    /// [`Session::call`]; a timeout starts a back-off only when
+    /// `timeout_is_outage` (not for a blocking read, which a server with a
+    /// low `hz` ends late: its connection is dropped, that is all).
+    fn call_with<T>(
+        &mut self,
+        spec: &StreamSpec,
+        timeout_is_outage: bool,
         mut f: impl FnMut(&mut Link, &Ctx, Instant) -> CallResult<T>,
     ) -> Result<T, String> {
         let now = Instant::now();
@@ -460,6 +472,7 @@ impl Session {
         let deadline = now + self.timeout;
         let result = self.call_within(spec, deadline, &mut f);
         match &result {
+            Err(CallError::Link(Failure::Timeout)) if !timeout_is_outage => {}
             Err(CallError::Link(Failure::Timeout | Failure::Unreachable(_))) => {
                 self.down_until
                     .insert(spec.server.clone(), Instant::now() + self.backoff);
@@ -531,11 +544,13 @@ impl Session {
                     ask = Some(node);
                 }
                 // Not a redirection: bounded by the deadline alone.
+                // Sent again to the same node (after an `ASK`, the
+                // importing one: keys the scripts name that do not exist
+                // yet make it answer TRYAGAIN until the slot is its own).
                 (Some("TRYAGAIN"), _)
                     if deadline.saturating_duration_since(Instant::now()) > TRYAGAIN_PAUSE =>
                 {
                     std::thread::sleep(TRYAGAIN_PAUSE);
-                    ask = None;
                     continue;
                 }
                 _ => return result,
@@ -795,7 +810,7 @@ impl Session {
         if self.timeout < BLOCK_MARGIN + BLOCK_MIN {
             return Err("redis_timeout too short for a blocking read".into());
         }
-        let _: Value = self.call(spec, |l, _, d| {
+        let _: Value = self.call_with(spec, false, |l, _, d| {
             let left = d
                 .saturating_duration_since(Instant::now())
                 .saturating_sub(BLOCK_MARGIN);
