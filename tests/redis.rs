@@ -1588,22 +1588,18 @@ fn idle_times(k: &Kamailio) -> Vec<f64> {
         .collect()
 }
 
-/// A Redis with `hz 1` ends a blocking read up to a second late, past
-/// `redis_timeout`: the waiting consumer's read times out, which drops its
-/// connection but is no outage: the instance's other calls (adds from
-/// RPC here) never fail on that healthy server.
-#[test]
-fn a_late_blocking_read_is_no_outage() {
-    let redis = RedisServer::start();
-    redis.cli(&["CONFIG", "SET", "hz", "1"]);
+/// An instance whose rtimer process loops on `mq_fetch_wait("work",
+/// wait_ms)` (marks `C|<value>` for an item, `I|<pid>|<time>` for none),
+/// with `redis_timeout` and `redis_backoff` as given.
+fn waiting_consumer(redis: &RedisServer, timeout: u64, backoff: u64, wait_ms: u64) -> Kamailio {
     let body = format!(
-        r#"modparam("mqueue", "redis_timeout", 500)
-modparam("mqueue", "redis_backoff", 1000)
+        r#"modparam("mqueue", "redis_timeout", {timeout})
+modparam("mqueue", "redis_backoff", {backoff})
 modparam("mqueue", "mqueue", "name=work;redis={}")
 modparam("rtimer", "timer", "name=w;interval=1000u;mode=1")
 modparam("rtimer", "exec", "timer=w;route=WAIT")
 route[WAIT] {{
-    if (mq_fetch_wait("work", 700)) {{
+    if (mq_fetch_wait("work", {wait_ms})) {{
         xlog("L_INFO", "C|$mqv(work)\n");
     }} else {{
         xlog("L_INFO", "I|$pp|$TV(Sn)\n");
@@ -1613,7 +1609,18 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
 "#,
         redis.url()
     );
-    let k = start_instance(&body, 1);
+    start_instance(&body, 1)
+}
+
+/// A Redis with `hz 1` ends a blocking read up to a second late, past
+/// `redis_timeout`: the waiting consumer's read times out, which drops its
+/// connection but is no outage: the instance's other calls (adds from
+/// RPC here) never fail on that healthy server.
+#[test]
+fn a_late_blocking_read_is_no_outage() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "hz", "1"]);
+    let k = waiting_consumer(&redis, 500, 1000, 700);
     assert_eq!(k.wait_marked("I|", 2, Duration::from_secs(10)).len(), 2);
     // Adds rarer than the blocking reads (an add ends a block at once).
     for i in 0..6 {
@@ -1633,24 +1640,7 @@ request_route {{ sl_send_reply("200", "OK"); exit; }}
 #[test]
 fn a_waiting_consumer_blocks_instead_of_polling() {
     let redis = RedisServer::start();
-    let body = format!(
-        r#"modparam("mqueue", "redis_timeout", 300)
-modparam("mqueue", "redis_backoff", 300)
-modparam("mqueue", "mqueue", "name=work;redis={}")
-modparam("rtimer", "timer", "name=w;interval=1000u;mode=1")
-modparam("rtimer", "exec", "timer=w;route=WAIT")
-route[WAIT] {{
-    if (mq_fetch_wait("work", 1000)) {{
-        xlog("L_INFO", "C|$mqv(work)\n");
-    }} else {{
-        xlog("L_INFO", "I|$pp|$TV(Sn)\n");
-    }}
-}}
-request_route {{ sl_send_reply("200", "OK"); exit; }}
-"#,
-        redis.url()
-    );
-    let k = start_instance(&body, 1);
+    let k = waiting_consumer(&redis, 300, 300, 1000);
     assert_eq!(k.wait_marked("I|", 1, Duration::from_secs(10)).len(), 1);
     let pids = k.pids_of("timer=w");
     assert_eq!(pids.len(), 1, "consumer process: {pids:?}");

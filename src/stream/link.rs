@@ -11,6 +11,7 @@
 //! out of step (timeout or error mid-reply, a frame that does not parse,
 //! bytes nobody asked for) is dropped by the caller.
 
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Instant;
@@ -240,15 +241,16 @@ impl Link {
             replies
         };
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq.to_string();
-        req.extend_from_slice(
-            format!("*2\r\n$4\r\nECHO\r\n${}\r\n{seq}\r\n", seq.len()).as_bytes(),
-        );
+        let seq = self.seq;
+        // Written in place: no allocation per call.
+        let digits = seq.checked_ilog10().unwrap_or(0) + 1;
+        let _ = write!(req, "*2\r\n$4\r\nECHO\r\n${digits}\r\n{seq}\r\n");
         let result = self.exchange_unchecked(&req, sent + 1, deadline);
         self.req = req;
         let mut out = result?;
         match out.pop() {
-            Some(Value::BulkString(b)) if b == seq.as_bytes() => {}
+            Some(Value::BulkString(b))
+                if std::str::from_utf8(&b).ok().and_then(|t| t.parse().ok()) == Some(seq) => {}
             // Refused as a command of its own (ACL, renamed), or refused
             // as the call's last command was (NOAUTH, BUSY): in step.
             Some(Value::ServerError(e)) if echo_refused(&e, out.last()) => {}
